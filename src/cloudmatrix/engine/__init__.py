@@ -1,0 +1,1 @@
+"""Serving engine: torch model, workers, expert parallelism. Needs the `engine` extra."""
