@@ -1,0 +1,29 @@
+"""INT8 W8A8 quantisation for the serving engine (per-channel weights, per-token activations)."""
+
+from cloudmatrix.engine.quant.int8 import (
+    Int8Experts,
+    Int8ExpertWeights,
+    Int8Linear,
+    QuantReport,
+    dequantize,
+    int8_matmul,
+    int8_path_counts,
+    quantize_expert_weights,
+    quantize_model,
+    quantize_per_channel,
+    quantize_per_token,
+)
+
+__all__ = [
+    "Int8ExpertWeights",
+    "Int8Experts",
+    "Int8Linear",
+    "QuantReport",
+    "dequantize",
+    "int8_matmul",
+    "int8_path_counts",
+    "quantize_expert_weights",
+    "quantize_model",
+    "quantize_per_channel",
+    "quantize_per_token",
+]

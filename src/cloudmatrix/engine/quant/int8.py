@@ -1,0 +1,273 @@
+"""INT8 W8A8 the CloudMatrix-Infer way: static per-output-channel weight scales, dynamic per-token
+activation scales, both symmetric; int8 x int8 -> int32 matmuls where torch has them.
+
+`torch._int_mm` runs the integer matmul when the device supports the shape (CPU: any shape in torch
+2.13; CUDA: K and N multiples of 8, M > 16, which we meet by padding M). Otherwise the same
+quantised integers are multiplied in fp32 (the "float_fallback" path): the numerics of W8A8 are
+kept, only the speed is lost. Every call records which path ran, so a benchmark or test can say
+what it measured.
+
+Norms, the MoE router (`gate`) and the LM head stay float, as in the paper.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from cloudmatrix.errors import CloudMatrixError
+
+QMAX = 127  # symmetric: -127..127, so -x quantises to -q exactly
+PATH_INT_MM = "int_mm"
+PATH_FALLBACK = "float_fallback"
+_CUDA_MIN_M = 17  # torch's CUDA _int_mm wants M > 16
+
+
+def quantize_per_token(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric INT8 over the last dim: q int8 [..., K], scale fp32 [..., 1]; x ~= q * scale.
+
+    Each element's error is at most scale / 2 = amax / 254. All-zero rows get q = 0.
+    """
+    xf = x.float()
+    amax = xf.abs().amax(dim=-1, keepdim=True)
+    # A tiny floor keeps all-zero rows finite (they quantise to 0 and dequantise to 0).
+    scale = (amax / QMAX).clamp_min(torch.finfo(torch.float32).tiny)
+    q = torch.round(xf / scale).clamp_(-QMAX, QMAX).to(torch.int8)
+    return q, scale
+
+
+def quantize_per_channel(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric INT8 per output channel of a [..., N, K] weight: q int8 [..., N, K], scale fp32 [..., N]."""
+    q, scale = quantize_per_token(w)
+    return q, scale.squeeze(-1)
+
+
+def dequantize(q: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """q * scale; scale broadcasts over the last dim ([..., 1] per token, [N, 1] per channel)."""
+    return (q.float() * scale).to(dtype)
+
+
+def int_mm_supported(device: torch.device) -> bool:
+    """Whether torch has an int8 x int8 -> int32 matmul on this device type."""
+    return hasattr(torch, "_int_mm") and device.type in ("cpu", "cuda")
+
+
+def int8_matmul(xq: torch.Tensor, wq: torch.Tensor) -> tuple[torch.Tensor, str]:
+    """xq [M, K] int8 @ wq[N, K]^T int8 -> (fp32 [M, N] holding the exact int32 sums, path that ran)."""
+    m, k = xq.shape
+    n = wq.shape[0]
+    dev = xq.device
+    if m > 0 and int_mm_supported(dev):
+        if dev.type == "cpu":
+            return torch._int_mm(xq, wq.t()).float(), PATH_INT_MM
+        if k % 8 == 0 and n % 8 == 0:
+            # Pad M past CUDA's lower bound (and to a multiple of 8); padded rows are zeros, dropped after.
+            mp = max(_CUDA_MIN_M, m)
+            mp = (mp + 7) // 8 * 8
+            a = xq if mp == m else F.pad(xq, (0, 0, 0, mp - m))
+            return torch._int_mm(a, wq.t())[:m].float(), PATH_INT_MM
+    # Same integers, float arithmetic: exact while |sum| < 2**24, i.e. near-exact for real K.
+    return xq.float() @ wq.float().t(), PATH_FALLBACK
+
+
+def int8_linear(
+    xq: torch.Tensor, xs: torch.Tensor, wq: torch.Tensor, ws: torch.Tensor
+) -> tuple[torch.Tensor, str]:
+    """Activations int8 [M, K] (scale [M, 1]) times a weight int8 [N, K] (scale [N]) -> fp32 [M, N]."""
+    acc, path = int8_matmul(xq, wq)
+    return acc * xs * ws, path
+
+
+class Int8Linear(torch.nn.Module):
+    """W8A8 drop-in for nn.Linear: weight int8 per output channel (static), input int8 per token (dynamic).
+
+    `path_counts` counts which matmul path ran ("int_mm" or "float_fallback"); `last_path` is the latest.
+    """
+
+    def __init__(self, weight_q: torch.Tensor, weight_scale: torch.Tensor, bias: torch.Tensor | None):
+        super().__init__()
+        self.in_features = weight_q.shape[1]
+        self.out_features = weight_q.shape[0]
+        self.register_buffer("weight_q", weight_q)
+        self.register_buffer("weight_scale", weight_scale)
+        self.register_buffer("bias", bias)
+        self.path_counts: Counter[str] = Counter()
+        self.last_path: str | None = None
+
+    @classmethod
+    def from_float(cls, linear: torch.nn.Linear) -> Int8Linear:
+        q, s = quantize_per_channel(linear.weight.detach())
+        bias = None if linear.bias is None else linear.bias.detach().clone()
+        return cls(q, s, bias)
+
+    def dequantized_weight(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        return dequantize(self.weight_q, self.weight_scale[:, None], dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != self.in_features:
+            raise CloudMatrixError(
+                f"Int8Linear expects inputs with {self.in_features} features, got shape {tuple(x.shape)}; "
+                "pass activations whose last dim matches the layer's in_features"
+            )
+        lead = x.shape[:-1]
+        xq, xs = quantize_per_token(x.reshape(-1, self.in_features))
+        y, path = int8_linear(xq, xs, self.weight_q, self.weight_scale)
+        self.path_counts[path] += 1
+        self.last_path = path
+        if self.bias is not None:
+            y = y + self.bias.float()
+        return y.to(x.dtype).reshape(*lead, self.out_features)
+
+    def extra_repr(self) -> str:
+        bias = self.bias is not None
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={bias}"
+
+
+@dataclass
+class Int8ExpertWeights:
+    """Routed experts quantised W8A8; gate and up are fused into one [E, 2I, H] matmul.
+
+    gate_up_q int8 [E, 2I, H], gate_up_s fp32 [E, 2I]; down_q int8 [E, H, I], down_s fp32 [E, H].
+    """
+
+    gate_up_q: torch.Tensor
+    gate_up_s: torch.Tensor
+    down_q: torch.Tensor
+    down_s: torch.Tensor
+
+    @property
+    def num_experts(self) -> int:
+        return self.gate_up_q.shape[0]
+
+    @property
+    def intermediate_size(self) -> int:
+        return self.down_q.shape[2]
+
+    def select(self, expert_ids: list[int]) -> Int8ExpertWeights:
+        idx = torch.as_tensor(expert_ids, dtype=torch.long)
+        return Int8ExpertWeights(self.gate_up_q[idx], self.gate_up_s[idx], self.down_q[idx], self.down_s[idx])
+
+    def forward_expert(
+        self,
+        x: torch.Tensor | None,
+        e: int,
+        counts: Counter[str] | None = None,
+        pre_quantized: tuple[torch.Tensor, torch.Tensor] | None = None,
+        out_dtype: torch.dtype | None = None,
+    ) -> torch.Tensor:
+        """One SwiGLU expert in W8A8. `pre_quantized` (q, scale) skips re-quantising the input, e.g. tokens
+        that arrived INT8 from an EP dispatch."""
+        xq, xs = pre_quantized if pre_quantized is not None else quantize_per_token(x)
+        gu, p1 = int8_linear(xq, xs, self.gate_up_q[e], self.gate_up_s[e])
+        g, u = gu.split(self.intermediate_size, dim=-1)
+        hq, hs = quantize_per_token(F.silu(g) * u)
+        y, p2 = int8_linear(hq, hs, self.down_q[e], self.down_s[e])
+        if counts is not None:
+            counts[p1] += 1
+            counts[p2] += 1
+        dtype = out_dtype if out_dtype is not None else (x.dtype if x is not None else torch.float32)
+        return y.to(dtype)
+
+
+def quantize_expert_weights(weights) -> Int8ExpertWeights:
+    """Quantise stacked float ExpertWeights (gate/up [E, I, H], down [E, H, I]) per output channel."""
+    gate_up = torch.cat([weights.gate.detach(), weights.up.detach()], dim=1)
+    gq, gs = quantize_per_channel(gate_up)
+    dq, ds = quantize_per_channel(weights.down.detach())
+    return Int8ExpertWeights(gq, gs, dq, ds)
+
+
+class Int8Experts(torch.nn.Module):
+    """The single-process experts backend in W8A8 (the INT8 counterpart of LocalExperts)."""
+
+    def __init__(self, weights: Int8ExpertWeights):
+        super().__init__()
+        self.weights = weights
+        self.path_counts: Counter[str] = Counter()
+
+    @classmethod
+    def from_float(cls, weights) -> Int8Experts:
+        return cls(quantize_expert_weights(weights))
+
+    def forward(
+        self, hidden: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor
+    ) -> torch.Tensor:
+        out = torch.zeros_like(hidden)
+        k = topk_ids.shape[1]
+        flat_ids = topk_ids.reshape(-1)
+        order = torch.argsort(flat_ids, stable=True)
+        counts = torch.bincount(flat_ids, minlength=self.weights.num_experts).tolist()
+        token_of = order // k
+        weight_of = topk_weights.reshape(-1)[order]
+        # Quantise each token once; every expert it visits reuses the same int8 row.
+        xq, xs = quantize_per_token(hidden)
+        start = 0
+        for e, n in enumerate(counts):
+            if n == 0:
+                continue
+            tok = token_of[start : start + n]
+            y = self.weights.forward_expert(
+                None, e, self.path_counts, pre_quantized=(xq[tok], xs[tok]), out_dtype=torch.float32
+            )
+            out.index_add_(0, tok, (y * weight_of[start : start + n, None].float()).to(out.dtype))
+            start += n
+        return out
+
+
+# Last path components never quantised: the router and the LM head stay float (norms are not Linear).
+DEFAULT_SKIP = ("gate", "lm_head")
+
+
+@dataclass
+class QuantReport:
+    """What quantize_model changed: module names quantised, kept float, and expert backends replaced."""
+
+    quantized: list[str]
+    kept_float: list[str]
+    experts: list[str]
+
+
+def quantize_model(model: torch.nn.Module, skip: tuple[str, ...] = DEFAULT_SKIP) -> QuantReport:
+    """Replace the large linear layers with Int8Linear and the expert backends with INT8 ones, in place.
+
+    Every nn.Linear is quantised unless its last name component is in `skip` (default: the MoE router
+    `gate` and `lm_head`). Expert backends are swapped: LocalExperts -> Int8Experts; a backend that has
+    a `quantize_int8()` method (e.g. ExpertParallelExperts) quantises its own local weights.
+    """
+    from cloudmatrix.engine.model.experts import LocalExperts
+
+    report = QuantReport([], [], [])
+    for name, parent in list(model.named_modules()):
+        for child_name, child in list(parent.named_children()):
+            full = f"{name}.{child_name}" if name else child_name
+            if isinstance(child, torch.nn.Linear):
+                if child_name in skip:
+                    report.kept_float.append(full)
+                    continue
+                setattr(parent, child_name, Int8Linear.from_float(child))
+                report.quantized.append(full)
+            elif isinstance(child, LocalExperts):
+                setattr(parent, child_name, Int8Experts.from_float(child.weights))
+                report.experts.append(full)
+            elif hasattr(child, "quantize_int8"):
+                child.quantize_int8()
+                report.experts.append(full)
+    if not report.quantized and not report.experts:
+        raise CloudMatrixError(
+            "quantize_model found no nn.Linear layers or expert backends to quantise; "
+            "pass the float model (not an already-quantised one)"
+        )
+    return report
+
+
+def int8_path_counts(model: torch.nn.Module) -> Counter[str]:
+    """Sum of the matmul paths every Int8Linear / INT8 experts backend in the model has run."""
+    total: Counter[str] = Counter()
+    for m in model.modules():
+        counts = getattr(m, "path_counts", None)
+        if isinstance(counts, Counter):
+            total.update(counts)
+    return total

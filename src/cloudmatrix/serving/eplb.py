@@ -1,0 +1,368 @@
+"""Expert placement (EPLB): redundant replicas of hot experts, balanced onto EP ranks.
+
+Popularity is each routed expert's share of token->expert assignments. A placement
+puts `ranks x slots_per_rank` expert replicas on the ranks; an expert's tokens are
+split evenly over its replicas. Two imbalance figures drive the cost model:
+
+- static imbalance: max / mean of the *expected* per-rank load;
+- step imbalance: the expected max / mean over one step of T tokens, where sampling
+  noise makes small (decode) batches less balanced than large (prefill) ones.
+
+Modes: "none" (one replica per expert, experts packed in id order, as a default
+static layout), "eplb" (extra slots replicate the hottest experts, then
+longest-processing-time-first packing), "perfect" (the idealised balance the paper
+projects: both imbalances are exactly 1.0).
+"""
+
+from __future__ import annotations
+
+import csv
+import heapq
+import json
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from cloudmatrix.errors import CloudMatrixError
+
+PlacementMode = Literal["none", "eplb", "perfect"]
+_MODES = ("none", "eplb", "perfect")
+
+
+# ---- popularity -------------------------------------------------------------------------
+def popularity(
+    kind: str,
+    n_experts: int,
+    *,
+    s: float = 1.0,
+    path: str | Path | None = None,
+    seed: int | None = None,
+) -> np.ndarray:
+    """Per-expert popularity, normalised to sum 1.
+
+    kind: "uniform"; "zipf" (weight of the i-th hottest expert ∝ 1/i**s; with `seed`
+    the hot experts get random ids, without it expert 0 is the hottest); "file"
+    (weights read from `path`, CSV or JSON, see `read_popularity`).
+    """
+    if n_experts < 1:
+        raise CloudMatrixError(f"n_experts must be >= 1, got {n_experts}.")
+    if kind == "uniform":
+        return np.full(n_experts, 1.0 / n_experts)
+    if kind == "zipf":
+        if not np.isfinite(s) or s < 0:
+            raise CloudMatrixError(f"zipf parameter s must be a finite number >= 0, got {s}.")
+        w = 1.0 / np.arange(1, n_experts + 1, dtype=np.float64) ** s
+        if seed is not None:
+            w = np.random.default_rng(seed).permutation(w)
+        return w / w.sum()
+    if kind == "file":
+        if path is None:
+            raise CloudMatrixError("popularity kind 'file' needs path= (a CSV or JSON of per-expert weights).")
+        w = read_popularity(path)
+        if w.size != n_experts:
+            raise CloudMatrixError(
+                f"{path}: has {w.size} expert weights but the model has {n_experts} routed experts; "
+                "give one weight per routed expert."
+            )
+        return w
+    raise CloudMatrixError(f"unknown popularity kind {kind!r}; use 'uniform', 'zipf' or 'file'.")
+
+
+def read_popularity(path: str | Path) -> np.ndarray:
+    """Read per-expert weights (normalised to sum 1).
+
+    CSV: one weight per row, or a header row with a `weight` column (an `expert`
+    column, if present, must list 0..n-1 in order). JSON: a list of numbers, or an
+    object with a "weights" list.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise CloudMatrixError(f"expert popularity file {p} does not exist; check the path.")
+    suffix = p.suffix.lower()
+    if suffix == ".json":
+        weights = _read_json_weights(p)
+    elif suffix == ".csv":
+        weights = _read_csv_weights(p)
+    else:
+        raise CloudMatrixError(f"{p}: expert popularity must be a .csv or .json file, not {suffix or 'no suffix'}.")
+    return _check_weights(np.asarray(weights, dtype=np.float64), str(p))
+
+
+def _read_json_weights(p: Path) -> list[float]:
+    try:
+        data = json.loads(p.read_text())
+    except json.JSONDecodeError as e:
+        raise CloudMatrixError(f"{p}:{e.lineno}: invalid JSON ({e.msg}).") from None
+    if isinstance(data, dict):
+        if "weights" not in data:
+            raise CloudMatrixError(f'{p}: a JSON object must have a "weights" list; found keys {sorted(data)}.')
+        data = data["weights"]
+    if not isinstance(data, list) or not all(
+        isinstance(x, int | float) and not isinstance(x, bool) for x in data
+    ):
+        raise CloudMatrixError(f"{p}: expected a JSON list of numbers (one weight per expert).")
+    return [float(x) for x in data]
+
+
+def _read_csv_weights(p: Path) -> list[float]:
+    with p.open(newline="") as f:
+        rows = [(i, r) for i, r in enumerate(csv.reader(f), start=1) if r and any(c.strip() for c in r)]
+    if not rows:
+        raise CloudMatrixError(f"{p}: is empty; give one weight per expert.")
+    header = [c.strip().lower() for c in rows[0][1]]
+    col, expert_col = 0, None
+    if "weight" in header:
+        col = header.index("weight")
+        expert_col = header.index("expert") if "expert" in header else None
+        rows = rows[1:]
+    elif len(header) != 1:
+        raise CloudMatrixError(
+            f"{p}:1: several columns but no header; add a header row with a 'weight' column."
+        )
+    out: list[float] = []
+    for k, (line, r) in enumerate(rows):
+        try:
+            out.append(float(r[col]))
+            if expert_col is not None and int(r[expert_col]) != k:
+                raise CloudMatrixError(
+                    f"{p}:{line}: expert id {r[expert_col]} out of order; list experts 0..n-1 in order."
+                )
+        except (ValueError, IndexError):
+            raise CloudMatrixError(f"{p}:{line}: cannot read a weight from {','.join(r)!r}.") from None
+    return out
+
+
+def _check_weights(w: np.ndarray, where: str) -> np.ndarray:
+    if w.ndim != 1 or w.size == 0:
+        raise CloudMatrixError(f"{where}: expert popularity must be a non-empty 1-D list of weights.")
+    if not np.all(np.isfinite(w)) or np.any(w < 0):
+        bad = int(np.flatnonzero(~np.isfinite(w) | (w < 0))[0])
+        raise CloudMatrixError(f"{where}: weight of expert {bad} is {w[bad]}; weights must be finite and >= 0.")
+    if w.sum() <= 0:
+        raise CloudMatrixError(f"{where}: all expert weights are zero; at least one must be positive.")
+    return w / w.sum()
+
+
+# ---- placement --------------------------------------------------------------------------
+class ExpertPlacement:
+    """Replicas of routed experts on `ranks` EP ranks with `slots_per_rank` slots each.
+
+    Attributes: `popularity` (E,), `replicas` (E,) replica count per expert,
+    `slots` (ranks, slots_per_rank) expert id per slot (-1 = empty),
+    `rank_load` (ranks,) expected share of assignments per rank (sums to 1).
+    """
+
+    def __init__(
+        self,
+        popularity: np.ndarray,
+        replicas: np.ndarray,
+        slots: np.ndarray,
+        rank_load: np.ndarray,
+        mode: PlacementMode,
+    ) -> None:
+        self.popularity = popularity
+        self.replicas = replicas
+        self.slots = slots
+        self.rank_load = rank_load
+        self.mode = mode
+        self._step_cache: dict[tuple[int, int, int, int], float] = {}
+        self._share: np.ndarray | None = None
+
+    @property
+    def ranks(self) -> int:
+        return self.slots.shape[0]
+
+    @property
+    def slots_per_rank(self) -> int:
+        return self.slots.shape[1]
+
+    @property
+    def n_experts(self) -> int:
+        return self.popularity.size
+
+    @property
+    def redundant_slots(self) -> int:
+        return self.slots.size - self.n_experts
+
+    @classmethod
+    def build(
+        cls,
+        popularity: np.ndarray,
+        ranks: int,
+        slots_per_rank: int,
+        mode: PlacementMode = "eplb",
+    ) -> ExpertPlacement:
+        if mode not in _MODES:
+            raise CloudMatrixError(f"unknown placement mode {mode!r}; use one of {', '.join(_MODES)}.")
+        p = _check_weights(np.asarray(popularity, dtype=np.float64).ravel(), "expert popularity")
+        if ranks < 1 or slots_per_rank < 1:
+            raise CloudMatrixError(
+                f"EP placement needs ranks >= 1 and slots_per_rank >= 1, got {ranks} and {slots_per_rank}."
+            )
+        n = p.size
+        if ranks * slots_per_rank < n:
+            raise CloudMatrixError(
+                f"{ranks} ranks x {slots_per_rank} slots = {ranks * slots_per_rank} slots cannot hold "
+                f"{n} routed experts; add ranks or slots per rank (need ranks x slots >= {n})."
+            )
+        if mode == "eplb":
+            replicas = _assign_replicas(p, ranks * slots_per_rank, ranks)
+            slots = _pack_lpt(p, replicas, ranks, slots_per_rank)
+        else:
+            # "none", and "perfect" as a concrete layout behind its idealised figures.
+            replicas = np.ones(n, dtype=np.int64)
+            slots = np.full(ranks * slots_per_rank, -1, dtype=np.int64)
+            slots[:n] = np.arange(n)
+            slots = slots.reshape(ranks, slots_per_rank)
+        if mode == "perfect":
+            rank_load = np.full(ranks, 1.0 / ranks)
+        else:
+            rank_load = _slot_share(p, replicas, slots).sum(axis=1)
+        return cls(p, replicas, slots, rank_load, mode)
+
+    @property
+    def static_imbalance(self) -> float:
+        """Max rank load / mean rank load of the expected loads (1.0 = balanced).
+
+        The mean is over all ranks, so ranks left without experts count as idle
+        capacity (256 experts on 288 single-slot ranks give 1.125 even when uniform).
+        """
+        return float(self.rank_load.max() * self.ranks)
+
+    def expected_step_imbalance(self, tokens: int, top_k: int, *, samples: int = 256, seed: int = 0) -> float:
+        """Expected max/mean rank load for one step of `tokens` tokens, each routed to `top_k` experts.
+
+        Each expert's token count is drawn as Binomial(tokens, q_e), with q_e its
+        probability of being among a token's top_k (top_k x popularity, capped at 1
+        and renormalised); counts split evenly over replicas. Seeded Monte Carlo,
+        memoised per (tokens, top_k, samples, seed). Where top_k x popularity exceeds 1
+        the cap binds, so the large-batch limit sits below `static_imbalance`.
+        """
+        if tokens < 1 or top_k < 1 or samples < 1:
+            raise CloudMatrixError(
+                f"step imbalance needs tokens, top_k and samples >= 1, got {tokens}, {top_k}, {samples}."
+            )
+        if self.mode == "perfect":
+            return 1.0
+        key = (int(tokens), int(top_k), int(samples), int(seed))
+        hit = self._step_cache.get(key)
+        if hit is not None:
+            return hit
+        q = _inclusion_probs(self.popularity, top_k)
+        rng = np.random.default_rng(seed)
+        counts = rng.binomial(int(tokens), q, size=(int(samples), q.size)).astype(np.float64)
+        loads = counts @ self._expert_to_rank()
+        mean = loads.sum(axis=1) / self.ranks
+        ok = mean > 0
+        val = float(np.mean(loads.max(axis=1)[ok] / mean[ok])) if ok.any() else 1.0
+        self._step_cache[key] = val
+        return val
+
+    def step_imbalance(
+        self, tokens: int, top_k: int, *, samples: int = 256, seed: int = 0, points_per_octave: int = 4
+    ) -> float:
+        """`expected_step_imbalance` interpolated (linearly in log tokens) on a geometric grid.
+
+        For simulators whose batch size changes every step: at most `points_per_octave`
+        Monte Carlo estimates per doubling of `tokens` are ever computed.
+        """
+        if tokens < 1:
+            raise CloudMatrixError(f"step imbalance needs tokens >= 1, got {tokens}.")
+        if points_per_octave < 1:
+            raise CloudMatrixError(f"points_per_octave must be >= 1, got {points_per_octave}.")
+        x = np.log2(tokens) * points_per_octave
+        lo, hi = int(np.floor(x)), int(np.ceil(x))
+        t_lo = max(1, round(2.0 ** (lo / points_per_octave)))
+        t_hi = max(1, round(2.0 ** (hi / points_per_octave)))
+        v_lo = self.expected_step_imbalance(t_lo, top_k, samples=samples, seed=seed)
+        if t_hi == t_lo:
+            return v_lo
+        v_hi = self.expected_step_imbalance(t_hi, top_k, samples=samples, seed=seed)
+        w = (np.log2(tokens) - np.log2(t_lo)) / (np.log2(t_hi) - np.log2(t_lo))
+        return float(v_lo + (v_hi - v_lo) * w)
+
+    def _expert_to_rank(self) -> np.ndarray:
+        """(experts, ranks) matrix: the share of an expert's tokens each rank serves."""
+        if self._share is not None:
+            return self._share
+        rk, sl = np.nonzero(self.slots >= 0)
+        ex = self.slots[rk, sl]
+        share = np.zeros((self.n_experts, self.ranks))
+        np.add.at(share, (ex, rk), 1.0 / self.replicas[ex])
+        self._share = share
+        return share
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "mode": self.mode,
+            "ranks": self.ranks,
+            "slots_per_rank": self.slots_per_rank,
+            "n_experts": self.n_experts,
+            "redundant_slots": self.redundant_slots,
+            "max_replicas": int(self.replicas.max()),
+            "static_imbalance": self.static_imbalance,
+        }
+
+
+def _assign_replicas(p: np.ndarray, n_slots: int, ranks: int) -> np.ndarray:
+    """Give each extra slot to the expert with the highest load per replica.
+
+    An expert gets at most one replica per rank (two on one rank balance nothing).
+    """
+    replicas = np.ones(p.size, dtype=np.int64)
+    extra = n_slots - p.size
+    heap = [(-float(w), i) for i, w in enumerate(p)]
+    heapq.heapify(heap)
+    while extra > 0 and heap:
+        _, i = heapq.heappop(heap)
+        if replicas[i] >= ranks:
+            continue
+        replicas[i] += 1
+        extra -= 1
+        heapq.heappush(heap, (-float(p[i]) / replicas[i], i))
+    return replicas
+
+
+def _pack_lpt(p: np.ndarray, replicas: np.ndarray, ranks: int, slots_per_rank: int) -> np.ndarray:
+    """Longest-processing-time-first packing of replicas onto ranks with slot limits."""
+    expert = np.repeat(np.arange(p.size), replicas)
+    load = (p / replicas)[expert]
+    order = np.argsort(-load, kind="stable")
+    rank_load = np.zeros(ranks)
+    used = np.zeros(ranks, dtype=np.int64)
+    slots = np.full((ranks, slots_per_rank), -1, dtype=np.int64)
+    has = np.zeros((p.size, ranks), dtype=bool)
+    inf = np.inf
+    for k in order:
+        e = expert[k]
+        cand = np.where((used < slots_per_rank) & ~has[e], rank_load, inf)
+        r = int(np.argmin(cand))
+        if cand[r] == inf:  # every rank with room already holds e: co-locate
+            r = int(np.argmin(np.where(used < slots_per_rank, rank_load, inf)))
+        slots[r, used[r]] = e
+        used[r] += 1
+        has[e, r] = True
+        rank_load[r] += load[k]
+    return slots
+
+
+def _slot_share(p: np.ndarray, replicas: np.ndarray, slots: np.ndarray) -> np.ndarray:
+    """Expected load of each slot (0 for empty slots)."""
+    per_replica = p / replicas
+    return np.where(slots >= 0, per_replica[np.maximum(slots, 0)], 0.0)
+
+
+def _inclusion_probs(p: np.ndarray, top_k: int) -> np.ndarray:
+    """Probability that each expert is among a token's top_k: k*p capped at 1, rest renormalised."""
+    if top_k > np.count_nonzero(p):
+        raise CloudMatrixError(
+            f"top_k={top_k} exceeds the {np.count_nonzero(p)} experts with non-zero popularity."
+        )
+    q = top_k * p
+    capped = np.zeros(p.size, dtype=bool)
+    while (q > 1.0 + 1e-12).any():
+        capped |= q >= 1.0
+        free = ~capped
+        q = np.where(capped, 1.0, p * (top_k - capped.sum()) / p[free].sum())
+    return np.minimum(q, 1.0)

@@ -1,0 +1,296 @@
+"""Hardware descriptions: chips and systems, read from TOML files in the catalog.
+
+A *chip* (NPU/GPU package) has one or more *dies*; the die is the unit that
+runs one attention-DP rank and one expert-parallel rank (an Ascend 910C has
+two, a B200 presents itself as one device, so one). A *system* is nodes of
+chips joined by a scale-up fabric (UB, NVLink) and a scale-out fabric (RDMA).
+
+Catalog files write quantities with units ("64 GB", "1.6 TB/s", "224 Gb/s");
+inside the code everything is bytes, bytes/s, FLOP/s, seconds and watts.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+from cloudmatrix.errors import CloudMatrixError
+from cloudmatrix.specs.units import UnitError, parse_quantity
+
+PRECISIONS = ("fp32", "bf16", "fp16", "fp8", "int8", "fp4")
+BYTES_PER_ELEMENT = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0, "fp4": 0.5}
+
+
+def _quantity(dimension: str):
+    def convert(v: Any) -> float:
+        try:
+            return parse_quantity(v, dimension)
+        except UnitError as e:
+            raise ValueError(str(e)) from None
+
+    return BeforeValidator(convert)
+
+
+Bytes = Annotated[float, _quantity("bytes"), Field(gt=0)]
+BytesPerSecond = Annotated[float, _quantity("bytes/s"), Field(gt=0)]
+FlopsPerSecond = Annotated[float, _quantity("flop/s"), Field(gt=0)]
+Seconds = Annotated[float, _quantity("seconds"), Field(ge=0)]
+Watts = Annotated[float, _quantity("watts"), Field(gt=0)]
+Fraction = Annotated[float, Field(gt=0, le=1)]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DieSpec(_Frozen):
+    """What one die has. Compute peaks are dense (no sparsity)."""
+
+    peak: dict[str, FlopsPerSecond]
+    hbm_capacity: Bytes
+    hbm_bandwidth: BytesPerSecond
+    matrix_cores: int | None = Field(default=None, gt=0)
+    vector_cores: int | None = Field(default=None, gt=0)
+    die_to_die_bandwidth: BytesPerSecond | None = None
+
+    @model_validator(mode="after")
+    def _known_precisions(self) -> DieSpec:
+        unknown = sorted(set(self.peak) - set(PRECISIONS))
+        if unknown:
+            raise ValueError(f"unknown precision(s) {unknown} in [die.peak]; known: {list(PRECISIONS)}")
+        if "bf16" not in self.peak:
+            raise ValueError("[die.peak] must give at least bf16")
+        return self
+
+
+class Efficiency(_Frozen):
+    """Fractions of peak that real kernels reach on this chip, each calibrated from a kernel-level figure."""
+
+    gemm: Fraction  # large (grouped) GEMMs, fraction of peak compute
+    attention_compute: Fraction  # attention core when compute-bound
+    attention_memory: Fraction  # attention core when bound by reading the KV cache
+    memory: Fraction  # streaming weights / activations from HBM
+    gemm_half_rows: float = Field(default=0.0, ge=0)  # rows (tokens) at which a GEMM reaches half its large-shape efficiency
+
+
+class ChipSpec(_Frozen):
+    name: str
+    vendor: str
+    description: str = ""
+    dies: int = Field(gt=0)
+    die: DieSpec
+    efficiency: Efficiency
+    tdp: Watts | None = None
+
+    def peak(self, precision: str) -> float:
+        """Dense peak FLOP/s of one die at `precision`."""
+        if precision not in self.die.peak:
+            have = ", ".join(sorted(self.die.peak))
+            raise CloudMatrixError(
+                f"{self.name} has no native {precision} compute (it has {have}); choose one of those precisions"
+            )
+        return self.die.peak[precision]
+
+    @property
+    def hbm_capacity(self) -> float:
+        return self.die.hbm_capacity * self.dies
+
+    @property
+    def hbm_bandwidth(self) -> float:
+        return self.die.hbm_bandwidth * self.dies
+
+
+class FabricSpec(_Frozen):
+    """One network plane as the dies see it. Bandwidths are one-way per chip."""
+
+    name: str
+    bandwidth_per_chip: BytesPerSecond
+    latency: Seconds  # one small message, one hop of the fabric (measured where available)
+    domain_chips: int | None = Field(default=None, gt=0)  # chips reachable on this plane without leaving it
+    # All-to-all kernels on this plane (see cloudmatrix.perf.comm for the formula they calibrate):
+    dispatch_efficiency: Fraction = 1.0  # fraction of the link rate EP dispatch sustains
+    combine_efficiency: Fraction = 1.0  # fraction of the link rate EP combine (and plain collectives) sustain
+    sync_per_log2_rank: Seconds = 0.0  # completion signalling, per doubling of the group size
+
+
+class CpuPoolSpec(_Frozen):
+    """The CPU DRAM reachable from the dies: the caching pool (EMS) of CloudMatrix-Infer."""
+
+    dram_per_node: Bytes
+    read_bandwidth_per_die: BytesPerSecond  # NPU reads from CPU DRAM over this system's fabric
+    fabric: str  # plane it is reached over, for reports
+
+
+class SystemSpec(_Frozen):
+    name: str
+    description: str = ""
+    chip: str  # a chip file name in the catalog, or a path
+    nodes: int = Field(gt=0)
+    chips_per_node: int = Field(gt=0)
+    scale_up: FabricSpec
+    scale_out: FabricSpec
+    cpu_pool: CpuPoolSpec | None = None
+    vpc_bandwidth_per_node: BytesPerSecond | None = None
+    power: Watts | None = None  # whole system, at load
+    power_per_node: Watts | None = None
+    price_usd: float | None = Field(default=None, gt=0)
+    price_per_node_usd: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _one_of_each(self) -> SystemSpec:
+        if (self.power is None) == (self.power_per_node is None):
+            raise ValueError("give exactly one of 'power' (whole system) or 'power_per_node'")
+        if (self.price_usd is None) == (self.price_per_node_usd is None):
+            raise ValueError("give exactly one of 'price_usd' (whole system) or 'price_per_node_usd'")
+        if self.scale_up.domain_chips is None:
+            raise ValueError("[scale_up] needs domain_chips: how many chips one scale-up domain joins")
+        return self
+
+
+class System:
+    """A system with its chip resolved. Use `load_system`."""
+
+    def __init__(self, spec: SystemSpec, chip: ChipSpec, source: str):
+        self.spec = spec
+        self.chip = chip
+        self.source = source
+
+    def __repr__(self) -> str:
+        return f"System({self.name!r}, {self.chips} x {self.chip.name})"
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def nodes(self) -> int:
+        return self.spec.nodes
+
+    @property
+    def chips(self) -> int:
+        return self.spec.nodes * self.spec.chips_per_node
+
+    @property
+    def dies(self) -> int:
+        return self.chips * self.chip.dies
+
+    @property
+    def scale_up_domain_chips(self) -> int:
+        return min(self.spec.scale_up.domain_chips or self.chips, self.chips)
+
+    @property
+    def power(self) -> float:
+        s = self.spec
+        return s.power if s.power is not None else s.power_per_node * s.nodes
+
+    @property
+    def price_usd(self) -> float:
+        s = self.spec
+        return s.price_usd if s.price_usd is not None else s.price_per_node_usd * s.nodes
+
+    def with_nodes(self, nodes: int) -> System:
+        """The same system with another node count (HGX clusters are sold by the node)."""
+        if nodes <= 0:
+            raise CloudMatrixError(f"--nodes must be a positive integer, got {nodes}")
+        if self.spec.power is not None or self.spec.price_usd is not None:
+            raise CloudMatrixError(
+                f"{self.name} is priced and powered as a whole system; its node count is fixed at {self.nodes}"
+            )
+        return System(self.spec.model_copy(update={"nodes": nodes}), self.chip, self.source)
+
+
+# ---------------------------------------------------------------- loading
+
+
+def _catalog_dir() -> Path:
+    return Path(str(resources.files("cloudmatrix.specs") / "catalog" / "hardware"))
+
+
+def catalog_names(kind: str) -> list[str]:
+    """Names of the shipped chip ("chip") or system ("system") files."""
+    out = []
+    for p in sorted(_catalog_dir().glob("*.toml")):
+        with p.open("rb") as f:
+            data = tomllib.load(f)
+        if ("chip" in data) == (kind == "system"):
+            out.append(p.stem)
+    return out
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        raise CloudMatrixError(f"{path}: not valid TOML ({e}); fix the syntax") from None
+    except OSError as e:
+        raise CloudMatrixError(f"{path}: cannot read ({e.strerror})") from None
+
+
+def _validation_message(path: Path, err: ValidationError) -> str:
+    parts = []
+    for e in err.errors():
+        field = ".".join(str(x) for x in e["loc"]) or "(top level)"
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "missing":
+            msg = "missing; add it"
+        elif e["type"] == "extra_forbidden":
+            msg = "unknown field; remove it or check its spelling"
+        parts.append(f"{field}: {msg}")
+    return f"{path}: " + "; ".join(parts)
+
+
+def _resolve(name_or_path: str | Path, what: str) -> Path:
+    p = Path(name_or_path)
+    if p.suffix == ".toml" or p.exists():
+        if not p.exists():
+            raise CloudMatrixError(f"{what} file {p} does not exist")
+        return p
+    shipped = _catalog_dir() / f"{name_or_path}.toml"
+    if shipped.exists():
+        return shipped
+    known = ", ".join(catalog_names(what))
+    raise CloudMatrixError(f"unknown {what} {str(name_or_path)!r}; known: {known} (or give a path to a .toml file)")
+
+
+@cache
+def _load_chip_cached(path: Path) -> ChipSpec:
+    data = _read_toml(path)
+    try:
+        return ChipSpec.model_validate(data)
+    except ValidationError as e:
+        raise CloudMatrixError(_validation_message(path, e)) from None
+
+
+def load_chip(name_or_path: str | Path) -> ChipSpec:
+    """A chip from the catalog by name (e.g. "ascend-910c") or from a TOML file path."""
+    return _load_chip_cached(_resolve(name_or_path, "chip").resolve())
+
+
+@cache
+def _load_system_cached(path: Path) -> System:
+    data = _read_toml(path)
+    try:
+        spec = SystemSpec.model_validate(data)
+    except ValidationError as e:
+        raise CloudMatrixError(_validation_message(path, e)) from None
+    chip_ref = spec.chip
+    chip_path = Path(chip_ref)
+    if not chip_path.is_absolute() and chip_ref.endswith(".toml"):
+        chip_path = path.parent / chip_ref  # relative to the system file
+        chip_ref = str(chip_path)
+    try:
+        chip = load_chip(chip_ref)
+    except CloudMatrixError as e:
+        raise CloudMatrixError(f"{path}: chip = {spec.chip!r} cannot be loaded: {e}") from None
+    return System(spec, chip, str(path))
+
+
+def load_system(name_or_path: str | Path) -> System:
+    """A system from the catalog by name (e.g. "cloudmatrix384") or from a TOML file path."""
+    return _load_system_cached(_resolve(name_or_path, "system").resolve())
