@@ -58,7 +58,9 @@ def popularity(
         return w / w.sum()
     if kind == "file":
         if path is None:
-            raise CloudMatrixError("popularity kind 'file' needs path= (a CSV or JSON of per-expert weights).")
+            raise CloudMatrixError(
+                "popularity kind 'file' needs path= (a CSV or JSON of per-expert weights)."
+            )
         w = read_popularity(path)
         if w.size != n_experts:
             raise CloudMatrixError(
@@ -85,7 +87,9 @@ def read_popularity(path: str | Path) -> np.ndarray:
     elif suffix == ".csv":
         weights = _read_csv_weights(p)
     else:
-        raise CloudMatrixError(f"{p}: expert popularity must be a .csv or .json file, not {suffix or 'no suffix'}.")
+        raise CloudMatrixError(
+            f"{p}: expert popularity must be a .csv or .json file, not {suffix or 'no suffix'}."
+        )
     return _check_weights(np.asarray(weights, dtype=np.float64), str(p))
 
 
@@ -96,7 +100,9 @@ def _read_json_weights(p: Path) -> list[float]:
         raise CloudMatrixError(f"{p}:{e.lineno}: invalid JSON ({e.msg}).") from None
     if isinstance(data, dict):
         if "weights" not in data:
-            raise CloudMatrixError(f'{p}: a JSON object must have a "weights" list; found keys {sorted(data)}.')
+            raise CloudMatrixError(
+                f'{p}: a JSON object must have a "weights" list; found keys {sorted(data)}.'
+            )
         data = data["weights"]
     if not isinstance(data, list) or not all(
         isinstance(x, int | float) and not isinstance(x, bool) for x in data
@@ -138,7 +144,9 @@ def _check_weights(w: np.ndarray, where: str) -> np.ndarray:
         raise CloudMatrixError(f"{where}: expert popularity must be a non-empty 1-D list of weights.")
     if not np.all(np.isfinite(w)) or np.any(w < 0):
         bad = int(np.flatnonzero(~np.isfinite(w) | (w < 0))[0])
-        raise CloudMatrixError(f"{where}: weight of expert {bad} is {w[bad]}; weights must be finite and >= 0.")
+        raise CloudMatrixError(
+            f"{where}: weight of expert {bad} is {w[bad]}; weights must be finite and >= 0."
+        )
     if w.sum() <= 0:
         raise CloudMatrixError(f"{where}: all expert weights are zero; at least one must be positive.")
     return w / w.sum()

@@ -56,8 +56,16 @@ class PrefixCache:
     multiply by the block size.
     """
 
-    __slots__ = ("capacity_blocks", "block_size", "_lru", "hit_blocks", "miss_blocks",
-                 "inserted_blocks", "evicted_blocks", "lookups")
+    __slots__ = (
+        "capacity_blocks",
+        "block_size",
+        "_lru",
+        "hit_blocks",
+        "miss_blocks",
+        "inserted_blocks",
+        "evicted_blocks",
+        "lookups",
+    )
 
     def __init__(self, capacity_blocks: int, block_size: int) -> None:
         if capacity_blocks < 0:
