@@ -79,7 +79,8 @@ class ModelConfig:
         if rope.get("rope_type", rope.get("type", "default")) == "default":
             rope = {}
         elif rope.get("rope_type", rope.get("type")) != "yarn":
-            raise CloudMatrixError(f"rope type {rope.get('rope_type')!r} is not supported; use 'yarn' or none")
+            kind = rope.get("rope_type", rope.get("type"))
+            raise CloudMatrixError(f"rope type {kind!r} is not supported; use 'yarn' or none")
         eos = d.get("eos_token_id")
         mtp = d.get("num_nextn_predict_layers", d.get("num_mtp_layers", 0)) or 0
         cfg = cls(
@@ -124,7 +125,7 @@ class ModelConfig:
         try:
             d = json.loads(path.read_text())
         except FileNotFoundError:
-            raise CloudMatrixError(f"no model config at {path}; point at a Hugging Face model folder") from None
+            raise CloudMatrixError(f"no config at {path}; point at a Hugging Face model folder") from None
         except json.JSONDecodeError as e:
             raise CloudMatrixError(f"{path} is not valid JSON: {e}") from None
         return cls.from_dict(d)

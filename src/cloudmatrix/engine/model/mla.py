@@ -36,7 +36,8 @@ class MLAttention(nn.Module):
         c = config
         self.layer_id = layer_id  # index of this layer's slice of the KV cache
         self.num_heads = c.num_attention_heads
-        self.dn, self.dr, self.dv, self.r = c.qk_nope_head_dim, c.qk_rope_head_dim, c.v_head_dim, c.kv_lora_rank
+        self.dn, self.dr, self.dv = c.qk_nope_head_dim, c.qk_rope_head_dim, c.v_head_dim
+        self.r = c.kv_lora_rank
         self.interleave = c.rope_interleave
         self.scale = softmax_scale(c)
         qk = self.num_heads * c.qk_head_dim
@@ -58,10 +59,9 @@ class MLAttention(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """q_nope [T, h, dn], q_rope [T, h, dr] and the cacheable latent [T, r + dr] of tokens x [T, H]."""
         T = x.shape[0]
-        if hasattr(self, "q_proj"):
-            q = self.q_proj(x)
-        else:
-            q = self.q_b_proj(self.q_a_layernorm(self.q_a_proj(x)))
+        # q_lora_rank None: one full-rank projection; else down-project, normalise, up-project.
+        full_rank = hasattr(self, "q_proj")
+        q = self.q_proj(x) if full_rank else self.q_b_proj(self.q_a_layernorm(self.q_a_proj(x)))
         q = q.view(T, self.num_heads, self.dn + self.dr)
         q_nope, q_rope = q.split([self.dn, self.dr], dim=-1)
         q_rope = apply_rope(q_rope, cos[:, None, :], sin[:, None, :], self.interleave)
@@ -114,7 +114,8 @@ class MLAttention(nn.Module):
         w = self.kv_b_proj.weight
         key = (w.data_ptr(), w._version)
         if self._absorbed is None or self._absorbed[0] != key:
-            w_uk, w_uv = w.detach().view(self.num_heads, self.dn + self.dv, self.r).split([self.dn, self.dv], 1)
+            per_head = w.detach().view(self.num_heads, self.dn + self.dv, self.r)
+            w_uk, w_uv = per_head.split([self.dn, self.dv], dim=1)
             self._absorbed = (key, w_uk.contiguous(), w_uv.transpose(1, 2).contiguous())
         return self._absorbed[1], self._absorbed[2]
 
