@@ -217,8 +217,9 @@ class Int8Experts(torch.nn.Module):
         return out
 
 
-# Last path components never quantised: the router and the LM head stay float (norms are not Linear).
-DEFAULT_SKIP = ("gate", "lm_head")
+# Last name components kept float: the router and the LM head (as in the paper; norms are not Linear),
+# and MLA's kv_b_proj, whose weight the absorbed decode attention reads directly as per-head matrices.
+DEFAULT_SKIP = ("gate", "lm_head", "kv_b_proj")
 
 
 @dataclass
@@ -234,7 +235,7 @@ def quantize_model(model: torch.nn.Module, skip: tuple[str, ...] = DEFAULT_SKIP)
     """Replace the large linear layers with Int8Linear and the expert backends with INT8 ones, in place.
 
     Every nn.Linear is quantised unless its last name component is in `skip` (default: the MoE router
-    `gate` and `lm_head`). Expert backends are swapped: LocalExperts -> Int8Experts; a backend that has
+    `gate`, `lm_head` and MLA's `kv_b_proj`). Expert backends are swapped: LocalExperts -> Int8Experts; a backend that has
     a `quantize_int8()` method (e.g. ExpertParallelExperts) quantises its own local weights.
     """
     from cloudmatrix.engine.model.experts import LocalExperts
