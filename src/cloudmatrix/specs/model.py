@@ -21,6 +21,9 @@ from cloudmatrix.specs.hardware import BYTES_PER_ELEMENT
 # model_type values whose architecture we know how to count.
 _MLA_TYPES = {"deepseek_v3", "deepseek_v2", "kimi_k2"}
 _GQA_TYPES = {"llama", "qwen2", "qwen3", "qwen3_moe", "qwen2_moe", "mixtral", "mistral"}
+# configs without model_type are recognised by their first architecture's prefix
+_MLA_ARCHS = ("DeepseekV3", "DeepseekV2")
+_GQA_ARCHS = ("Llama", "Qwen2", "Qwen3", "Mixtral", "Mistral")
 
 
 @dataclass(frozen=True)
@@ -165,7 +168,8 @@ class ModelSpec:
         """Score + value FLOPs of one token attending to `context` tokens, one layer."""
         if self.attention == "mla" and absorbed:
             return 2 * self.heads * context * (2 * self.kv_lora_rank + self.qk_rope_head_dim)
-        return 2 * self.heads * context * (self.q_head_dim + self.v_head_dim if self.attention == "mla" else 2 * self.head_dim)
+        per_head = self.q_head_dim + self.v_head_dim if self.attention == "mla" else 2 * self.head_dim
+        return 2 * self.heads * context * per_head
 
     def decode_flops_per_token(self, context: float) -> float:
         """One decode token at `context` cached tokens: matmuls (2 per activated weight) + attention."""
@@ -206,63 +210,114 @@ def _get(cfg: dict[str, Any], key: str, path: str, default: Any = ...) -> Any:
     return default
 
 
+def _int(cfg: dict[str, Any], key: str, path: str, default: Any = ..., minimum: int = 0) -> int:
+    """An integer field, checked: a bad value names the file and the field instead of raising deep inside."""
+    v = _get(cfg, key, path, default)
+    if isinstance(v, bool) or not isinstance(v, int | float) or int(v) != v:
+        raise CloudMatrixError(f"{path}: {key} = {v!r} is not an integer; fix it in config.json")
+    if v < minimum:
+        raise CloudMatrixError(f"{path}: {key} = {v} must be at least {minimum}; fix it in config.json")
+    return int(v)
+
+
+def _attention_kind(cfg: dict[str, Any], path: str) -> str:
+    mtype = cfg.get("model_type", "")
+    archs = cfg.get("architectures") or []
+    first = archs[0] if archs and isinstance(archs[0], str) else ""
+    # model_type wins; Kimi-K2 says "kimi_k2" but is a DeepseekV3ForCausalLM, which either test catches
+    if mtype in _MLA_TYPES or (mtype not in _GQA_TYPES and first.startswith(_MLA_ARCHS)):
+        return "mla"
+    if mtype in _GQA_TYPES or (not mtype and first.startswith(_GQA_ARCHS)):
+        return "gqa"
+    raise CloudMatrixError(
+        f"{path}: unsupported architecture model_type={mtype!r} "
+        f"({', '.join(map(str, archs)) or 'no architectures'}); "
+        f"supported: MLA models ({', '.join(sorted(_MLA_TYPES))}) and GQA/MHA decoders "
+        f"({', '.join(sorted(_GQA_TYPES))})"
+    )
+
+
+def _dense_layer_count(cfg: dict[str, Any], layers: int, path: str) -> int:
+    """How many layers have a dense FFN in an MoE model.
+
+    Only the count matters for parameters, bytes and FLOPs, so the three ways configs
+    spell the layout all reduce to it: DeepSeek's first_k_dense_replace + moe_layer_freq,
+    Qwen-MoE's decoder_sparse_step + mlp_only_layers.
+    """
+    first_k = _int(cfg, "first_k_dense_replace", path, 0)
+    if first_k > layers:
+        raise CloudMatrixError(f"{path}: first_k_dense_replace={first_k} exceeds num_hidden_layers={layers}")
+    freq = _int(cfg, "moe_layer_freq", path, 1, minimum=1)
+    step = _int(cfg, "decoder_sparse_step", path, 1, minimum=1)
+    mlp_only = _get(cfg, "mlp_only_layers", path, [])
+    if not isinstance(mlp_only, list) or not all(isinstance(i, int) and 0 <= i < layers for i in mlp_only):
+        raise CloudMatrixError(f"{path}: mlp_only_layers must be a list of layer indices below {layers}")
+    only = set(mlp_only)
+    moe = sum(
+        1
+        for i in range(layers)
+        if i >= first_k and (i - first_k) % freq == 0 and (i + 1) % step == 0 and i not in only
+    )
+    return layers - moe
+
+
 def spec_from_config(cfg: dict[str, Any], name: str, path: str = "config.json") -> ModelSpec:
     """Build a ModelSpec from a parsed Hugging Face config dict."""
     if "text_config" in cfg and "hidden_size" not in cfg:
-        cfg = cfg["text_config"]  # multimodal wrappers (e.g. Kimi-K2 variants) keep the LM here
-    mtype = cfg.get("model_type", "")
-    archs = cfg.get("architectures") or []
-    if mtype in _MLA_TYPES or (archs and archs[0].startswith(("DeepseekV3", "DeepseekV2"))):
-        attention = "mla"
-    elif mtype in _GQA_TYPES:
-        attention = "gqa"
-    else:
+        cfg = cfg["text_config"]  # multimodal wrappers (e.g. Kimi-K2.5) keep the LM here
+    attention = _attention_kind(cfg, path)
+    mla = attention == "mla"
+    i = lambda k, d=..., m=0: _int(cfg, k, path, d, m)  # noqa: E731
+    hidden, heads, layers = i("hidden_size", m=1), i("num_attention_heads", m=1), i("num_hidden_layers", m=1)
+    kv_heads = heads if mla else i("num_key_value_heads", heads, 1)
+    if heads % kv_heads:
         raise CloudMatrixError(
-            f"{path}: unsupported architecture model_type={mtype!r} ({', '.join(archs) or 'no architectures'}); "
-            f"supported: MLA models ({', '.join(sorted(_MLA_TYPES))}) and GQA/MHA decoders "
-            f"({', '.join(sorted(_GQA_TYPES))})"
+            f"{path}: num_attention_heads={heads} is not a multiple of num_key_value_heads={kv_heads}"
         )
-    g = lambda k, d=...: _get(cfg, k, path, d)  # noqa: E731
-    hidden, heads = int(g("hidden_size")), int(g("num_attention_heads"))
-    experts = int(g("n_routed_experts", 0) or g("num_local_experts", 0) or g("num_experts", 0))
+    experts = i("n_routed_experts", 0) or i("num_local_experts", 0) or i("num_experts", 0)
     if experts:
-        top_k = int(g("num_experts_per_tok"))
-        moe_inter = int(g("moe_intermediate_size", 0) or g("intermediate_size"))
-        shared = int(g("n_shared_experts", 0) or 0)
-        if mtype == "qwen2_moe" and g("shared_expert_intermediate_size", 0):
-            shared = max(1, round(g("shared_expert_intermediate_size") / moe_inter))
-        dense_layers = int(g("first_k_dense_replace", 0))
-        if g("mlp_only_layers", []):
-            raise CloudMatrixError(f"{path}: mlp_only_layers is not supported; remove it or list it as dense layers")
+        top_k = i("num_experts_per_tok", m=1)
+        if top_k > experts:
+            raise CloudMatrixError(f"{path}: num_experts_per_tok={top_k} exceeds the {experts} experts")
+        moe_inter = i("moe_intermediate_size", 0) or i("intermediate_size", m=1)
+        shared = i("n_shared_experts", 0)
+        # Qwen2-MoE: one wide shared expert, counted in routed-expert units
+        if cfg.get("shared_expert_intermediate_size"):
+            shared = max(1, round(i("shared_expert_intermediate_size") / moe_inter))
+        dense_layers = _dense_layer_count(cfg, layers, path)
     else:
         top_k = moe_inter = shared = dense_layers = 0
-    layers = int(g("num_hidden_layers"))
-    if dense_layers > layers:
-        raise CloudMatrixError(f"{path}: first_k_dense_replace={dense_layers} exceeds num_hidden_layers={layers}")
-    mla = attention == "mla"
+    intermediate = i("intermediate_size", 0)
+    if (not experts or dense_layers) and intermediate == 0:
+        raise CloudMatrixError(f"{path}: config.json has no 'intermediate_size'; dense FFN layers need it")
+    if not mla and "head_dim" not in cfg and hidden % heads:
+        raise CloudMatrixError(
+            f"{path}: hidden_size={hidden} is not a multiple of num_attention_heads={heads}; give head_dim"
+        )
     return ModelSpec(
         name=name,
-        model_type=mtype,
+        model_type=cfg.get("model_type", "") or "",
         hidden=hidden,
         layers=layers,
-        vocab=int(g("vocab_size")),
+        vocab=i("vocab_size", m=1),
         heads=heads,
-        kv_heads=heads if mla else int(g("num_key_value_heads", heads)),
-        head_dim=int(g("head_dim", hidden // heads)) if not mla else int(g("v_head_dim")),
+        kv_heads=kv_heads,
+        # Qwen3 sets head_dim explicitly (128, while hidden/heads is 64); older configs leave it implicit
+        head_dim=i("v_head_dim", m=1) if mla else i("head_dim", hidden // heads, 1),
         attention=attention,
-        q_lora_rank=(int(cfg["q_lora_rank"]) if cfg.get("q_lora_rank") else None) if mla else None,
-        kv_lora_rank=int(g("kv_lora_rank")) if mla else 0,
-        qk_nope_head_dim=int(g("qk_nope_head_dim")) if mla else 0,
-        qk_rope_head_dim=int(g("qk_rope_head_dim")) if mla else 0,
-        v_head_dim=int(g("v_head_dim")) if mla else 0,
-        intermediate=int(g("intermediate_size", 0)),
+        q_lora_rank=(i("q_lora_rank", 0) or None) if mla else None,
+        kv_lora_rank=i("kv_lora_rank", m=1) if mla else 0,
+        qk_nope_head_dim=i("qk_nope_head_dim") if mla else 0,
+        qk_rope_head_dim=i("qk_rope_head_dim") if mla else 0,
+        v_head_dim=i("v_head_dim", m=1) if mla else 0,
+        intermediate=intermediate,
         routed_experts=experts,
         shared_experts=shared,
         moe_intermediate=moe_inter,
         top_k=top_k,
         dense_layers=dense_layers,
-        mtp_layers=int(g("num_nextn_predict_layers", 0)),
-        tie_embeddings=bool(g("tie_word_embeddings", False)),
+        mtp_layers=i("num_nextn_predict_layers", 0),
+        tie_embeddings=bool(_get(cfg, "tie_word_embeddings", path, False)),
     )
 
 
