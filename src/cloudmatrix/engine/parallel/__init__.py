@@ -7,13 +7,13 @@ from cloudmatrix.engine.parallel.expert_parallel import (
     use_expert_parallel,
 )
 from cloudmatrix.engine.parallel.launch import run_ranks
-from cloudmatrix.engine.parallel.placement import ExpertPlacement
+from cloudmatrix.engine.parallel.placement import SlotMap
 
 __all__ = [
     "CommStats",
     "ExpertParallelExperts",
-    "ExpertPlacement",
     "dispatch_row_bytes",
     "run_ranks",
+    "SlotMap",
     "use_expert_parallel",
 ]

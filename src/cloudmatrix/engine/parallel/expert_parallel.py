@@ -30,7 +30,7 @@ import torch
 import torch.distributed as dist
 
 from cloudmatrix.engine.model.experts import ExpertWeights, expert_forward
-from cloudmatrix.engine.parallel.placement import ExpertPlacement
+from cloudmatrix.engine.parallel.placement import SlotMap
 from cloudmatrix.engine.quant.int8 import (
     Int8ExpertWeights,
     dequantize,
@@ -53,17 +53,23 @@ def dispatch_row_bytes(hidden_size: int, top_k: int, dtype: torch.dtype, int8: b
 
 @dataclass
 class CommStats:
-    """Cumulative traffic and time of one EP backend on this rank (reset with `reset()`)."""
+    """Cumulative traffic and time of one EP backend on this rank, seen from this rank's own tokens.
+
+    dispatch_bytes: what this rank sends out for its tokens; combine_bytes: what comes back to it
+    for them. Summed over ranks each equals the collective's total traffic. *_remote_* leave out
+    the rows a rank exchanges with itself (no fabric crossed). Reset with `reset()`.
+    """
 
     calls: int = 0
     tokens: int = 0  # tokens this rank routed
     pairs: int = 0  # (token, expert) choices routed
     dispatch_rows: int = 0  # (token, destination rank) rows sent
-    dispatch_bytes: int = 0  # rows x row bytes, including rows a rank sends to itself
-    dispatch_remote_bytes: int = 0  # the part that leaves this rank
+    dispatch_bytes: int = 0
+    dispatch_remote_bytes: int = 0
     combine_bytes: int = 0
     combine_remote_bytes: int = 0
     split_bytes: int = 0  # the split-size exchange that precedes each dispatch
+    rows_received: int = 0  # rows other ranks (and this one) sent here to compute
     dispatch_s: float = 0.0
     compute_s: float = 0.0
     combine_s: float = 0.0
@@ -89,9 +95,7 @@ def _from_bytes(b: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return b.contiguous().view(dtype)
 
 
-def _all_to_all(
-    recv_rows: list[int], send: torch.Tensor, send_rows: list[int], group
-) -> torch.Tensor:
+def _all_to_all(recv_rows: list[int], send: torch.Tensor, send_rows: list[int], group) -> torch.Tensor:
     out = torch.empty((sum(recv_rows), send.shape[1]), dtype=send.dtype, device=send.device)
     dist.all_to_all_single(out, send, output_split_sizes=recv_rows, input_split_sizes=send_rows, group=group)
     return out
@@ -109,7 +113,7 @@ class ExpertParallelExperts(torch.nn.Module):
     def __init__(
         self,
         local_weights: ExpertWeights | Int8ExpertWeights,
-        placement: ExpertPlacement,
+        placement: SlotMap,
         group: dist.ProcessGroup | None = None,
         dispatch_int8: bool = False,
         combine_dtype: torch.dtype | None = None,
@@ -141,12 +145,13 @@ class ExpertParallelExperts(torch.nn.Module):
         self.combine_dtype = combine_dtype
         self.stats = CommStats()
         self.path_counts: Counter[str] = Counter()  # INT8 matmul paths of the local experts
+        self.slot_load = torch.zeros(local_weights.num_experts, dtype=torch.long)  # pairs run per slot
 
     @classmethod
     def from_full(
         cls,
         weights: ExpertWeights | Int8ExpertWeights,
-        placement: ExpertPlacement,
+        placement: SlotMap,
         group: dist.ProcessGroup | None = None,
         **kwargs,
     ) -> ExpertParallelExperts:
@@ -201,9 +206,7 @@ class ExpertParallelExperts(torch.nn.Module):
         else:
             parts = [_as_bytes(x)]
         parts += [_as_bytes(meta_slot.to(dev)), _as_bytes(meta_w.to(dev))]
-        packed = torch.cat(parts, dim=1) if n_rows else torch.empty(
-            (0, sum(p.shape[1] for p in parts)), dtype=torch.uint8, device=dev
-        )
+        packed = torch.cat(parts, dim=1)
         row_bytes = packed.shape[1]
         received = _all_to_all(recv_list, packed, send_list, self.group)
         t1 = time.perf_counter()
@@ -248,7 +251,9 @@ class ExpertParallelExperts(torch.nn.Module):
         flat = meta_slot.reshape(-1)
         valid = torch.nonzero(flat >= 0).squeeze(1)
         order = valid[torch.argsort(flat[valid], stable=True)]
-        counts = torch.bincount(flat[order], minlength=self.local_weights.num_experts).tolist()
+        counts_t = torch.bincount(flat[order], minlength=self.local_weights.num_experts)
+        self.slot_load += counts_t.cpu()
+        counts = counts_t.tolist()
         row_of = order // k
         w_of = meta_w.reshape(-1)[order]
         start = 0
@@ -283,14 +288,14 @@ class ExpertParallelExperts(torch.nn.Module):
         st.tokens += n_tok
         st.pairs += n_tok * k
         rows = sum(send)
-        remote = rows - send[self.rank]
+        remote = rows - send[self.rank]  # the same rows come back in combine
         st.dispatch_rows += rows
         st.dispatch_bytes += rows * row_bytes
         st.dispatch_remote_bytes += remote * row_bytes
-        back_rows = sum(recv)
-        st.combine_bytes += back_rows * combine_row_bytes
-        st.combine_remote_bytes += (back_rows - recv[self.rank]) * combine_row_bytes
+        st.combine_bytes += rows * combine_row_bytes
+        st.combine_remote_bytes += remote * combine_row_bytes
         st.split_bytes += self.world_size * 8
+        st.rows_received += sum(recv)
         t0, t1, t2, t3 = times
         st.dispatch_s += t1 - t0
         st.compute_s += t2 - t1
@@ -299,7 +304,7 @@ class ExpertParallelExperts(torch.nn.Module):
 
 def use_expert_parallel(
     model: torch.nn.Module,
-    placement: ExpertPlacement,
+    placement: SlotMap,
     group: dist.ProcessGroup | None = None,
     **kwargs,
 ) -> list[str]:

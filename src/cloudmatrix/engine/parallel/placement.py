@@ -1,9 +1,10 @@
-"""Expert placement: which logical expert each physical slot on each EP rank holds.
+"""Slot map: which logical expert each physical slot on each EP rank holds, and which replica a token uses.
 
-A *slot* is one expert's weights resident on one rank. With redundancy (EPLB), the hottest
-experts get extra slots on other ranks, and the tokens routed to a replicated expert are spread
-over its replicas deterministically by token index, so every run with the same inputs moves the
-same bytes to the same ranks.
+A *slot* is one expert's weights resident on one rank. Which experts get redundant replicas and
+where they go is the control plane's decision (cloudmatrix.serving.eplb, written once for the
+simulator and the engine); this module turns such a placement into the lookup tables the EP
+backend routes with. Tokens routed to a replicated expert are spread over its replicas
+deterministically by token index, so the same inputs move the same bytes to the same ranks.
 
 Global slot ids run rank by rank: rank 0's slots first, then rank 1's, and so on.
 """
@@ -13,14 +14,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from cloudmatrix.errors import CloudMatrixError
+from cloudmatrix.serving.eplb import ExpertPlacement as EplbPlacement
+from cloudmatrix.serving.eplb import PlacementMode
 
 
 @dataclass(frozen=True)
-class ExpertPlacement:
-    """Logical experts -> physical slots over `num_ranks` ranks.
+class SlotMap:
+    """Logical experts -> physical slots over `num_ranks` ranks (an expert may have several replicas).
 
     rank_experts[r] lists the logical expert held by each local slot of rank r, in slot order.
     """
@@ -37,22 +41,17 @@ class ExpertPlacement:
     def __post_init__(self) -> None:
         if self.num_experts <= 0 or not self.rank_experts:
             raise CloudMatrixError(
-                "an expert placement needs at least one expert and one rank; "
+                "a slot map needs at least one expert and one rank; "
                 f"got {self.num_experts} experts over {len(self.rank_experts)} ranks"
             )
         replicas: list[list[int]] = [[] for _ in range(self.num_experts)]
         slot_expert, slot_rank, slot_local = [], [], []
         for r, experts in enumerate(self.rank_experts):
-            if len(set(experts)) != len(experts):
-                raise CloudMatrixError(
-                    f"rank {r} holds the same expert twice ({list(experts)}); "
-                    "put an expert's replicas on different ranks"
-                )
             for j, e in enumerate(experts):
                 if not 0 <= e < self.num_experts:
                     raise CloudMatrixError(
                         f"rank {r} slot {j} names expert {e}, outside 0..{self.num_experts - 1}; "
-                        "fix the placement or the expert count"
+                        "fix the slot map or the expert count"
                     )
                 replicas[e].append(len(slot_expert))
                 slot_expert.append(e)
@@ -109,62 +108,34 @@ class ExpertPlacement:
         return self.replica_table[ids, pick]
 
     @classmethod
+    def from_eplb(cls, placement: EplbPlacement) -> SlotMap:
+        """The slot map of a control-plane placement (cloudmatrix.serving.eplb); empty slots are dropped."""
+        rank_experts = tuple(tuple(int(e) for e in row if e >= 0) for row in placement.slots)
+        return cls(placement.n_experts, rank_experts)
+
+    @classmethod
     def build(
         cls,
         num_experts: int,
         num_ranks: int,
-        num_redundant: int = 0,
-        expert_load: Sequence[float] | None = None,
-    ) -> ExpertPlacement:
-        """Balanced placement of `num_experts` + `num_redundant` slots over `num_ranks` ranks.
+        slots_per_rank: int | None = None,
+        popularity: Sequence[float] | None = None,
+        mode: PlacementMode = "eplb",
+    ) -> SlotMap:
+        """Place `num_experts` over `num_ranks` ranks of `slots_per_rank` slots with the control plane's EPLB.
 
-        Replicas go to the experts with the highest load per replica (EPLB's rule; with no load given,
-        all experts weigh the same and ties go to the lowest id). Slots are then assigned heaviest first
-        to the least-loaded rank that has room and does not already hold that expert. Ranks get
-        ceil or floor of (experts + redundant) / ranks slots.
+        slots_per_rank defaults to ceil(experts / ranks); the slots beyond one per expert hold replicas of
+        the experts with the highest popularity per replica (uniform popularity when none is given: ties
+        go to the lowest ids), packed heaviest first onto the least-loaded rank.
         """
-        if num_experts <= 0 or num_ranks <= 0 or num_redundant < 0:
+        if num_experts < 1 or num_ranks < 1:
             raise CloudMatrixError(
-                f"placement needs experts > 0, ranks > 0 and redundant >= 0; "
-                f"got {num_experts}, {num_ranks}, {num_redundant}"
+                f"a slot map needs experts >= 1 and ranks >= 1; got {num_experts} and {num_ranks}"
             )
-        total = num_experts + num_redundant
-        if total < num_ranks:
+        spr = slots_per_rank if slots_per_rank is not None else -(-num_experts // num_ranks)
+        pop = np.full(num_experts, 1.0) if popularity is None else np.asarray(popularity, dtype=np.float64)
+        if pop.shape != (num_experts,):
             raise CloudMatrixError(
-                f"{total} expert slots cannot cover {num_ranks} ranks (each rank needs at least one); "
-                "add redundant experts or use fewer EP ranks"
+                f"popularity needs {num_experts} numbers (one per routed expert), got shape {pop.shape}"
             )
-        load = [1.0] * num_experts if expert_load is None else [float(x) for x in expert_load]
-        if len(load) != num_experts or any(x < 0 for x in load):
-            raise CloudMatrixError(
-                f"expert_load needs {num_experts} non-negative numbers, got {len(load)}; "
-                "pass one load figure (e.g. routed tokens) per logical expert"
-            )
-        count = [1] * num_experts
-        for _ in range(num_redundant):
-            e = max(range(num_experts), key=lambda i: (load[i] / count[i], -i))
-            if count[e] >= num_ranks:
-                raise CloudMatrixError(
-                    f"expert {e} would need {count[e] + 1} replicas but there are only {num_ranks} ranks; "
-                    "use fewer redundant experts or more ranks"
-                )
-            count[e] += 1
-        capacity = [total // num_ranks + (1 if r < total % num_ranks else 0) for r in range(num_ranks)]
-        # Heaviest replica first (longest-processing-time greedy); ties by expert id for determinism.
-        items = sorted(
-            ((load[e] / count[e], e) for e in range(num_experts) for _ in range(count[e])),
-            key=lambda t: (-t[0], t[1]),
-        )
-        held: list[list[int]] = [[] for _ in range(num_ranks)]
-        rank_load = [0.0] * num_ranks
-        for w, e in items:
-            free = [r for r in range(num_ranks) if len(held[r]) < capacity[r] and e not in held[r]]
-            if not free:
-                raise CloudMatrixError(
-                    f"cannot place a replica of expert {e} without doubling it on a rank; "
-                    "use fewer redundant experts"
-                )
-            r = min(free, key=lambda r: (rank_load[r], len(held[r]), r))
-            held[r].append(e)
-            rank_load[r] += w
-        return cls(num_experts, tuple(tuple(sorted(h)) for h in held))
+        return cls.from_eplb(EplbPlacement.build(pop, num_ranks, spr, mode=mode))

@@ -235,8 +235,8 @@ def quantize_model(model: torch.nn.Module, skip: tuple[str, ...] = DEFAULT_SKIP)
     """Replace the large linear layers with Int8Linear and the expert backends with INT8 ones, in place.
 
     Every nn.Linear is quantised unless its last name component is in `skip` (default: the MoE router
-    `gate`, `lm_head` and MLA's `kv_b_proj`). Expert backends are swapped: LocalExperts -> Int8Experts; a backend that has
-    a `quantize_int8()` method (e.g. ExpertParallelExperts) quantises its own local weights.
+    `gate`, `lm_head` and MLA's `kv_b_proj`). Expert backends are swapped: LocalExperts -> Int8Experts;
+    a backend with a `quantize_int8()` method (e.g. ExpertParallelExperts) quantises its own weights.
     """
     from cloudmatrix.engine.model.experts import LocalExperts
 
