@@ -75,7 +75,8 @@ class Efficiency(_Frozen):
     attention_compute: Fraction  # attention core when compute-bound
     attention_memory: Fraction  # attention core when bound by reading the KV cache
     memory: Fraction  # streaming weights / activations from HBM
-    gemm_half_rows: float = Field(default=0.0, ge=0)  # rows (tokens) at which a GEMM reaches half its large-shape efficiency
+    # rows (tokens) at which a GEMM reaches half its large-shape efficiency
+    gemm_half_rows: float = Field(default=0.0, ge=0)
 
 
 class ChipSpec(_Frozen):
@@ -92,7 +93,7 @@ class ChipSpec(_Frozen):
         if precision not in self.die.peak:
             have = ", ".join(sorted(self.die.peak))
             raise CloudMatrixError(
-                f"{self.name} has no native {precision} compute (it has {have}); choose one of those precisions"
+                f"{self.name} has no native {precision} compute (it has {have}); choose one of those"
             )
         return self.die.peak[precision]
 
@@ -199,7 +200,8 @@ class System:
             raise CloudMatrixError(f"--nodes must be a positive integer, got {nodes}")
         if self.spec.power is not None or self.spec.price_usd is not None:
             raise CloudMatrixError(
-                f"{self.name} is priced and powered as a whole system; its node count is fixed at {self.nodes}"
+                f"{self.name} is priced and powered as a whole system; its node count is fixed "
+                f"at {self.nodes}"
             )
         return System(self.spec.model_copy(update={"nodes": nodes}), self.chip, self.source)
 
@@ -215,8 +217,7 @@ def catalog_names(kind: str) -> list[str]:
     """Names of the shipped chip ("chip") or system ("system") files."""
     out = []
     for p in sorted(_catalog_dir().glob("*.toml")):
-        with p.open("rb") as f:
-            data = tomllib.load(f)
+        data = _read_toml(p)
         if ("chip" in data) == (kind == "system"):
             out.append(p.stem)
     return out
@@ -255,12 +256,18 @@ def _resolve(name_or_path: str | Path, what: str) -> Path:
     if shipped.exists():
         return shipped
     known = ", ".join(catalog_names(what))
-    raise CloudMatrixError(f"unknown {what} {str(name_or_path)!r}; known: {known} (or give a path to a .toml file)")
+    raise CloudMatrixError(
+        f"unknown {what} {str(name_or_path)!r}; known: {known} (or give a path to a .toml file)"
+    )
 
 
 @cache
 def _load_chip_cached(path: Path) -> ChipSpec:
     data = _read_toml(path)
+    if "chip" in data and "die" not in data:
+        raise CloudMatrixError(
+            f"{path}: this is a system file, not a chip file; pass it where a system is expected"
+        )
     try:
         return ChipSpec.model_validate(data)
     except ValidationError as e:
@@ -275,6 +282,10 @@ def load_chip(name_or_path: str | Path) -> ChipSpec:
 @cache
 def _load_system_cached(path: Path) -> System:
     data = _read_toml(path)
+    if "die" in data and "chip" not in data:
+        raise CloudMatrixError(
+            f"{path}: this is a chip file, not a system file; pass it where a chip is expected"
+        )
     try:
         spec = SystemSpec.model_validate(data)
     except ValidationError as e:

@@ -50,7 +50,9 @@ def parse_quantity(value: object, dimension: str) -> float:
     elif isinstance(value, str):
         m = _QUANTITY.match(value)
         if not m:
-            raise UnitError(f"cannot read {value!r} as a {dimension} quantity; write e.g. {_example(dimension)!r}")
+            raise UnitError(
+                f"cannot read {value!r} as a {dimension} quantity; write e.g. {_example(dimension)!r}"
+            )
         number, unit = float(m.group(1)), (m.group(2) or "").strip()
     else:
         raise UnitError(f"expected a {dimension} quantity, got {type(value).__name__} {value!r}")
@@ -60,7 +62,8 @@ def parse_quantity(value: object, dimension: str) -> float:
         factor = units[unit]
     else:
         raise UnitError(
-            f"unknown unit {unit!r} for a {dimension} quantity; use one of {_known(dimension)} (e.g. {_example(dimension)!r})"
+            f"unknown unit {unit!r} for a {dimension} quantity; "
+            f"use one of {_known(dimension)} (e.g. {_example(dimension)!r})"
         )
     return number * factor
 
@@ -77,6 +80,10 @@ def _known(dimension: str) -> str:
 
 
 def _example(dimension: str) -> str:
-    return {"bytes": "64 GB", "bytes/s": "1.6 TB/s", "flop/s": "376 TFLOPS", "seconds": "1.9 us", "watts": "700 W"}[
-        dimension
-    ]
+    return {
+        "bytes": "64 GB",
+        "bytes/s": "1.6 TB/s",
+        "flop/s": "376 TFLOPS",
+        "seconds": "1.9 us",
+        "watts": "700 W",
+    }[dimension]
