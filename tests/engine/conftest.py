@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("safetensors")
+
+from safetensors.torch import load_file, save_file  # noqa: E402
+
+from cloudmatrix.engine.loader import random_state  # noqa: E402
+from cloudmatrix.engine.model.config import ModelConfig  # noqa: E402
+from cloudmatrix.engine.model.model import DeepseekV3  # noqa: E402
 
 TINY = dict(
     vocab_size=96,
@@ -65,6 +74,69 @@ def make_hf_model(seed: int = 0, **overrides):
                 bias = gate.e_score_correction_bias
                 bias.copy_(0.3 * torch.randn(bias.shape, generator=g))
     return model
+
+
+PROMPTS = [[5, 7, 9, 11, 3, 2, 8], [4, 4, 1], [9, 8, 7, 6, 5, 4, 3, 2, 1, 10, 12, 13, 17, 19, 23, 29, 31, 37]]
+
+
+@torch.inference_mode()
+def teacher_forced_logits(
+    model: DeepseekV3, seqs: list[list[int]], prompt_lens: list[int], block_size: int = 4
+) -> list[torch.Tensor]:
+    """Per sequence, logits [len, V]: one batched prefill of the prompts, then batched one-token decode
+    steps feeding the given continuation (sequences that ran out are dropped from the batch)."""
+    cache = model.new_cache(num_blocks=sum(len(s) // block_size + 2 for s in seqs), block_size=block_size)
+    ids = [cache.add_sequence() for _ in seqs]
+    batch = cache.plan(ids, prompt_lens)
+    h = model(torch.tensor([t for s, n in zip(seqs, prompt_lens, strict=True) for t in s[:n]]), batch, cache)
+    out = [[x] for x in model.logits(h).split(prompt_lens)]
+    pos = list(prompt_lens)
+    while True:
+        active = [i for i, s in enumerate(seqs) if pos[i] < len(s)]
+        if not active:
+            break
+        batch = cache.plan([ids[i] for i in active], [1] * len(active))
+        logits = model.logits(model(torch.tensor([seqs[i][pos[i]] for i in active]), batch, cache))
+        for k, i in enumerate(active):
+            out[i].append(logits[k : k + 1])
+            pos[i] += 1
+    return [torch.cat(x) for x in out]
+
+
+def add_mtp_tensors(folder: Path, seed: int = 7) -> None:
+    """Append random MTP weights at model.layers.{num_hidden_layers}.* (DeepSeek-V3 layout) to a
+    single-file checkpoint, including the duplicated embed_tokens / shared_head.head tensors."""
+    config = ModelConfig.from_json(folder)
+    L = config.num_hidden_layers
+    tensors = load_file(folder / "model.safetensors")
+    prefix = f"model.layers.{L}."
+    extra = {k: v for k, v in random_state(config, seed=seed, num_mtp=1).items() if k.startswith(prefix)}
+    extra[prefix + "embed_tokens.weight"] = tensors["model.embed_tokens.weight"].clone()
+    extra[prefix + "shared_head.head.weight"] = tensors["lm_head.weight"].clone()
+    save_file({**tensors, **extra}, folder / "model.safetensors", metadata={"format": "pt"})
+    cfg = json.loads((folder / "config.json").read_text())
+    assert cfg["num_nextn_predict_layers"] == 1
+
+
+# Helpers reach the tests as fixtures: test modules never import conftest by name.
+@pytest.fixture(scope="session")
+def prompts() -> list[list[int]]:
+    return [list(p) for p in PROMPTS]
+
+
+@pytest.fixture(scope="session")
+def make_hf():
+    return make_hf_model
+
+
+@pytest.fixture(scope="session")
+def forced_logits():
+    return teacher_forced_logits
+
+
+@pytest.fixture(scope="session")
+def with_mtp():
+    return add_mtp_tensors
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -74,6 +74,16 @@ class MoE(nn.Module):
         )
         self.shared_experts = MLP(H, I * config.n_shared_experts) if config.n_shared_experts else None
 
+    def __setattr__(self, name: str, value: object) -> None:
+        # `experts` may be any callable backend, not only an nn.Module (which torch would insist on).
+        if name == "experts":
+            self._modules.pop("experts", None)
+            self.__dict__.pop("experts", None)
+            if not isinstance(value, nn.Module):
+                object.__setattr__(self, name, value)
+                return
+        super().__setattr__(name, value)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         topk_ids, topk_weights = self.gate(x)
         out = self.experts(x, topk_ids, topk_weights)
