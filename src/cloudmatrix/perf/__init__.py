@@ -1,1 +1,8 @@
+"""Cost model: what one prefill or decode step costs on a die, a fabric and a deployment."""
 
+from cloudmatrix.perf.breakdown import OpRow, StepBreakdown
+from cloudmatrix.perf.decode import decode_step
+from cloudmatrix.perf.deployment import Deployment, Precisions
+from cloudmatrix.perf.prefill import prefill_step
+
+__all__ = ["Deployment", "OpRow", "Precisions", "StepBreakdown", "decode_step", "prefill_step"]

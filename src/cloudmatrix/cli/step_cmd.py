@@ -1,0 +1,116 @@
+"""`cloudmatrix step`: what one prefill or decode step costs, op by op."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from cloudmatrix.perf import StepBreakdown, decode_step, prefill_step
+from cloudmatrix.perf.deployment import Deployment, default_expert_layout, precisions_for
+from cloudmatrix.specs.hardware import load_system
+from cloudmatrix.specs.model import load_model
+
+
+def register(app: typer.Typer) -> None:
+    app.command("step")(step)
+
+
+def step(
+    system: Annotated[str, typer.Option(help="System name from the catalog, or a path to a system .toml")] = (
+        "cloudmatrix384"
+    ),
+    model: Annotated[str, typer.Option(help="Model name from the catalog, or a config.json path")] = "deepseek-r1",
+    phase: Annotated[str, typer.Option(help="decode or prefill")] = "decode",
+    dies: Annotated[int | None, typer.Option(help="Dies in the instance (default: the EP degree)")] = None,
+    ep: Annotated[int, typer.Option(help="Expert-parallel degree in dies")] = 320,
+    shared_expert_dies: Annotated[int | None, typer.Option(help="Dies holding only shared experts (default: auto)")] = (
+        None
+    ),
+    redundant_experts: Annotated[int | None, typer.Option(help="Redundant routed experts (default: auto)")] = None,
+    batch_per_die: Annotated[float, typer.Option(help="Decode: sequences per die")] = 48,
+    kv_len: Annotated[float, typer.Option(help="Decode: mean KV length (tokens)")] = 4096,
+    tokens_per_die: Annotated[float, typer.Option(help="Prefill: tokens per die per batch")] = 8192,
+    prompt_len: Annotated[float, typer.Option(help="Prefill: prompt length (tokens)")] = 4096,
+    attn_tp: Annotated[int, typer.Option(help="Attention TP degree (prefill SP-TP-SP; GQA decode)")] = 1,
+    mtp: Annotated[int, typer.Option(help="MTP depth (speculative tokens per step)")] = 1,
+    mtp_acceptance: Annotated[float, typer.Option(help="Acceptance rate of each MTP draft")] = 0.7,
+    microbatches: Annotated[int, typer.Option(help="1 or 2")] = 2,
+    precision: Annotated[str, typer.Option(help="Weights/dispatch: int8, fp8, fp4 or bf16")] = "int8",
+    kv_precision: Annotated[str, typer.Option(help="KV cache precision")] = "bf16",
+    imbalance: Annotated[float, typer.Option(help="Expert load, busiest die / mean (1.0 = perfect)")] = 1.0,
+    nodes: Annotated[int | None, typer.Option(help="Node count for clusters sold by the node (HGX)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables")] = False,
+) -> None:
+    """Cost one decode or prefill step of one instance: op table, bounds, tokens/s per chip, roofline limit."""
+    from cloudmatrix.errors import CloudMatrixError
+
+    sysm = load_system(system)
+    if nodes is not None:
+        sysm = sysm.with_nodes(nodes)
+    mdl = load_model(model)
+    auto_shared, auto_redundant = default_expert_layout(mdl, ep)
+    dep = Deployment(
+        dies=dies or ep,
+        ep=ep,
+        shared_expert_dies=auto_shared if shared_expert_dies is None else shared_expert_dies,
+        redundant_experts=auto_redundant if redundant_experts is None else redundant_experts,
+        attn_tp=attn_tp,
+        microbatches=microbatches,
+        mtp_depth=mtp,
+        mtp_acceptance=mtp_acceptance if mtp else 0.0,
+        imbalance=imbalance,
+        precision=precisions_for(precision, kv_precision),
+    )
+    if phase == "decode":
+        b = decode_step(mdl, sysm, dep, batch_per_die, kv_len)
+    elif phase == "prefill":
+        b = prefill_step(mdl, sysm, dep, tokens_per_die, prompt_len)
+    else:
+        raise CloudMatrixError(f"--phase must be 'decode' or 'prefill', got {phase!r}")
+    if as_json:
+        print(json.dumps(b.to_dict(), indent=2))
+        return
+    print_breakdown(b, dep)
+
+
+def print_breakdown(b: StepBreakdown, dep: Deployment, console: Console | None = None) -> None:
+    # tables are wide: do not squeeze them into 80 columns when printing to a pipe or a file
+    console = console or Console(width=None if Console().is_terminal else 140)
+    t = Table(title=f"{b.phase} step: {b.model} on {b.system}, per die", show_lines=False)
+    for col in ("layer group", "op", "runs", "time ms", "share", "bound", "TFLOP", "GB", "limit ms"):
+        t.add_column(col, justify="left" if col in ("layer group", "op", "bound") else "right")
+    for r in b.rows:
+        t.add_row(
+            r.group,
+            r.name,
+            str(r.runs),
+            f"{r.time * 1e3:.2f}",
+            f"{r.time / b.serial_time:.1%}",
+            r.bound,
+            f"{r.flops / 1e12:.2f}",
+            f"{r.bytes / 1e9:.2f}",
+            f"{r.limit * 1e3:.2f}",
+        )
+    console.print(t)
+    s = Table(show_header=False, box=None)
+    s.add_row("serial time (no overlap)", f"{b.serial_time * 1e3:.2f} ms")
+    s.add_row(
+        f"step time ({dep.microbatches} microbatch{'es' if dep.microbatches > 1 else ''})",
+        f"{b.step_time * 1e3:.2f} ms",
+    )
+    s.add_row("dominant op", f"{b.dominant().group}/{b.dominant().name} ({b.dominant().time / b.serial_time:.0%})")
+    if b.phase == "decode":
+        s.add_row("sequences per chip", f"{b.seqs_per_die * b.dies_per_chip:g}")
+        s.add_row("tokens per step per sequence", f"{b.tokens_per_seq:.2f}")
+        s.add_row("TPOT", f"{b.tpot * 1e3:.2f} ms")
+    else:
+        s.add_row("tokens per chip per batch", f"{b.tokens_per_die * b.dies_per_chip:g}")
+    s.add_row("[bold]tokens/s per chip[/]", f"[bold]{b.tokens_per_s_per_chip:,.0f}[/]")
+    s.add_row("roofline limit, tokens/s per chip", f"{b.limit_tokens_per_s_per_chip:,.0f}")
+    mem = ", ".join(f"{k} {v / 1e9:.1f}" for k, v in b.memory.items())
+    s.add_row("HBM per die (GB)", f"{sum(b.memory.values()) / 1e9:.1f} ({mem})")
+    console.print(s)

@@ -1,0 +1,74 @@
+"""What a step costs: per-op rows, the overlapped step time, the physical limit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class OpRow:
+    """One op aggregated over a step on one die (all layers and microbatches that run it)."""
+
+    name: str
+    group: str  # "moe_layer", "dense_layer", "mtp_layer", "head"
+    runs: int  # runs per step
+    time: float  # seconds per step, serial (sum over runs)
+    flops: float  # per step
+    bytes: float  # per step (HBM, or link bytes for comm ops)
+    bound: str  # "compute", "memory" or "comm"
+    limit: float  # seconds per step at peak
+
+
+@dataclass(frozen=True)
+class StepBreakdown:
+    phase: str  # "decode" or "prefill"
+    system: str
+    model: str
+    rows: list[OpRow]
+    step_time: float  # seconds, with microbatch overlap
+    serial_time: float  # seconds, every op one after another on the whole die
+    limit_time: float  # physical floor: every compute op at peak compute or peak bandwidth, comm hidden
+    tokens_per_die: float  # tokens this step produces (decode) or consumes (prefill), per die
+    dies_per_chip: int
+    seqs_per_die: float
+    tokens_per_seq: float  # decode: output tokens per sequence per step (MTP); prefill: prompt length
+    memory: dict[str, float] = field(default_factory=dict)  # bytes per die by use
+    expert_load: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def tokens_per_s_per_die(self) -> float:
+        return self.tokens_per_die / self.step_time
+
+    @property
+    def tokens_per_s_per_chip(self) -> float:
+        return self.tokens_per_s_per_die * self.dies_per_chip
+
+    @property
+    def limit_tokens_per_s_per_chip(self) -> float:
+        return self.tokens_per_die * self.dies_per_chip / self.limit_time
+
+    @property
+    def tpot(self) -> float:
+        """Decode: time per output token of one sequence (step time / tokens per step)."""
+        return self.step_time / self.tokens_per_seq if self.phase == "decode" else float("nan")
+
+    def dominant(self) -> OpRow:
+        return max(self.rows, key=lambda r: r.time)
+
+    def to_dict(self) -> dict:
+        return {
+            "phase": self.phase,
+            "system": self.system,
+            "model": self.model,
+            "step_time_s": self.step_time,
+            "serial_time_s": self.serial_time,
+            "limit_time_s": self.limit_time,
+            "tokens_per_die": self.tokens_per_die,
+            "seqs_per_die": self.seqs_per_die,
+            "tokens_per_s_per_chip": self.tokens_per_s_per_chip,
+            "limit_tokens_per_s_per_chip": self.limit_tokens_per_s_per_chip,
+            "tpot_s": None if self.phase != "decode" else self.tpot,
+            "ops": [r.__dict__ for r in self.rows],
+            "memory_bytes_per_die": self.memory,
+            "expert_load": self.expert_load,
+        }

@@ -1,0 +1,90 @@
+"""Communication costed from the topology: which fabric a group of dies sits on, and collectives over it.
+
+The expert-parallel all-to-all (dispatch / combine) follows one formula on every fabric:
+
+    t = latency + T * k * m * (1 - 1/EP) / (B_die * efficiency) + sync * log2(EP)
+
+T tokens per rank, k destinations per token (top-k, plus one if shared experts sit on
+their own dies), m bytes per token copy, (1 - 1/EP) the share that leaves the die,
+B_die the die's one-way link rate, `efficiency` the fraction of it the kernel sustains,
+and `sync` the completion-signalling cost per doubling of the group. `efficiency` and
+`sync` are per fabric (hardware files), fitted by benchmarks/calibrate_comm.py to the
+paper's EP8..EP256 table for CloudMatrix384 (UB) and H800 (DeepEP over RDMA), where it
+reproduces all 16 published latencies within 5%.
+"""
+
+from __future__ import annotations
+
+import math
+
+from cloudmatrix.specs.hardware import FabricSpec, System
+
+
+def fabric_for_group(system: System, group_dies: int) -> FabricSpec:
+    """The plane a group of dies talks over: scale-up if it fits in one scale-up domain, else scale-out.
+
+    A group that spans several NVLink islands (HGX clusters) is bound by the slower plane.
+    """
+    chips = math.ceil(group_dies / system.chip.dies)
+    return system.spec.scale_up if chips <= system.scale_up_domain_chips else system.spec.scale_out
+
+
+def die_bandwidth(system: System, fabric: FabricSpec) -> float:
+    return fabric.bandwidth_per_chip / system.chip.dies
+
+
+def _sync(fabric: FabricSpec, group: int) -> float:
+    return fabric.sync_per_log2_rank * math.log2(group) if group > 1 else 0.0
+
+
+def ep_all_to_all(
+    system: System,
+    group: int,
+    tokens: float,
+    copies_per_token: float,
+    bytes_per_copy: float,
+    op: str,
+) -> tuple[float, float]:
+    """(time, physical limit) of one EP dispatch ("dispatch") or combine ("combine") on one die."""
+    if group <= 1 or tokens <= 0:
+        return 0.0, 0.0
+    fabric = fabric_for_group(system, group)
+    eff = fabric.dispatch_efficiency if op == "dispatch" else fabric.combine_efficiency
+    volume = tokens * copies_per_token * bytes_per_copy * (1 - 1 / group)
+    bw = die_bandwidth(system, fabric)
+    return fabric.latency + volume / (bw * eff) + _sync(fabric, group), volume / bw
+
+
+def all_gather(system: System, group: int, bytes_per_die: float) -> tuple[float, float]:
+    """Every die ends with every die's `bytes_per_die` (ring-equivalent volume)."""
+    if group <= 1:
+        return 0.0, 0.0
+    fabric = fabric_for_group(system, group)
+    volume = bytes_per_die * (group - 1)
+    bw = die_bandwidth(system, fabric)
+    return fabric.latency + volume / (bw * fabric.combine_efficiency) + _sync(fabric, group), volume / bw
+
+
+def all_to_all(system: System, group: int, bytes_per_die: float) -> tuple[float, float]:
+    """Each die scatters `bytes_per_die` evenly over the group."""
+    if group <= 1:
+        return 0.0, 0.0
+    fabric = fabric_for_group(system, group)
+    volume = bytes_per_die * (1 - 1 / group)
+    bw = die_bandwidth(system, fabric)
+    return fabric.latency + volume / (bw * fabric.combine_efficiency) + _sync(fabric, group), volume / bw
+
+
+def all_reduce(system: System, group: int, bytes_per_die: float) -> tuple[float, float]:
+    """Ring all-reduce: reduce-scatter + all-gather, 2 (n-1)/n of the data each way."""
+    if group <= 1:
+        return 0.0, 0.0
+    fabric = fabric_for_group(system, group)
+    volume = 2 * bytes_per_die * (group - 1) / group
+    bw = die_bandwidth(system, fabric)
+    return fabric.latency + volume / (bw * fabric.combine_efficiency) + 2 * _sync(fabric, group), volume / bw
+
+
+def transfer(fabric: FabricSpec, bandwidth: float, nbytes: float, efficiency: float = 1.0) -> float:
+    """A point-to-point bulk transfer (KV cache prefill -> decode, cache-pool reads)."""
+    return fabric.latency + nbytes / (bandwidth * efficiency)

@@ -1,0 +1,83 @@
+"""Does a deployment fit? HBM per die: weights + KV cache + EP buffers + activation workspace."""
+
+from __future__ import annotations
+
+from cloudmatrix.errors import CloudMatrixError
+from cloudmatrix.perf.deployment import Deployment
+from cloudmatrix.perf.layers import ACT_BYTES
+from cloudmatrix.specs.hardware import BYTES_PER_ELEMENT, System
+from cloudmatrix.specs.model import ModelSpec
+
+# Activations in flight per token (residual, normed input, attention output, expert in/out,
+# double-buffered): 8 hidden-size BF16 vectors. An assumption; small next to weights and KV.
+WORKSPACE_VECTORS_PER_TOKEN = 8
+
+
+def weight_bytes_per_die(model: ModelSpec, dep: Deployment) -> float:
+    """Weights one die holds: attention and dense FFN (replicated over DP, split over TP), its expert slots,
+    embeddings and head in BF16, and the MTP module."""
+    wb = BYTES_PER_ELEMENT[dep.precision.weights]
+    hb = BYTES_PER_ELEMENT[dep.precision.head]
+    tp = dep.attn_tp
+    attn = model.attention_params() / (tp if model.attention == "gqa" else 1)
+    layers = model.layers + model.mtp_layers
+    total = layers * attn * wb
+    total += (model.layers - model.moe_layers) * model.dense_ffn_params() / tp * wb
+    if model.is_moe:
+        moe_layers = model.moe_layers + model.mtp_layers
+        slots = dep.slots_per_routed_die(model)
+        shared = model.shared_experts if dep.shared_expert_dies == 0 else 0
+        total += moe_layers * (slots + shared) * model.expert_params() * wb
+        total += moe_layers * model.router_params() * hb
+    elif model.mtp_layers:
+        total += model.mtp_layers * model.dense_ffn_params() / tp * wb
+    total += (model.embedding_params() + max(model.lm_head_params(), 0)) * hb
+    if model.tie_embeddings:
+        total += 0  # the head reuses the embedding
+    total += model.mtp_layers * 2 * model.hidden * model.hidden * wb  # eh_proj
+    return total
+
+
+def ep_buffer_bytes(model: ModelSpec, dep: Deployment, max_tokens_per_die: float, dispatch_bytes: float) -> float:
+    """Statically allocated dispatch/combine buffers: ranks x max tokens x message size (paper §4.2.1:
+    ~645 MiB per die at EP320 and 96 tokens)."""
+    if not model.is_moe or dep.ep_degree <= 1:
+        return 0.0
+    combine = model.hidden * BYTES_PER_ELEMENT[dep.precision.combine]
+    return dep.ep_degree * max_tokens_per_die * (dispatch_bytes + combine)
+
+
+def memory_per_die(
+    model: ModelSpec,
+    dep: Deployment,
+    kv_tokens_per_die: float,
+    tokens_in_flight_per_die: float,
+    dispatch_bytes: float,
+) -> dict[str, float]:
+    kv_layers = model.layers + dep.mtp_depth * (1 if model.mtp_layers else 0)
+    kv_per_token = kv_layers * model.kv_elements_per_token_per_layer() * BYTES_PER_ELEMENT[dep.precision.kv_cache]
+    if model.attention == "gqa" and dep.attn_tp > 1:
+        kv_per_token /= min(dep.attn_tp, model.kv_heads)
+    return {
+        "weights": weight_bytes_per_die(model, dep),
+        "kv_cache": kv_tokens_per_die * kv_per_token,
+        "ep_buffers": ep_buffer_bytes(model, dep, tokens_in_flight_per_die, dispatch_bytes),
+        "workspace": tokens_in_flight_per_die * WORKSPACE_VECTORS_PER_TOKEN * model.hidden * ACT_BYTES,
+    }
+
+
+def usable_hbm(system: System, dep: Deployment) -> float:
+    return system.chip.die.hbm_capacity * (1 - dep.hbm_reserve)
+
+
+def check_fit(memory: dict[str, float], system: System, dep: Deployment, what: str) -> None:
+    need = sum(memory.values())
+    have = usable_hbm(system, dep)
+    if need > have:
+        parts = ", ".join(f"{k} {v / 1e9:.1f} GB" for k, v in memory.items())
+        raise CloudMatrixError(
+            f"{what} does not fit: it needs {need / 1e9:.1f} GB per die ({parts}) but a {system.chip.name} die has "
+            f"{have / 1e9:.1f} GB usable ({system.chip.die.hbm_capacity / 1e9:.0f} GB less {dep.hbm_reserve:.0%} "
+            f"reserve), {(need - have) / 1e9:.1f} GB too much; lower the batch per die or the KV length, use an "
+            f"INT8 KV cache or INT8 weights, or spread the experts over more dies (higher EP)"
+        )

@@ -1,0 +1,77 @@
+"""The prefill step of one instance: a packed batch of prompts, experts shared over the EP group,
+MLA as multi-head attention (optionally SP -> TP -> SP), communication overlapped with compute."""
+
+from __future__ import annotations
+
+from cloudmatrix.errors import CloudMatrixError
+from cloudmatrix.perf import layers as L
+from cloudmatrix.perf.breakdown import StepBreakdown
+from cloudmatrix.perf.deployment import Deployment
+from cloudmatrix.perf.memory import check_fit, memory_per_die
+from cloudmatrix.perf.step import LayerGroup, assemble
+from cloudmatrix.specs.hardware import System
+from cloudmatrix.specs.model import ModelSpec
+
+
+def _attention(c: L.DieContext, tokens: float, prompt_len: float):
+    if c.model.attention == "mla":
+        return L.mla_naive_prefill_ops(c, tokens, prompt_len)
+    return L.gqa_ops(c, tokens, tokens / prompt_len, prompt_len, causal_prefill=True)
+
+
+def prefill_step(
+    model: ModelSpec,
+    system: System,
+    dep: Deployment,
+    tokens_per_die: float,
+    prompt_len: float,
+    check_memory: bool = True,
+) -> StepBreakdown:
+    """Cost of one prefill batch of `tokens_per_die` tokens per die, made of prompts of `prompt_len` tokens."""
+    if tokens_per_die <= 0 or prompt_len <= 0:
+        raise CloudMatrixError(
+            f"tokens per die and prompt length must be positive, got {tokens_per_die} and {prompt_len}"
+        )
+    dep.validate(model, system)
+    c = L.DieContext(model, system, dep)
+    mb = dep.microbatches
+    tokens = tokens_per_die / mb
+    seqs = tokens / prompt_len
+    attn = _attention(c, tokens, prompt_len)
+    groups = []
+    loads: dict[str, float] = {}
+    dense_tp = dep.attn_tp if model.attention == "gqa" else 1
+    if model.is_moe:
+        moe, loads = L.moe_ops(c, tokens, tokens * dep.dies)
+        groups.append(LayerGroup("moe_layer", model.moe_layers, attn + moe))
+    groups.append(
+        LayerGroup("dense_layer", model.layers - model.moe_layers, attn + L.dense_ffn_ops(c, tokens, dense_tp))
+    )
+    # logits only for the last position of each prompt
+    head = [L.lm_head_op(c, seqs)]
+    if dep.mtp_depth:
+        # the MTP module runs over the whole prompt to fill its own KV cache and draft the first token
+        mtp_ffn = moe if model.is_moe else L.dense_ffn_ops(c, tokens, dense_tp)
+        eh = c.matmul("mtp_eh_proj", "attn", tokens, [(2 * model.hidden, model.hidden)])
+        groups.append(LayerGroup("mtp_layer", dep.mtp_depth, [eh, *attn, *mtp_ffn]))
+        head.append(L.lm_head_op(c, seqs * dep.mtp_depth, "mtp_head"))
+    groups.append(LayerGroup("head", 1, head, overlappable=False))
+    disp = L.dispatch_bytes_per_copy(c) if model.is_moe else 0.0
+    mem = memory_per_die(model, dep, tokens_per_die, tokens, disp)
+    if check_memory:
+        check_fit(mem, system, dep, f"prefill of {tokens_per_die:g} tokens per die")
+    return assemble(
+        "prefill",
+        system.name,
+        model.name,
+        groups,
+        mb,
+        "comm-compute",
+        1.0,
+        tokens_per_die=tokens_per_die,
+        dies_per_chip=system.chip.dies,
+        seqs_per_die=tokens_per_die / prompt_len,
+        tokens_per_seq=prompt_len,
+        memory=mem,
+        expert_load=loads,
+    )

@@ -1,0 +1,75 @@
+"""Assemble a step from layer groups: overlap per group, aggregate rows, roofline limit."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from cloudmatrix.perf.breakdown import OpRow, StepBreakdown
+from cloudmatrix.perf.overlap import layer_time
+from cloudmatrix.perf.roofline import OpCost
+
+
+@dataclass(frozen=True)
+class LayerGroup:
+    name: str  # "moe_layer", "dense_layer", "mtp_layer", "head"
+    count: int  # how many such layers per step
+    ops: Sequence[OpCost]  # one microbatch through one layer, on one die
+    overlappable: bool = True  # False: runs once per microbatch, serially (LM head, sampling)
+
+
+def assemble(
+    phase: str,
+    system: str,
+    model: str,
+    groups: Sequence[LayerGroup],
+    microbatches: int,
+    overlap_mode: str,
+    attn_share: float,
+    **fields,
+) -> StepBreakdown:
+    step = serial = limit = 0.0
+    fill = 0.0
+    rows: dict[tuple[str, str], OpRow] = {}
+    for g in groups:
+        if g.count == 0:
+            continue
+        if g.overlappable:
+            per_layer, f = layer_time(g.ops, microbatches, overlap_mode, attn_share)
+            fill = max(fill, f)
+        else:
+            per_layer = microbatches * sum(op.time for op in g.ops)
+        step += g.count * per_layer
+        for op in g.ops:
+            runs = g.count * microbatches
+            serial += runs * op.time
+            if op.kind != "comm":
+                limit += runs * op.limit_time
+            key = (g.name, op.name)
+            prev = rows.get(key)
+            row = OpRow(
+                op.name, g.name, runs, runs * op.time, runs * op.flops, runs * op.bytes, op.bound, runs * op.limit_time
+            )
+            if prev:  # the same op twice in one group (never, today) adds up
+                row = OpRow(
+                    op.name,
+                    g.name,
+                    prev.runs + runs,
+                    prev.time + row.time,
+                    prev.flops + row.flops,
+                    prev.bytes + row.bytes,
+                    op.bound,
+                    prev.limit + row.limit,
+                )
+            rows[key] = row
+    step += fill
+    return StepBreakdown(
+        phase=phase,
+        system=system,
+        model=model,
+        rows=list(rows.values()),
+        step_time=step,
+        serial_time=serial,
+        limit_time=limit,
+        **fields,
+    )
