@@ -49,6 +49,11 @@ def test_uniform_perfect_and_exact_fit_are_balanced():
     u = popularity("uniform", 256)
     assert ExpertPlacement.build(u, 32, 8, "perfect").static_imbalance == 1.0
     assert ExpertPlacement.build(u, 32, 8, "none").static_imbalance == pytest.approx(1.0)
+    spare = ExpertPlacement.build(u, 32, 9, "none")  # spare slots left empty, ids spread evenly
+    assert spare.static_imbalance == pytest.approx(1.0)
+    assert (spare.slots[:, :8] >= 0).all() and (spare.slots[:, 8] == -1).all()
+    # 256 experts on 288 single-slot ranks: 32 ranks idle, so max/mean = 288/256 even when uniform.
+    assert ExpertPlacement.build(u, 288, 1, "eplb").static_imbalance == pytest.approx(1.125)
     perfect = ExpertPlacement.build(popularity("zipf", 256, s=1.0, seed=0), 32, 9, "perfect")
     assert perfect.static_imbalance == 1.0
     assert perfect.expected_step_imbalance(64, 8) == 1.0

@@ -85,3 +85,35 @@ def test_bad_sizes_raise():
         PrefixCache(10, 0)
     with pytest.raises(CloudMatrixError, match="block_size"):
         hash_token_blocks([1, 2], 0)
+
+
+def test_workload_prefix_reuse_through_the_cache():
+    from cloudmatrix.sim.workload import WorkloadSpec
+
+    spec = {
+        "kind": "poisson", "rate": 10.0, "num_requests": 1500, "seed": 5,
+        "input_len": {"kind": "uniform", "lo": 64, "hi": 512}, "output_len": 1,
+        "prefix": {"groups": 8, "prefix_len": 1024, "popularity": "zipf", "mode": "prepend"},
+    }  # fmt: skip
+    w = WorkloadSpec.from_dict(spec).build()
+    shared = w.shared_blocks(64)
+    seen: set[int] = set()
+    expected_hits = 0
+    for g, s in zip(w.prefix_group.tolist(), shared.tolist(), strict=True):
+        expected_hits += s if g in seen else 0
+        seen.add(g)
+    expected = expected_hits / w.prompt_blocks(64).sum()
+
+    def replay(capacity: int) -> float:
+        cache = PrefixCache(capacity, 64)
+        for i in range(len(w)):
+            h = w.block_hashes_for(i, 64)
+            cache.lookup(h)
+            cache.insert(h)
+        return cache.hit_rate
+
+    assert replay(10**6) == pytest.approx(expected, abs=1e-12)
+    assert expected > 0.6
+    # 60 blocks cannot hold 8 groups x 16 prefix blocks; 8 blocks not even one prefix.
+    small, tiny = replay(60), replay(8)
+    assert tiny < small < expected - 0.2

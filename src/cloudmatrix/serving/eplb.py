@@ -8,8 +8,8 @@ split evenly over its replicas. Two imbalance figures drive the cost model:
 - step imbalance: the expected max / mean over one step of T tokens, where sampling
   noise makes small (decode) batches less balanced than large (prefill) ones.
 
-Modes: "none" (one replica per expert, experts packed in id order, as a default
-static layout), "eplb" (extra slots replicate the hottest experts, then
+Modes: "none" (one replica per expert, contiguous id ranges per rank, as a
+default static layout), "eplb" (extra slots replicate the hottest experts, then
 longest-processing-time-first packing), "perfect" (the idealised balance the paper
 projects: both imbalances are exactly 1.0).
 """
@@ -219,14 +219,16 @@ class ExpertPlacement:
             slots = _pack_lpt(p, replicas, ranks, slots_per_rank)
         else:
             # "none", and "perfect" as a concrete layout behind its idealised figures.
+            # Contiguous id ranges as even as possible (rank r gets ids n*r//R .. n*(r+1)//R - 1);
+            # spare slots stay empty.
             replicas = np.ones(n, dtype=np.int64)
-            slots = np.full(ranks * slots_per_rank, -1, dtype=np.int64)
-            slots[:n] = np.arange(n)
-            slots = slots.reshape(ranks, slots_per_rank)
-        if mode == "perfect":
+            slots = np.full((ranks, slots_per_rank), -1, dtype=np.int64)
+            bounds = np.arange(ranks + 1) * n // ranks
+            for r in range(ranks):
+                slots[r, : bounds[r + 1] - bounds[r]] = np.arange(bounds[r], bounds[r + 1])
+        rank_load = _slot_share(p, replicas, slots).sum(axis=1)
+        if mode == "perfect":  # idealised: the paper's projected balance, not this layout's
             rank_load = np.full(ranks, 1.0 / ranks)
-        else:
-            rank_load = _slot_share(p, replicas, slots).sum(axis=1)
         return cls(p, replicas, slots, rank_load, mode)
 
     @property
