@@ -153,3 +153,12 @@ def test_workload_table_checks():
         Workload(np.array([1.0, 0.5]), [1, 1], [1, 1], [-1, -1], [0, 0])
     with pytest.raises(CloudMatrixError, match="prefix_len"):
         Workload(np.array([0.0]), [10], [1], [0], [11])
+
+
+def test_closed_loop_trace_needs_no_arrival_times(tmp_path):
+    p = tmp_path / "lens.csv"
+    p.write_text("input_len,output_len\n100,10\n200,20\n")
+    w = read_trace(p, concurrency=2)
+    assert w.closed_loop and w.input_len.tolist() == [100, 200] and np.isnan(w.arrival_time).all()
+    with pytest.raises(CloudMatrixError, match="missing arrival_time"):
+        read_trace(p)

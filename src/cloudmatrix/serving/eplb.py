@@ -201,6 +201,9 @@ class ExpertPlacement:
         slots_per_rank: int,
         mode: PlacementMode = "eplb",
     ) -> ExpertPlacement:
+        """Place the routed experts. `ranks` counts only ranks that take routed tokens:
+        CloudMatrix-Infer prefill EP32 is (32, 9) with 32 redundant slots; decode EP320 is
+        (288, 1), its 32 shared-expert ranks excluded."""
         if mode not in _MODES:
             raise CloudMatrixError(f"unknown placement mode {mode!r}; use one of {', '.join(_MODES)}.")
         p = _check_weights(np.asarray(popularity, dtype=np.float64).ravel(), "expert popularity")

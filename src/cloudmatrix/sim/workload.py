@@ -406,7 +406,7 @@ def generate_workload(spec: WorkloadSpec, base_dir: str | Path | None = None) ->
         path = Path(spec.trace)  # type: ignore[arg-type]
         if base_dir is not None and not path.is_absolute():
             path = Path(base_dir) / path
-        w = read_trace(path, closed_loop=spec.concurrency is not None)
+        w = read_trace(path, concurrency=spec.concurrency)
         if spec.num_requests is not None:
             if spec.num_requests > len(w):
                 raise CloudMatrixError(
@@ -414,8 +414,6 @@ def generate_workload(spec: WorkloadSpec, base_dir: str | Path | None = None) ->
                     "lower num_requests or drop it to replay the whole trace."
                 )
             w = w.head(spec.num_requests)
-        if spec.concurrency is not None:
-            w.concurrency = spec.concurrency
         return w
 
     r_arr, r_in, r_out, r_member, r_group = (

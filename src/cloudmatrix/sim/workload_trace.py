@@ -22,9 +22,10 @@ COLUMNS = ("arrival_time", "input_len", "output_len", "prefix_group", "prefix_le
 _REQUIRED = ("input_len", "output_len")
 
 
-def read_trace(path: str | Path, *, closed_loop: bool = False) -> Workload:
-    """Read a trace. With `closed_loop`, arrival_time may be absent and is ignored
-    (the caller sets `concurrency` on the result)."""
+def read_trace(path: str | Path, *, concurrency: int | None = None) -> Workload:
+    """Read a trace. With `concurrency` (clients) it is a closed-loop workload: arrival_time
+    may be absent and is ignored."""
+    closed_loop = concurrency is not None
     p = Path(path)
     if not p.is_file():
         raise CloudMatrixError(f"trace file {p} does not exist; check the path.")
@@ -81,7 +82,7 @@ def read_trace(path: str | Path, *, closed_loop: bool = False) -> Workload:
         elif has_len and _integer(row["prefix_len"], "prefix_len", where) != 0:
             raise CloudMatrixError(f"{where}: prefix_len is set but prefix_group is not; give the group id.")
     return Workload(arrival, cols["input_len"], cols["output_len"], cols["prefix_group"], cols["prefix_len"],
-                    concurrency=1 if closed_loop else None)  # fmt: skip
+                    concurrency=concurrency)  # fmt: skip
 
 
 def write_trace(workload: Workload, path: str | Path) -> None:
