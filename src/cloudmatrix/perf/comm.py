@@ -44,11 +44,13 @@ def ep_all_to_all(
     copies_per_token: float,
     bytes_per_copy: float,
     op: str,
+    fabric: FabricSpec | None = None,
 ) -> tuple[float, float]:
-    """(time, physical limit) of one EP dispatch ("dispatch") or combine ("combine") on one die."""
+    """(time, physical limit) of one EP dispatch ("dispatch") or combine ("combine") on one die.
+    The plane is the one the group sits on unless `fabric` names it."""
     if group <= 1 or tokens <= 0:
         return 0.0, 0.0
-    fabric = fabric_for_group(system, group)
+    fabric = fabric or fabric_for_group(system, group)
     eff = fabric.dispatch_efficiency if op == "dispatch" else fabric.combine_efficiency
     volume = tokens * copies_per_token * bytes_per_copy * (1 - 1 / group)
     bw = die_bandwidth(system, fabric)
