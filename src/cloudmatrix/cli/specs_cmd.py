@@ -146,7 +146,7 @@ def hardware(
         if _is_system_file(f):
             s = _system(str(f), nodes)
             systems.append(s)
-            if s.chip.name not in {c.name for c in chips}:
+            if s.chip not in chips:  # equal figures = same chip; a user's variant is shown apart
                 chips.append(s.chip)
         else:
             chips.append(load_chip(f))
@@ -262,7 +262,8 @@ def model(
     mem.add_column("item")
     for p in _PRECISIONS:
         mem.add_column(p, justify="right")
-    mem.add_row("weights GB (norms, router, embeddings BF16)", *(_fmt(m.weight_bytes(p) / 1e9, 1) for p in _PRECISIONS))
+    weights = "weights GB" + (" (with MTP)" if m.mtp_layers else "") + " (norms, router, embeddings BF16)"
+    mem.add_row(weights, *(_fmt(m.weight_bytes(p) / 1e9, 1) for p in _PRECISIONS))
     kv = [m.kv_bytes_per_token(p) for p in _PRECISIONS]
     mem.add_row("KV cache KB per token", *(_fmt(b / 1e3, 1) for b in kv))
     mem.add_row("KV cache GB per 4K-token sequence", *(_fmt(b * 4096 / 1e9, 3) for b in kv))
