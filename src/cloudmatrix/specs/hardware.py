@@ -200,8 +200,7 @@ class System:
             raise CloudMatrixError(f"--nodes must be a positive integer, got {nodes}")
         if self.spec.power is not None or self.spec.price_usd is not None:
             raise CloudMatrixError(
-                f"{self.name} is priced and powered as a whole system; its node count is fixed "
-                f"at {self.nodes}"
+                f"{self.name} is priced and powered as a whole system; its node count is fixed at {self.nodes}"
             )
         return System(self.spec.model_copy(update={"nodes": nodes}), self.chip, self.source)
 
@@ -256,18 +255,14 @@ def _resolve(name_or_path: str | Path, what: str) -> Path:
     if shipped.exists():
         return shipped
     known = ", ".join(catalog_names(what))
-    raise CloudMatrixError(
-        f"unknown {what} {str(name_or_path)!r}; known: {known} (or give a path to a .toml file)"
-    )
+    raise CloudMatrixError(f"unknown {what} {str(name_or_path)!r}; known: {known} (or give a path to a .toml file)")
 
 
 @cache
 def _load_chip_cached(path: Path) -> ChipSpec:
     data = _read_toml(path)
     if "chip" in data and "die" not in data:
-        raise CloudMatrixError(
-            f"{path}: this is a system file, not a chip file; pass it where a system is expected"
-        )
+        raise CloudMatrixError(f"{path}: this is a system file, not a chip file; pass it where a system is expected")
     try:
         return ChipSpec.model_validate(data)
     except ValidationError as e:
@@ -283,9 +278,7 @@ def load_chip(name_or_path: str | Path) -> ChipSpec:
 def _load_system_cached(path: Path) -> System:
     data = _read_toml(path)
     if "die" in data and "chip" not in data:
-        raise CloudMatrixError(
-            f"{path}: this is a chip file, not a system file; pass it where a chip is expected"
-        )
+        raise CloudMatrixError(f"{path}: this is a chip file, not a system file; pass it where a chip is expected")
     try:
         spec = SystemSpec.model_validate(data)
     except ValidationError as e:

@@ -72,10 +72,9 @@ class ModelSpec:
         h = self.hidden
         if self.attention == "mla":
             qd = self.heads * self.q_head_dim
-            if self.q_lora_rank:
-                q = h * self.q_lora_rank + self.q_lora_rank + self.q_lora_rank * qd
-            else:
-                q = h * qd
+            # with a q LoRA: down-projection, its norm, up-projection; without: one projection
+            r = self.q_lora_rank
+            q = h * r + r + r * qd if r else h * qd
             kv_a = h * (self.kv_lora_rank + self.qk_rope_head_dim) + self.kv_lora_rank
             kv_b = self.kv_lora_rank * self.heads * (self.qk_nope_head_dim + self.v_head_dim)
             o = self.heads * self.v_head_dim * h
@@ -186,9 +185,7 @@ def _bytes(precision: str) -> float:
     try:
         return BYTES_PER_ELEMENT[precision]
     except KeyError:
-        raise CloudMatrixError(
-            f"unknown precision {precision!r}; use one of {', '.join(BYTES_PER_ELEMENT)}"
-        ) from None
+        raise CloudMatrixError(f"unknown precision {precision!r}; use one of {', '.join(BYTES_PER_ELEMENT)}") from None
 
 
 # ---------------------------------------------------------------- reading configs
@@ -254,9 +251,7 @@ def _dense_layer_count(cfg: dict[str, Any], layers: int, path: str) -> int:
         raise CloudMatrixError(f"{path}: mlp_only_layers must be a list of layer indices below {layers}")
     only = set(mlp_only)
     moe = sum(
-        1
-        for i in range(layers)
-        if i >= first_k and (i - first_k) % freq == 0 and (i + 1) % step == 0 and i not in only
+        1 for i in range(layers) if i >= first_k and (i - first_k) % freq == 0 and (i + 1) % step == 0 and i not in only
     )
     return layers - moe
 

@@ -50,9 +50,7 @@ def parse_quantity(value: object, dimension: str) -> float:
     elif isinstance(value, str):
         m = _QUANTITY.match(value)
         if not m:
-            raise UnitError(
-                f"cannot read {value!r} as a {dimension} quantity; write e.g. {_example(dimension)!r}"
-            )
+            raise UnitError(f"cannot read {value!r} as a {dimension} quantity; write e.g. {_example(dimension)!r}")
         number, unit = float(m.group(1)), (m.group(2) or "").strip()
     else:
         raise UnitError(f"expected a {dimension} quantity, got {type(value).__name__} {value!r}")
