@@ -59,7 +59,16 @@ def test_per_channel_scales_are_per_output_row():
     assert float(s[0]) < float(s[5]) / 10
 
 
-def test_int8_matmul_uses_int_mm_on_cpu_and_is_exact():
+@pytest.fixture
+def int8_mode():
+    """Set the INT8 matmul mode for one test and restore it after."""
+    before = q8.get_int8_matmul_mode()
+    yield q8.set_int8_matmul_mode
+    q8.set_int8_matmul_mode(before)
+
+
+def test_int8_matmul_uses_int_mm_on_cpu_and_is_exact(int8_mode):
+    int8_mode("int_mm")
     a = torch.randint(-127, 128, (33, 70), dtype=torch.int8, generator=_gen(2))
     w = torch.randint(-127, 128, (50, 70), dtype=torch.int8, generator=_gen(3))
     out, path = int8_matmul(a, w)
@@ -67,8 +76,17 @@ def test_int8_matmul_uses_int_mm_on_cpu_and_is_exact():
     assert torch.equal(out, (a.long() @ w.long().t()).float())
 
 
+def test_auto_mode_follows_the_cpu(int8_mode):
+    int8_mode("auto")
+    expected = q8.PATH_INT_MM if q8.cpu_has_int8_dot() else q8.PATH_FALLBACK
+    assert q8.select_path(torch.device("cpu"), 64, 64) == expected
+    with pytest.raises(CloudMatrixError, match="mode"):
+        q8.set_int8_matmul_mode("fast")
+
+
 @pytest.mark.parametrize("m", [1, 7, 16, 17, 100])
-def test_int8_linear_matches_float_linear(m):
+def test_int8_linear_matches_float_linear(m, int8_mode):
+    int8_mode("int_mm")
     torch.manual_seed(4)
     lin = torch.nn.Linear(256, 192)
     x = torch.randn(m, 256)
@@ -92,17 +110,19 @@ def test_int8_linear_keeps_leading_dims_and_dtype():
         Int8Linear.from_float(lin)(torch.randn(3, 63))
 
 
-def test_fallback_path_is_recorded_and_agrees(monkeypatch):
+def test_fallback_path_is_recorded_and_agrees(int8_mode):
     torch.manual_seed(6)
     lin = torch.nn.Linear(128, 64)
     x = torch.randn(9, 128)
+    int8_mode("int_mm")
     fast = Int8Linear.from_float(lin)
     y_fast = fast(x)
-    monkeypatch.setattr(q8, "int_mm_supported", lambda device: False)
+    int8_mode("float")
     slow = Int8Linear.from_float(lin)
     y_slow = slow(x)
     assert slow.last_path == q8.PATH_FALLBACK and fast.last_path == q8.PATH_INT_MM
     assert torch.allclose(y_fast, y_slow, rtol=1e-6, atol=1e-6)  # same integers, exact sums below 2**24
+    assert Int8Linear.from_float(lin)(x[:0]).shape == (0, 64)
 
 
 def _expert_weights(e: int = 6, h: int = 64, i: int = 32, seed: int = 7) -> ExpertWeights:
@@ -114,7 +134,9 @@ def _expert_weights(e: int = 6, h: int = 64, i: int = 32, seed: int = 7) -> Expe
     )
 
 
-def test_int8_experts_backend_matches_local_experts():
+@pytest.mark.parametrize("mode", ["int_mm", "float"])
+def test_int8_experts_backend_matches_local_experts(mode, int8_mode):
+    int8_mode(mode)
     w = _expert_weights()
     g = _gen(8)
     h = torch.randn(40, 64, generator=g)
@@ -126,7 +148,8 @@ def test_int8_experts_backend_matches_local_experts():
     assert _rel_err(out, ref) < 0.03
     # two int8 matmuls (fused gate|up, down) per expert that got tokens
     used = len(set(ids.reshape(-1).tolist()))
-    assert backend.path_counts == {q8.PATH_INT_MM: 2 * used}
+    path = q8.PATH_INT_MM if mode == "int_mm" else q8.PATH_FALLBACK
+    assert backend.path_counts == {path: 2 * used}
     assert backend(h[:0], ids[:0], wt[:0]).shape == (0, 64)
 
 
@@ -154,7 +177,8 @@ class _Toy(torch.nn.Module):
         return self.lm_head(self.moe(self.norm(x)) + self.kv_b_proj(x))
 
 
-def test_quantize_model_replaces_large_linears_and_experts_only():
+def test_quantize_model_replaces_large_linears_and_experts_only(int8_mode):
+    int8_mode("int_mm")
     torch.manual_seed(9)
     model = _Toy()
     x = torch.randn(20, 64)

@@ -166,9 +166,7 @@ class ExpertParallelExperts(torch.nn.Module):
 
     # -- the backend call -------------------------------------------------------------------------
 
-    def forward(
-        self, hidden: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor
-    ) -> torch.Tensor:
+    def forward(self, hidden: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor) -> torch.Tensor:
         n_tok, h = hidden.shape
         k = topk_ids.shape[1]
         dev = hidden.device

@@ -129,9 +129,7 @@ class SlotMap:
         go to the lowest ids), packed heaviest first onto the least-loaded rank.
         """
         if num_experts < 1 or num_ranks < 1:
-            raise CloudMatrixError(
-                f"a slot map needs experts >= 1 and ranks >= 1; got {num_experts} and {num_ranks}"
-            )
+            raise CloudMatrixError(f"a slot map needs experts >= 1 and ranks >= 1; got {num_experts} and {num_ranks}")
         spr = slots_per_rank if slots_per_rank is not None else -(-num_experts // num_ranks)
         pop = np.full(num_experts, 1.0) if popularity is None else np.asarray(popularity, dtype=np.float64)
         if pop.shape != (num_experts,):

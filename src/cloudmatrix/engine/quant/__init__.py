@@ -5,13 +5,16 @@ from cloudmatrix.engine.quant.int8 import (
     Int8ExpertWeights,
     Int8Linear,
     QuantReport,
+    cpu_has_int8_dot,
     dequantize,
+    get_int8_matmul_mode,
     int8_matmul,
     int8_path_counts,
     quantize_expert_weights,
     quantize_model,
     quantize_per_channel,
     quantize_per_token,
+    set_int8_matmul_mode,
 )
 
 __all__ = [
@@ -19,11 +22,14 @@ __all__ = [
     "Int8Experts",
     "Int8Linear",
     "QuantReport",
+    "cpu_has_int8_dot",
     "dequantize",
+    "get_int8_matmul_mode",
     "int8_matmul",
     "int8_path_counts",
     "quantize_expert_weights",
     "quantize_model",
     "quantize_per_channel",
     "quantize_per_token",
+    "set_int8_matmul_mode",
 ]

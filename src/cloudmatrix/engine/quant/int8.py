@@ -1,19 +1,26 @@
 """INT8 W8A8 the CloudMatrix-Infer way: static per-output-channel weight scales, dynamic per-token
-activation scales, both symmetric; int8 x int8 -> int32 matmuls where torch has them.
+activation scales, both symmetric; int8 x int8 -> int32 matmuls where they pay.
 
-`torch._int_mm` runs the integer matmul when the device supports the shape (CPU: any shape in torch
-2.13; CUDA: K and N multiples of 8, M > 16, which we meet by padding M). Otherwise the same
-quantised integers are multiplied in fp32 (the "float_fallback" path): the numerics of W8A8 are
-kept, only the speed is lost. Every call records which path ran, so a benchmark or test can say
-what it measured.
+Two matmul paths compute the same integer sums:
+- "int_mm": `torch._int_mm`. On CUDA it needs K and N multiples of 8 and M > 16 (we pad M). On CPU
+  it accepts any shape, but it is only fast with int8 dot-product instructions (AVX512-VNNI,
+  AVX-VNNI, AMX); on a plain AVX2 CPU it measured 25-30x *slower* than an fp32 matmul.
+- "float_fallback": the int8 values multiplied in fp32 (a float copy of the int8 weight is cached on
+  first use): exact while |sum| < 2**24, otherwise within fp32 rounding. W8A8 numerics, float speed.
+
+The mode ("auto" | "int_mm" | "float", env CLOUDMATRIX_INT8_MATMUL, or set_int8_matmul_mode) picks:
+auto = int_mm on CUDA when the shape allows and on CPUs with int8 dot-product instructions, float
+otherwise. Every call records the path that ran, so a test or benchmark can say what it measured.
 
 Norms, the MoE router (`gate`) and the LM head stay float, as in the paper.
 """
 
 from __future__ import annotations
 
+import functools
+import os
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -23,7 +30,10 @@ from cloudmatrix.errors import CloudMatrixError
 QMAX = 127  # symmetric: -127..127, so -x quantises to -q exactly
 PATH_INT_MM = "int_mm"
 PATH_FALLBACK = "float_fallback"
+MATMUL_MODES = ("auto", "int_mm", "float")
 _CUDA_MIN_M = 17  # torch's CUDA _int_mm wants M > 16
+_CPU_INT8_FLAGS = {"avx512_vnni", "avx_vnni", "amx_int8"}
+_mode = os.environ.get("CLOUDMATRIX_INT8_MATMUL", "auto")
 
 
 def quantize_per_token(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -50,35 +60,92 @@ def dequantize(q: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype = torch.
     return (q.float() * scale).to(dtype)
 
 
-def int_mm_supported(device: torch.device) -> bool:
-    """Whether torch has an int8 x int8 -> int32 matmul on this device type."""
-    return hasattr(torch, "_int_mm") and device.type in ("cpu", "cuda")
+def set_int8_matmul_mode(mode: str) -> None:
+    """'auto' (default), 'int_mm' (use torch._int_mm wherever the shape allows) or 'float'."""
+    global _mode
+    if mode not in MATMUL_MODES:
+        raise CloudMatrixError(f"unknown INT8 matmul mode {mode!r}; use one of {', '.join(MATMUL_MODES)}")
+    _mode = mode
 
 
-def int8_matmul(xq: torch.Tensor, wq: torch.Tensor) -> tuple[torch.Tensor, str]:
-    """xq [M, K] int8 @ wq[N, K]^T int8 -> (fp32 [M, N] holding the exact int32 sums, path that ran)."""
+def get_int8_matmul_mode() -> str:
+    if _mode not in MATMUL_MODES:
+        raise CloudMatrixError(
+            f"CLOUDMATRIX_INT8_MATMUL={_mode!r} is not a mode; set it to one of {', '.join(MATMUL_MODES)}"
+        )
+    return _mode
+
+
+@functools.cache
+def cpu_has_int8_dot() -> bool:
+    """Whether this CPU advertises int8 dot-product instructions (Linux /proc/cpuinfo flags)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return False  # unknown: prefer the path that is never pathologically slow
+    return bool(_CPU_INT8_FLAGS & set(flags))
+
+
+def int_mm_fits(device: torch.device, k: int, n: int) -> bool:
+    """Whether torch._int_mm can run a [M, K] x [K, N] product on this device (M is padded on CUDA)."""
+    if not hasattr(torch, "_int_mm"):
+        return False
+    if device.type == "cpu":
+        return True
+    return device.type == "cuda" and k % 8 == 0 and n % 8 == 0
+
+
+def select_path(device: torch.device, k: int, n: int) -> str:
+    """The matmul path the current mode takes for a K x N weight on `device`."""
+    mode = get_int8_matmul_mode()
+    if mode == "float" or not int_mm_fits(device, k, n):
+        return PATH_FALLBACK
+    if mode == "int_mm" or device.type == "cuda":
+        return PATH_INT_MM
+    return PATH_INT_MM if cpu_has_int8_dot() else PATH_FALLBACK
+
+
+def int8_matmul(xq: torch.Tensor, wq: torch.Tensor, wq_float: torch.Tensor | None = None) -> tuple[torch.Tensor, str]:
+    """xq [M, K] int8 @ wq [N, K]^T int8 -> (fp32 [M, N] holding the int32 sums, path that ran).
+
+    wq_float: wq already converted to fp32, used by the float path (saves converting per call).
+    """
     m, k = xq.shape
     n = wq.shape[0]
-    dev = xq.device
-    if m > 0 and int_mm_supported(dev):
-        if dev.type == "cpu":
-            return torch._int_mm(xq, wq.t()).float(), PATH_INT_MM
-        if k % 8 == 0 and n % 8 == 0:
-            # Pad M past CUDA's lower bound (and to a multiple of 8); padded rows are zeros, dropped after.
-            mp = max(_CUDA_MIN_M, m)
-            mp = (mp + 7) // 8 * 8
-            a = xq if mp == m else F.pad(xq, (0, 0, 0, mp - m))
-            return torch._int_mm(a, wq.t())[:m].float(), PATH_INT_MM
-    # Same integers, float arithmetic: exact while |sum| < 2**24, i.e. near-exact for real K.
-    return xq.float() @ wq.float().t(), PATH_FALLBACK
+    path = select_path(xq.device, k, n)
+    if m == 0:
+        return torch.zeros((0, n), dtype=torch.float32, device=xq.device), path
+    if path == PATH_INT_MM:
+        if xq.device.type == "cpu":
+            return torch._int_mm(xq, wq.t()).float(), path
+        # Pad M past CUDA's lower bound (and to a multiple of 8); padded rows are zeros, dropped after.
+        mp = (max(_CUDA_MIN_M, m) + 7) // 8 * 8
+        a = xq if mp == m else F.pad(xq, (0, 0, 0, mp - m))
+        return torch._int_mm(a, wq.t())[:m].float(), path
+    wf = wq_float if wq_float is not None else wq.float()
+    return F.linear(xq.float(), wf), path
 
 
 def int8_linear(
-    xq: torch.Tensor, xs: torch.Tensor, wq: torch.Tensor, ws: torch.Tensor
+    xq: torch.Tensor,
+    xs: torch.Tensor,
+    wq: torch.Tensor,
+    ws: torch.Tensor,
+    wq_float: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, str]:
     """Activations int8 [M, K] (scale [M, 1]) times a weight int8 [N, K] (scale [N]) -> fp32 [M, N]."""
-    acc, path = int8_matmul(xq, wq)
+    acc, path = int8_matmul(xq, wq, wq_float)
     return acc * xs * ws, path
+
+
+def _float_copy_if_needed(wq: torch.Tensor, cache: torch.Tensor | None) -> torch.Tensor | None:
+    """The fp32 copy of an int8 weight the float path wants: built once, only when that path is taken."""
+    if cache is not None:
+        return cache
+    if select_path(wq.device, wq.shape[-1], wq.shape[-2]) == PATH_FALLBACK:
+        return wq.float()
+    return None
 
 
 class Int8Linear(torch.nn.Module):
@@ -96,6 +163,7 @@ class Int8Linear(torch.nn.Module):
         self.register_buffer("bias", bias)
         self.path_counts: Counter[str] = Counter()
         self.last_path: str | None = None
+        self._wq_float: torch.Tensor | None = None  # fp32 copy for the float path, built on first use
 
     @classmethod
     def from_float(cls, linear: torch.nn.Linear) -> Int8Linear:
@@ -114,7 +182,10 @@ class Int8Linear(torch.nn.Module):
             )
         lead = x.shape[:-1]
         xq, xs = quantize_per_token(x.reshape(-1, self.in_features))
-        y, path = int8_linear(xq, xs, self.weight_q, self.weight_scale)
+        if self._wq_float is not None and self._wq_float.device != self.weight_q.device:
+            self._wq_float = None  # the module moved devices
+        self._wq_float = _float_copy_if_needed(self.weight_q, self._wq_float)
+        y, path = int8_linear(xq, xs, self.weight_q, self.weight_scale, self._wq_float)
         self.path_counts[path] += 1
         self.last_path = path
         if self.bias is not None:
@@ -137,6 +208,8 @@ class Int8ExpertWeights:
     gate_up_s: torch.Tensor
     down_q: torch.Tensor
     down_s: torch.Tensor
+    # fp32 copies of the int8 stacks for the float path, built on first use.
+    _float: dict[str, torch.Tensor | None] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def num_experts(self) -> int:
@@ -150,6 +223,11 @@ class Int8ExpertWeights:
         idx = torch.as_tensor(expert_ids, dtype=torch.long)
         return Int8ExpertWeights(self.gate_up_q[idx], self.gate_up_s[idx], self.down_q[idx], self.down_s[idx])
 
+    def _float_stacks(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        for name, q in (("gate_up", self.gate_up_q), ("down", self.down_q)):
+            self._float[name] = _float_copy_if_needed(q, self._float.get(name))
+        return self._float["gate_up"], self._float["down"]
+
     def forward_expert(
         self,
         x: torch.Tensor | None,
@@ -161,10 +239,11 @@ class Int8ExpertWeights:
         """One SwiGLU expert in W8A8. `pre_quantized` (q, scale) skips re-quantising the input, e.g. tokens
         that arrived INT8 from an EP dispatch."""
         xq, xs = pre_quantized if pre_quantized is not None else quantize_per_token(x)
-        gu, p1 = int8_linear(xq, xs, self.gate_up_q[e], self.gate_up_s[e])
+        gu_f, down_f = self._float_stacks()
+        gu, p1 = int8_linear(xq, xs, self.gate_up_q[e], self.gate_up_s[e], None if gu_f is None else gu_f[e])
         g, u = gu.split(self.intermediate_size, dim=-1)
         hq, hs = quantize_per_token(F.silu(g) * u)
-        y, p2 = int8_linear(hq, hs, self.down_q[e], self.down_s[e])
+        y, p2 = int8_linear(hq, hs, self.down_q[e], self.down_s[e], None if down_f is None else down_f[e])
         if counts is not None:
             counts[p1] += 1
             counts[p2] += 1
@@ -192,9 +271,7 @@ class Int8Experts(torch.nn.Module):
     def from_float(cls, weights) -> Int8Experts:
         return cls(quantize_expert_weights(weights))
 
-    def forward(
-        self, hidden: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor
-    ) -> torch.Tensor:
+    def forward(self, hidden: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor) -> torch.Tensor:
         out = torch.zeros_like(hidden)
         k = topk_ids.shape[1]
         flat_ids = topk_ids.reshape(-1)
