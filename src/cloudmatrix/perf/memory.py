@@ -81,3 +81,19 @@ def check_fit(memory: dict[str, float], system: System, dep: Deployment, what: s
             f"reserve), {(need - have) / 1e9:.1f} GB too much; lower the batch per die or the KV length, use an "
             f"INT8 KV cache or INT8 weights, or spread the experts over more dies (higher EP)"
         )
+
+
+def kv_capacity_tokens_per_die(
+    model: ModelSpec, system: System, dep: Deployment, tokens_in_flight_per_die: float, dispatch_bytes: float
+) -> float:
+    """KV tokens one die can hold once weights, EP buffers and workspace are placed."""
+    fixed = memory_per_die(model, dep, 0.0, tokens_in_flight_per_die, dispatch_bytes)
+    one = memory_per_die(model, dep, 1.0, tokens_in_flight_per_die, dispatch_bytes)["kv_cache"]
+    free = usable_hbm(system, dep) - sum(fixed.values())
+    if free <= 0:
+        parts = ", ".join(f"{k} {v / 1e9:.1f} GB" for k, v in fixed.items())
+        raise CloudMatrixError(
+            f"no HBM left for the KV cache on a {system.chip.name} die: {parts} already exceed the "
+            f"{usable_hbm(system, dep) / 1e9:.1f} GB usable; use more EP dies, INT8 weights or a smaller batch"
+        )
+    return free / one

@@ -1,0 +1,190 @@
+"""`cloudmatrix simulate`: run a scenario through the supernode twin and report what it delivers."""
+
+from __future__ import annotations
+
+import json
+import math
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from cloudmatrix.errors import CloudMatrixError
+
+
+def register(app: typer.Typer) -> None:
+    app.command("simulate")(simulate_cmd)
+
+
+def parse_sets(sets: list[str]) -> dict[str, Any]:
+    """`--set a.b=value` pairs; the value is read as a TOML value (numbers, strings, booleans, tables)."""
+    out: dict[str, Any] = {}
+    for item in sets:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise CloudMatrixError(f"--set expects KEY=VALUE (e.g. workload.concurrency=8000), got {item!r}")
+        try:
+            value = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw  # a bare word is a string
+        out[key.strip()] = value
+    return out
+
+
+def simulate_cmd(
+    scenario: Annotated[str, typer.Argument(help="Scenario TOML file, or a shipped scenario name")] = "default",
+    duration: Annotated[float | None, typer.Option(help="Simulated seconds (overrides the scenario)")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a scenario key: section.key=value")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON")] = False,
+    csv: Annotated[Path | None, typer.Option(help="Write per-request records to this CSV file")] = None,
+    plots: Annotated[Path | None, typer.Option(help="Write PNG plots (time series, latency CDFs) here")] = None,
+    quiet: Annotated[bool, typer.Option(help="No progress bar")] = False,
+) -> None:
+    """Simulate a scenario: tokens/s per chip for prefill and decode, TTFT/TPOT percentiles, goodput."""
+    from cloudmatrix.sim.metrics import write_requests_csv
+    from cloudmatrix.sim.runtime import Simulation
+    from cloudmatrix.sim.scenario import load_scenario
+
+    overrides = parse_sets(set_ or [])
+    if duration is not None:
+        if duration <= 0:
+            raise CloudMatrixError(f"--duration must be positive, got {duration}")
+        overrides["duration"] = duration
+    sc = load_scenario(scenario, overrides)
+    sim = Simulation(sc)
+    horizon = sc.duration
+    if quiet or as_json or horizon is None:
+        res = sim.run()
+    else:
+        with Progress(
+            TextColumn("[bold]simulating[/] {task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed:.0f}/{task.total:.0f} s"),
+            TimeElapsedColumn(),
+            console=Console(stderr=True),
+            transient=True,
+        ) as bar:
+            task = bar.add_task(sc.name, total=horizon)
+            res = sim.run(progress=lambda t: bar.update(task, completed=min(t, horizon)))
+    if csv is not None:
+        write_requests_csv(csv, res.records)
+    if plots is not None:
+        from cloudmatrix.sim.metrics import time_series
+        from cloudmatrix.sim.plots import plot_latency_cdfs, plot_time_series
+
+        plots.mkdir(parents=True, exist_ok=True)
+        ts = time_series(
+            res.records,
+            bin_s=max(1.0, res.end_time / 300),
+            end=res.end_time,
+            output_events=res.output_events,
+            input_events=res.input_events,
+            running_events=res.running_events,
+        )
+        plot_time_series(ts, plots / "time_series.png")
+        plot_latency_cdfs(res.records, plots / "latency_cdfs.png")
+    if as_json:
+        from cloudmatrix.sim.metrics import jsonable
+
+        print(json.dumps(jsonable({"scenario": sc.name, **res.summary}), indent=2))
+        return
+    print_summary(sc, res.summary)
+    if csv is not None:
+        Console().print(f"per-request records: {csv}")
+    if plots is not None:
+        Console().print(f"plots: {plots}/time_series.png, {plots}/latency_cdfs.png")
+
+
+def _ms(x: float) -> str:
+    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x * 1e3:,.1f}"
+
+
+def print_summary(sc, s: dict[str, Any], console: Console | None = None) -> None:
+    console = console or Console(width=None if Console().is_terminal else 120)
+    console.print(f"[bold]{sc.name}[/]: {sc.description or sc.system + ' / ' + sc.model}")
+    w0, w1 = s["window_s"]
+    console.print(
+        f"simulated {s['simulated_s']:.0f} s, measured over [{w0:.0f}, {w1:.0f}] s; "
+        f"{s['requests']['finished_in_window']:,} requests finished in the window, "
+        f"{s['requests']['in_flight_at_end']:,} in flight at the end"
+    )
+    t = Table(title="throughput")
+    t.add_column("pool")
+    t.add_column("chips", justify="right")
+    t.add_column("tokens/s per chip", justify="right")
+    t.add_column("tokens/s (pool)", justify="right")
+    t.add_column("busy", justify="right")
+    t.add_column("notes")
+    pools = s["pools"]
+    if "prefill" in pools:
+        p, d = pools["prefill"], pools["decode"]
+        t.add_row(
+            "prefill (input)",
+            str(p["chips"]),
+            f"{s['prefill_tokens_per_s_per_chip']:,.0f}",
+            f"{s['input_tokens_per_s']:,.0f}",
+            f"{p['utilisation']:.0%}",
+            f"{p['steps']:,} batches",
+        )
+        t.add_row(
+            "decode (output)",
+            str(d["chips"]),
+            f"{s['decode_tokens_per_s_per_chip']:,.0f}",
+            f"{s['output_tokens_per_s']:,.0f}",
+            f"{d['utilisation']:.0%}",
+            f"mean batch {d.get('mean_batch_per_die', 0):.1f}/die, KV {d['kv_occupancy_mean']:.0%} full",
+        )
+    else:
+        c = pools["colocated"]
+        t.add_row(
+            "colocated input",
+            str(c["chips"]),
+            f"{s['prefill_tokens_per_s_per_chip']:,.0f}",
+            f"{s['input_tokens_per_s']:,.0f}",
+            f"{c['utilisation']:.0%}",
+            "",
+        )
+        t.add_row(
+            "colocated output",
+            str(c["chips"]),
+            f"{s['decode_tokens_per_s_per_chip']:,.0f}",
+            f"{s['output_tokens_per_s']:,.0f}",
+            "",
+            f"mean batch {c.get('mean_batch_per_die', 0):.1f}/die, KV {c['kv_occupancy_mean']:.0%} full",
+        )
+    console.print(t)
+    lat = Table(title="latency (ms)")
+    for col in ("metric", "mean", "p50", "p90", "p99"):
+        lat.add_column(col, justify="left" if col == "metric" else "right")
+    for key, label in (
+        ("ttft_s", "TTFT"),
+        ("tpot_s", "TPOT"),
+        ("itl_s", "ITL (mean per request)"),
+        ("max_itl_s", "longest gap per request"),
+        ("e2e_s", "E2E"),
+    ):
+        if key in s:
+            v = s[key]
+            lat.add_row(label, _ms(v["mean"]), _ms(v["p50"]), _ms(v["p90"]), _ms(v["p99"]))
+    console.print(lat)
+    if "goodput_requests_per_s" in s:
+        slo = s["slo"]
+        parts = [
+            f"TTFT <= {slo['ttft_s']:g} s" if slo["ttft_s"] else "",
+            f"TPOT <= {slo['tpot_s'] * 1e3:g} ms" if slo["tpot_s"] else "",
+        ]
+        console.print(
+            f"goodput ({', '.join(p for p in parts if p) or 'no SLO'}): "
+            f"{s['goodput_requests_per_s']:,.1f} requests/s, {s['slo_attainment']:.1%} of finished requests"
+        )
+    if "cache" in s:
+        c = s["cache"]
+        console.print(
+            f"caching pool: hit rate {c['hit_rate']:.1%}, {c['prefill_tokens_saved']:,} prompt tokens served "
+            f"from the pool"
+        )
+    console.print(f"KV transferred prefill -> decode: {s['kv_transfer_gb']:,.0f} GB")

@@ -1,0 +1,91 @@
+"""Decode scheduling for one instance: continuous batching over fixed slots, paged KV admission.
+
+State lives in numpy arrays indexed by slot, so one decode step for thousands of
+sequences is a handful of whole-array operations (free slots hold zeros, so they need
+no masking). Admission is FCFS: a request waits until a slot is free and the KV cache
+can hold its whole context plus every token it may still generate (reserved up front,
+so nothing is ever preempted or dropped).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import numpy as np
+
+from cloudmatrix.serving.kv_blocks import KVBlockManager
+
+
+class DecodeInstance:
+    def __init__(self, max_seqs: int, kv: KVBlockManager):
+        self.max_seqs = int(max_seqs)
+        self.kv = kv
+        self.req = np.full(self.max_seqs, -1, dtype=np.int64)  # request id per slot, -1 = free
+        self.remaining = np.zeros(self.max_seqs, dtype=np.int64)  # tokens still to generate (0 when free)
+        self.context = np.zeros(self.max_seqs, dtype=np.int64)  # tokens in the KV cache (0 when free)
+        self.last_token = np.zeros(self.max_seqs)  # time of the slot's latest token
+        self.max_gap = np.zeros(self.max_seqs)  # longest inter-token gap seen by the slot's request
+        self._free = list(range(self.max_seqs - 1, -1, -1))
+        self.waiting: deque[tuple[int, int, int, float]] = deque()  # (request, context, remaining, last token)
+        self.context_sum = 0
+        self.busy = False  # a step is in flight
+
+    @property
+    def running(self) -> int:
+        return self.max_seqs - len(self._free)
+
+    @property
+    def queued(self) -> int:
+        return len(self.waiting)
+
+    def enqueue(self, request: int, context: int, remaining: int, last_token_time: float) -> None:
+        if remaining < 1:
+            raise ValueError("a decode request needs at least one token to generate")
+        self.waiting.append((request, context, remaining, last_token_time))
+
+    def admit(self) -> int:
+        """Move waiting requests into free slots while their KV reservation fits (FCFS, no overtaking)."""
+        admitted = 0
+        while self.waiting and self._free:
+            request, context, remaining, last = self.waiting[0]
+            if not self.kv.allocate(request, context + remaining):
+                break  # head-of-line waits for blocks; later requests do not jump it
+            self.waiting.popleft()
+            slot = self._free.pop()
+            self.req[slot] = request
+            self.context[slot] = context
+            self.remaining[slot] = remaining
+            self.last_token[slot] = last
+            self.max_gap[slot] = 0.0
+            self.context_sum += context
+            admitted += 1
+        return admitted
+
+    def batch(self) -> tuple[int, float]:
+        """(sequences, mean context) of the next step."""
+        n = self.running
+        return (n, self.context_sum / n) if n else (0, 0.0)
+
+    def complete_step(self, tokens: np.ndarray, now: float) -> tuple[int, np.ndarray, np.ndarray]:
+        """Apply one step finishing at `now`: slot i gains `tokens[i]` tokens (MTP may give more than
+        one; anything past the request's output length, and anything on a free slot, is discarded).
+
+        Returns (tokens generated, finished request ids, their longest inter-token gap)."""
+        gained = np.minimum(tokens, self.remaining)
+        self.remaining -= gained
+        self.context += gained
+        total = int(gained.sum())
+        self.context_sum += total
+        live = self.req >= 0
+        np.maximum(self.max_gap, now - self.last_token, out=self.max_gap, where=live)
+        np.copyto(self.last_token, now, where=live)
+        done = np.flatnonzero(live & (self.remaining == 0))
+        finished = self.req[done]
+        gaps = self.max_gap[done]
+        if done.size:
+            self.kv.free_many(finished)
+            self.context_sum -= int(self.context[done].sum())
+            self.context[done] = 0
+            self.req[done] = -1
+            self._free.extend(done.tolist())
+        return total, finished, gaps

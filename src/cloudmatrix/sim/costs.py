@@ -1,0 +1,97 @@
+"""Step costs for the simulator: the cost model (`perf`) called with what a step really holds.
+
+The busiest die sets a step's pace, so a decode step is costed at ceil(sequences / dies)
+per die; its mean context is rounded to 16 tokens and prefill shapes to 64 tokens so that
+repeated shapes are memoised (each unique shape is a full `perf` call). Expert load
+imbalance comes from the EPLB placement and the tokens of that very step.
+"""
+
+from __future__ import annotations
+
+import math
+
+from cloudmatrix.perf import Deployment, decode_step, prefill_step
+from cloudmatrix.perf.layers import DieContext, dispatch_bytes_per_copy
+from cloudmatrix.perf.memory import check_fit, kv_capacity_tokens_per_die, memory_per_die
+from cloudmatrix.serving.eplb import ExpertPlacement, popularity
+from cloudmatrix.sim.scenario import ExpertsSpec
+from cloudmatrix.specs.hardware import System
+from cloudmatrix.specs.model import ModelSpec
+
+_CTX_ROUND = 16
+_PREFILL_ROUND = 64
+
+
+class PoolCosts:
+    """Memoised step costs of one pool's instance."""
+
+    def __init__(self, model: ModelSpec, system: System, dep: Deployment, experts: ExpertsSpec, base_dir: str = "."):
+        self.model, self.system, self.dep = model, system, dep
+        self.placement: ExpertPlacement | None = None
+        if model.is_moe and dep.ep_degree > 1:
+            pop = popularity(
+                experts.popularity,
+                model.routed_experts,
+                s=experts.zipf_s,
+                path=None if experts.path is None else str(_rel(base_dir, experts.path)),
+                seed=experts.seed,
+            )
+            slots = dep.slots_per_routed_die(model)
+            self.placement = ExpertPlacement.build(pop, dep.routed_dies, slots, experts.placement)
+        self._decode: dict[tuple[int, int], float] = {}
+        self._prefill: dict[tuple[int, int], float] = {}
+        self.disp_bytes = dispatch_bytes_per_copy(DieContext(model, system, dep)) if model.is_moe else 0.0
+
+    def imbalance(self, tokens_per_die: float) -> float:
+        if self.placement is None:
+            return 1.0
+        tokens = max(1, round(tokens_per_die * self.dep.dies))
+        return max(1.0, self.placement.step_imbalance(tokens, self.model.top_k))
+
+    def decode_time(self, seqs: int, mean_context: float) -> float:
+        per_die = -(-seqs // self.dep.dies)
+        ctx = max(1, round(mean_context / _CTX_ROUND)) * _CTX_ROUND
+        key = (per_die, ctx)
+        t = self._decode.get(key)
+        if t is None:
+            dep = self.dep.with_(imbalance=self.imbalance(per_die * (1 + self.dep.mtp_depth)))
+            t = decode_step(self.model, self.system, dep, per_die, ctx, check_memory=False).step_time
+            self._decode[key] = t
+        return t
+
+    def prefill_time(self, tokens: int, context_sum: float) -> float:
+        """A batch of `tokens` computed tokens whose causal contexts sum to `context_sum`."""
+        per_die = math.ceil(tokens / self.dep.dies / _PREFILL_ROUND) * _PREFILL_ROUND
+        # the prompt length that gives the same attention work: tokens * (L + 1) / 2 = context_sum
+        eff_len = max(1, round((2 * context_sum / tokens - 1) / _PREFILL_ROUND)) * _PREFILL_ROUND
+        key = (per_die, eff_len)
+        t = self._prefill.get(key)
+        if t is None:
+            dep = self.dep.with_(imbalance=self.imbalance(per_die))
+            t = prefill_step(self.model, self.system, dep, per_die, eff_len, check_memory=False).step_time
+            self._prefill[key] = t
+        return t
+
+    def kv_tokens_per_instance(self, max_tokens_in_flight_per_die: float) -> float:
+        per_die = kv_capacity_tokens_per_die(
+            self.model, self.system, self.dep, max_tokens_in_flight_per_die, self.disp_bytes
+        )
+        return per_die * self.dep.dies
+
+    def check_decode_fit(self, batch_per_die: int, context: float, what: str) -> None:
+        tokens = batch_per_die * (1 + self.dep.mtp_depth)
+        mem = memory_per_die(self.model, self.dep, batch_per_die * context, tokens, self.disp_bytes)
+        check_fit(mem, self.system, self.dep, what)
+
+    def check_prefill_fit(self, tokens_per_die: int, what: str) -> None:
+        mem = memory_per_die(
+            self.model, self.dep, tokens_per_die, tokens_per_die / self.dep.microbatches, self.disp_bytes
+        )
+        check_fit(mem, self.system, self.dep, what)
+
+
+def _rel(base: str, path: str):
+    from pathlib import Path
+
+    p = Path(path)
+    return p if p.is_absolute() else Path(base) / p
