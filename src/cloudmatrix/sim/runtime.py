@@ -95,6 +95,14 @@ class Simulation:
                 f"a {decode_name} instance holds {kv_tokens:,.0f} KV tokens but the longest request needs "
                 f"{max_len:,}; use more dies per instance, an INT8 KV cache, or shorter requests"
             )
+        mean_len = float((self.wl.input_len + self.wl.output_len / 2).mean())
+        if dpool.batch_per_die * dpool.dies * mean_len > kv_tokens:
+            fits = int(kv_tokens / mean_len / dpool.dies)
+            raise CloudMatrixError(
+                f"[{decode_name}] batch_per_die = {dpool.batch_per_die} does not fit: at this workload's mean "
+                f"context of {mean_len:,.0f} tokens a die holds KV for about {fits} sequences; lower batch_per_die "
+                f"to {fits} or less, use an INT8 KV cache, or more dies per instance"
+            )
         self.kv_capacity_tokens = kv_tokens
         bs = sc.kv_block_size
         self.decoders = [

@@ -1,0 +1,57 @@
+"""`cloudmatrix simulate` through the real entry point."""
+
+import json
+import subprocess
+import sys
+
+SCENARIO = """
+name = "cli-small"
+system = "cloudmatrix384"
+model = "deepseek-r1"
+[prefill]
+instances = 1
+dies = 32
+tokens_per_die = 1024
+[decode]
+instances = 1
+dies = 32
+batch_per_die = 8
+[workload]
+kind = "poisson"
+rate = 20.0
+num_requests = 60
+input_len = 1024
+output_len = 16
+"""
+
+
+def run(*args):
+    return subprocess.run([sys.executable, "-m", "cloudmatrix.cli.main", *args], capture_output=True, text=True)
+
+
+def test_simulate_prints_json_summary(tmp_path):
+    path = tmp_path / "s.toml"
+    path.write_text(SCENARIO)
+    out = run("simulate", str(path), "--json", "--csv", str(tmp_path / "r.csv"))
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout)
+    assert summary["requests"]["total"] == 60
+    assert summary["decode_tokens_per_s_per_chip"] > 0
+    assert (tmp_path / "r.csv").read_text().count("\n") == 61
+
+
+def test_simulate_bad_scenario_is_one_line_and_exit_2(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text(SCENARIO.replace("[decode]", "[decode]\nwarp_drive = 9"))
+    out = run("simulate", str(path))
+    assert out.returncode == 2
+    assert "warp_drive" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_simulate_set_override_and_unknown_scenario():
+    out = run("simulate", "no-such-scenario")
+    assert out.returncode == 2 and "default" in out.stderr
+    out = run("simulate", "--set", "nonsense")
+    assert out.returncode == 2 and "KEY=VALUE" in out.stderr
