@@ -145,9 +145,14 @@ def _ep_worker(rank: int, world: int) -> dict:
         g = torch.Generator().manual_seed(100 + rank)
         x = torch.randn(256, h, generator=g)
         ids = torch.stack([torch.randperm(e, generator=g)[:k] for _ in range(256)])
-        ep(x, ids, torch.rand(256, k, generator=g))
+        wts = torch.rand(256, k, generator=g)
+        ep(x, ids, wts)  # warm-up, then time 20 calls
+        ep.stats.reset()
+        for _ in range(20):
+            ep(x, ids, wts)
         st = ep.stats
-        out[int8] = (st.dispatch_bytes_per_token, st.combine_bytes_per_token, st.dispatch_rows / st.tokens)
+        ms = [t / st.calls * 1e3 for t in (st.dispatch_s, st.compute_s, st.combine_s)]
+        out[int8] = (st.dispatch_bytes_per_token, st.combine_bytes_per_token, st.dispatch_rows / st.tokens, ms)
     return out
 
 
@@ -156,13 +161,14 @@ def ep_traffic() -> None:
     res = run_ranks(_ep_worker, world)
     print(f"ep: {world} gloo ranks, 256 tokens each, hidden 64, top-3 of 8 experts, fp32 model")
     head = f"  {'dispatch':<10} {'rows/token':>10} {'dispatch B/token':>17} {'combine B/token':>16}"
-    print(head + f" {'row bytes':>10}")
+    print(head + f" {'row bytes':>10}   ms/call: dispatch compute combine (rank 0)")
     for int8 in (False, True):
         rows = statistics.mean(r[int8][2] for r in res)
         d = statistics.mean(r[int8][0] for r in res)
         c = statistics.mean(r[int8][1] for r in res)
         row = dispatch_row_bytes(64, 3, torch.float32, int8)
-        print(f"  {'int8' if int8 else 'fp32':<10} {rows:>10.2f} {d:>17.1f} {c:>16.1f} {row['total']:>10}")
+        ms = " ".join(f"{t:7.2f}" for t in res[0][int8][3])
+        print(f"  {'int8' if int8 else 'fp32':<10} {rows:>10.2f} {d:>17.1f} {c:>16.1f} {row['total']:>10}   {ms}")
     for name, dt, q in (("bf16", torch.bfloat16, False), ("int8", torch.bfloat16, True)):
         row = dispatch_row_bytes(7168, 8, dt, q)
         print(f"  DeepSeek-V3 row (hidden 7168, top-8), {name} dispatch: {row}; bf16 combine row 14336 B")

@@ -19,7 +19,12 @@ from cloudmatrix.engine.parallel import (  # noqa: E402
     run_ranks,
     use_expert_parallel,
 )
-from cloudmatrix.engine.quant import Int8Experts, quantize_expert_weights, set_int8_matmul_mode  # noqa: E402
+from cloudmatrix.engine.quant import (  # noqa: E402
+    Int8Experts,
+    quantize_expert_weights,
+    quantize_model,
+    set_int8_matmul_mode,
+)
 from cloudmatrix.errors import CloudMatrixError  # noqa: E402
 
 E, H, I, K = 8, 32, 16, 2
@@ -127,13 +132,19 @@ def _model_case(rank: int, world: int) -> dict:
         with torch.inference_mode():
             return model.logits(model(torch.tensor([t for p in prompts for t in p]), batch, cache))
 
-    return {
+    out = {
         "swapped": swapped,
         "ref_logits": prefill_logits(ref_model),
         "ep_logits": prefill_logits(ep_model),
         "ref_tokens": greedy_generate(ref_model, prompts, 4).tokens,
         "ep_tokens": greedy_generate(ep_model, prompts, 4).tokens,
     }
+    # W8A8 after the EP swap: the EP backends quantise their own slots (quantize_int8).
+    out["ep_int8_report"] = quantize_model(ep_model).experts
+    quantize_model(ref_model)
+    out["ref_int8_logits"] = prefill_logits(ref_model)
+    out["ep_int8_logits"] = prefill_logits(ep_model)
+    return out
 
 
 def _two_rank_worker(rank: int, world: int) -> dict:
@@ -262,6 +273,16 @@ def test_tiny_model_logits_with_ep_match_one_process(two_ranks):
         assert len(m["swapped"]) == 2  # the 2 MoE decoder layers
         torch.testing.assert_close(m["ep_logits"], m["ref_logits"], rtol=1e-4, atol=1e-5)
         assert m["ep_tokens"] == m["ref_tokens"]
+
+
+def test_tiny_model_w8a8_with_ep_matches_one_process_w8a8(two_ranks):
+    for r in two_ranks:
+        m = r["model"]
+        if isinstance(m, str):
+            pytest.skip(m)
+        assert m["ep_int8_report"] == m["swapped"]  # each EP backend quantised its own slots
+        torch.testing.assert_close(m["ep_int8_logits"], m["ref_int8_logits"], rtol=1e-4, atol=1e-5)
+        assert not torch.allclose(m["ep_int8_logits"], m["ep_logits"], rtol=1e-4, atol=1e-5)  # really INT8
 
 
 def test_slot_map_routing_is_deterministic_and_spreads_replicas():
