@@ -1,0 +1,74 @@
+"""`cloudmatrix reproduce`: the published figures, the report, and the shipped paper scenarios."""
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+
+from cloudmatrix.sim.runtime import Simulation
+from cloudmatrix.sim.scenario import load_scenario, scenario_names
+from cloudmatrix.validate.paper import PUBLISHED, markdown, reproduce
+
+
+@pytest.fixture(scope="module")
+def rows():
+    return reproduce(simulate_scenarios=False)
+
+
+def test_every_published_figure_has_a_row(rows):
+    published = {r.published for r in rows}
+    for key in ("prefill_default", "prefill_perfect", "decode", "decode_15ms"):
+        assert PUBLISHED[key] in published
+    for r in rows:
+        assert math.isfinite(r.cost_model) and r.cost_model > 0
+        assert r.explanation
+
+
+def test_perfect_balance_is_at_least_as_fast_as_default(rows):
+    default, perfect = rows[0], rows[1]
+    assert perfect.cost_model >= default.cost_model
+
+
+def test_15ms_row_meets_the_cap(rows):
+    row = [r for r in rows if "15 ms" in r.figure][0]
+    tpot_ms = float(row.explanation.split("TPOT ")[1].split(" ms")[0])
+    assert tpot_ms <= 15.0
+
+
+def test_markdown_table_lists_errors(rows):
+    md = markdown(rows)
+    assert md.count("\n") == len(rows) + 1
+    assert "%" in md
+
+
+@pytest.mark.parametrize("name", scenario_names())
+def test_shipped_scenarios_are_valid(name):
+    sim = Simulation(load_scenario(name, {"workload.num_requests": 2000}))
+    assert sim.n == 2000
+
+
+def test_reproduce_cli_writes_html_and_json(tmp_path):
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cloudmatrix.cli.main",
+            "reproduce",
+            "--no-sim",
+            "--json",
+            "--report",
+            str(tmp_path / "r.html"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert {"figure", "published", "cost_model", "cost_model_error"} <= set(data[0])
+    assert "<table>" in (tmp_path / "r.html").read_text()
+    bad = subprocess.run(
+        [sys.executable, "-m", "cloudmatrix.cli.main", "reproduce", "--report", "x.pdf"], capture_output=True, text=True
+    )
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
