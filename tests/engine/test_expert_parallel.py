@@ -107,6 +107,11 @@ def _scenarios(rank: int, world: int) -> dict:
     ep_idle = ExpertParallelExperts.from_full(w, idle)
     case("idle", ep_idle, LocalExperts(w), *_tokens(rank, n, 6, experts=[0, 1, 2, 3]))
 
+    try:  # caught before any collective, so the other ranks are not left waiting
+        ep(torch.randn(3, H + 1), torch.zeros(3, K, dtype=torch.long), torch.ones(3, K))
+    except CloudMatrixError as e:
+        res["bad_hidden_error"] = str(e)
+
     h0, ids0, wt0 = _tokens(rank, 0, 7)
     case("all_empty", ExpertParallelExperts.from_full(w, smap), LocalExperts(w), h0, ids0, wt0)
     return res
@@ -257,6 +262,10 @@ def test_ranks_that_receive_nothing(ranks):
         torch.testing.assert_close(r["idle"]["out"], r["idle"]["ref"], rtol=1e-5, atol=1e-6)
         holds_routed = any(e < 4 for e in IDLE_MAP[world][rank])
         assert (r["idle"]["stats"].rows_received > 0) == holds_routed
+
+
+def test_wrong_hidden_size_is_a_user_error(ranks):
+    assert all("does not match the experts" in r.get("bad_hidden_error", "") for r in ranks)
 
 
 def test_every_rank_empty(ranks):

@@ -167,6 +167,19 @@ class ExpertParallelExperts(torch.nn.Module):
     # -- the backend call -------------------------------------------------------------------------
 
     def forward(self, hidden: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor) -> torch.Tensor:
+        """hidden [T, H], topk_ids/topk_weights [T, k] -> [T, H]. T may differ per rank (and be 0); H, k,
+        the dtype, dispatch_int8 and combine_dtype must be the same on every rank (one row layout)."""
+        h_weights = self.local_weights.down_q.shape[1] if self._int8 else self.local_weights.down.shape[1]
+        if hidden.dim() != 2 or topk_ids.shape != topk_weights.shape or topk_ids.shape[:1] != hidden.shape[:1]:
+            raise CloudMatrixError(
+                f"expected hidden [T, H] and topk_ids/topk_weights [T, k]; got {tuple(hidden.shape)}, "
+                f"{tuple(topk_ids.shape)}, {tuple(topk_weights.shape)}"
+            )
+        if hidden.shape[1] != h_weights and self.local_weights.num_experts:
+            raise CloudMatrixError(
+                f"hidden size {hidden.shape[1]} does not match the experts' {h_weights}; "
+                "build the EP backend from this model's expert weights"
+            )
         n_tok, h = hidden.shape
         k = topk_ids.shape[1]
         dev = hidden.device
@@ -191,9 +204,8 @@ class ExpertParallelExperts(torch.nn.Module):
         send_rows = torch.bincount(row_dest, minlength=world)
 
         # 2. dispatch: exchange split sizes, then one packed byte buffer.
-        recv_rows_t = torch.empty_like(send_rows)
         send_rows_d = send_rows.to(dev)
-        recv_rows_d = recv_rows_t.to(dev)
+        recv_rows_d = torch.empty_like(send_rows_d)
         dist.all_to_all_single(recv_rows_d, send_rows_d, group=self.group)
         send_list = send_rows.tolist()
         recv_list = recv_rows_d.cpu().tolist()
@@ -224,6 +236,10 @@ class ExpertParallelExperts(torch.nn.Module):
         self._count(n_tok, k, send_list, recv_list, row_bytes, h * out_dtype.itemsize, (t0, t1, t2, t3))
         return out.to(hidden.dtype)
 
+    @property
+    def _int8(self) -> bool:
+        return isinstance(self.local_weights, Int8ExpertWeights)
+
     def _run_local(self, received: torch.Tensor, h: int, k: int, dtype: torch.dtype) -> torch.Tensor:
         """Run this rank's slots on the received rows; return the weighted partial sum per row (fp32)."""
         n = received.shape[0]
@@ -243,7 +259,7 @@ class ExpertParallelExperts(torch.nn.Module):
         partial = torch.zeros((n, h), dtype=torch.float32, device=dev)
         if n == 0:
             return partial
-        int8_weights = isinstance(self.local_weights, Int8ExpertWeights)
+        int8_weights = self._int8
         if self.dispatch_int8 and not int8_weights:
             x = dequantize(xq, xs, dtype)  # float experts: back to the model dtype
         flat = meta_slot.reshape(-1)
