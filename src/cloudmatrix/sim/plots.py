@@ -26,12 +26,16 @@ def plot_time_series(ts: TimeSeries, path: str | Path, *, title: str | None = No
     ax_tok.plot(mid, ts.output_tokens_per_s, label="output")
     ax_tok.plot(mid, ts.input_tokens_per_s, label="input", alpha=0.7)
     ax_tok.set_ylabel("throughput [tokens/s]")
+    ax_tok.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
     ax_tok.legend(loc="upper right")
     ax_run.plot(mid, ts.running, color="tab:green")
     ax_run.set_ylabel("running [requests]")
     ax_lat.plot(mid, ts.ttft_p50_s * 1e3, ".-", label="TTFT p50")
     ax_lat.plot(mid, ts.tpot_p50_s * 1e3, ".-", label="TPOT p50")
-    ax_lat.set_ylabel("latency [ms]")
+    ax_lat.set_ylabel("latency [ms, log scale]")
+    # TTFT (seconds under load) and TPOT (tens of ms) differ by orders of magnitude
+    if np.any(ts.ttft_p50_s > 0) or np.any(ts.tpot_p50_s > 0):
+        ax_lat.set_yscale("log")
     ax_lat.set_xlabel("simulated time [s]")
     ax_lat.legend(loc="upper right")
     for ax in (ax_tok, ax_run, ax_lat):
