@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -43,10 +44,10 @@ class TensorSource:
                 "point at a Hugging Face model folder"
             )
         self._files = {name: folder / file for name, file in weight_map.items()}
-        self._open: dict[Path, object] = {}
+        self._open: dict[Path, Any] = {}
         self._safe_open = safe_open
 
-    def _handle(self, name: str):  # noqa: ANN202 - safetensors' handle type is private
+    def _handle(self, name: str) -> Any:  # safetensors' handle type is private
         path = self._files[name]
         if path not in self._open:
             if not path.exists():
@@ -152,7 +153,7 @@ def load_tensors(
             gate = torch.stack([fetch(f"{prefix}.{e}.gate_proj.weight", (I, H)) for e in range(E)])
             up = torch.stack([fetch(f"{prefix}.{e}.up_proj.weight", (I, H)) for e in range(E)])
             down = torch.stack([fetch(f"{prefix}.{e}.down_proj.weight", (H, I)) for e in range(E)])
-        module.experts = LocalExperts(ExpertWeights(gate.contiguous(), up.contiguous(), down.contiguous()))
+        module.experts = LocalExperts(ExpertWeights(gate, up, down))
     return model.eval()
 
 

@@ -14,6 +14,7 @@ experts over torch.distributed ranks (dispatch -> local experts -> combine).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -47,26 +48,49 @@ def expert_forward(x: torch.Tensor, weights: ExpertWeights, e: int) -> torch.Ten
 
 
 class LocalExperts(torch.nn.Module):
-    """All routed experts in this process: the reference backend."""
+    """All routed experts in this process: the reference backend.
+
+    gate and up are kept in one [E, 2I, H] tensor (`weights.gate` / `weights.up` are views of it), so
+    each expert runs two matmuls instead of three. Token-slots are sorted by expert and gathered once;
+    each expert works on a contiguous slice and the weighted results are scattered back in one
+    index_add, which keeps the per-expert Python work to a few ops (decode batches hit most experts).
+    """
 
     def __init__(self, weights: ExpertWeights):
         super().__init__()
-        self.weights = weights
+        self._set(weights)
+
+    def _set(self, weights: ExpertWeights) -> None:
+        inter = weights.gate.shape[1]
+        self.gate_up = torch.cat([weights.gate, weights.up], dim=1)
+        self.down = weights.down.contiguous()
+        self.weights = ExpertWeights(self.gate_up[:, :inter], self.gate_up[:, inter:], self.down)
+
+    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> LocalExperts:
+        # The weights are plain tensors, not parameters: make .to(dtype/device) reach them too.
+        super()._apply(fn, recurse)
+        inter = self.weights.gate.shape[1]
+        self.gate_up, self.down = fn(self.gate_up), fn(self.down)
+        self.weights = ExpertWeights(self.gate_up[:, :inter], self.gate_up[:, inter:], self.down)
+        return self
 
     def forward(self, hidden: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor) -> torch.Tensor:
-        out = torch.zeros_like(hidden)
+        k = topk_ids.shape[1]
+        inter = self.down.shape[2]
         flat_ids = topk_ids.reshape(-1)
         # Sort token-slots by expert so each expert runs once on a contiguous group.
         order = torch.argsort(flat_ids, stable=True)
         counts = torch.bincount(flat_ids, minlength=self.weights.num_experts).tolist()
-        token_of_slot = order // topk_ids.shape[1]
-        weight_of_slot = topk_weights.reshape(-1)[order]
+        token_of_slot = order // k
+        x = hidden[token_of_slot]
+        y = torch.empty_like(x)
         start = 0
         for e, n in enumerate(counts):
             if n == 0:
                 continue
-            tok = token_of_slot[start : start + n]
-            y = expert_forward(hidden[tok], self.weights, e)
-            out.index_add_(0, tok, y * weight_of_slot[start : start + n, None].to(y.dtype))
-            start += n
-        return out
+            end = start + n
+            h = F.linear(x[start:end], self.gate_up[e])
+            torch.mm(F.silu(h[:, :inter]) * h[:, inter:], self.down[e].t(), out=y[start:end])
+            start = end
+        y *= topk_weights.reshape(-1)[order, None].to(y.dtype)
+        return torch.zeros_like(hidden).index_add_(0, token_of_slot, y)
