@@ -112,7 +112,7 @@ def plot_decode_curves(results: Sequence[SystemResult], work: Workload, path: Pa
     ax.set_xlabel("TPOT [ms] (time per output token of one sequence)")
     ax.set_ylabel("decode throughput [output tokens/s per chip] (log)")
     ax.set_title(
-        f"{work.model}: decode batch sweep at mean context {work.kv_len:,.0f} tokens "
+        f"{work.model}: decode batch sweep at mean context {work.kv_len:,.0f} tokens\n"
         "(circle: chosen batch; sweep stops at 512/die or when HBM is full)",
         fontsize=11,
     )
