@@ -183,3 +183,14 @@ def test_zipf_experts_without_eplb_are_more_imbalanced(small, tmp_path):
 def test_bad_scenarios_fail_before_simulating(small, overrides, match):
     with pytest.raises(CloudMatrixError, match=match):
         Simulation(small(**overrides))
+
+
+def test_cache_reads_over_vpc_are_slower_than_over_ub(tmp_path):
+    text = SMALL.replace('input_len = { kind = "uniform", lo = 256, hi = 2048 }', "input_len = 4096")
+    text = text.replace("seed = 3", "seed = 3\nprefix = { groups = 1, prefix_len = 3968 }")
+    path = tmp_path / "v.toml"
+    ttft = {}
+    for plane in ("scale-up", "vpc"):
+        path.write_text(text + PREFIX + f'plane = "{plane}"\n')
+        ttft[plane] = simulate(load_scenario(path)).summary["ttft_s"]["mean"]
+    assert ttft["vpc"] > ttft["scale-up"]

@@ -90,3 +90,25 @@ def all_reduce(system: System, group: int, bytes_per_die: float) -> tuple[float,
 def transfer(fabric: FabricSpec, bandwidth: float, nbytes: float, efficiency: float = 1.0) -> float:
     """A point-to-point bulk transfer (KV cache prefill -> decode, cache-pool reads)."""
     return fabric.latency + nbytes / (bandwidth * efficiency)
+
+
+def cache_read_bandwidth_per_die(system: System, plane: str) -> float:
+    """Rate at which one die reads cached KV from the caching pool (CPU DRAM of the nodes).
+
+    "scale-up": over the fabric that joins NPUs and CPUs (CloudMatrix384: NPU->CPU read over UB,
+    paper Table 1); "vpc": over the node's VPC/front-end card, shared by its dies.
+    """
+    from cloudmatrix.errors import CloudMatrixError
+
+    if plane == "scale-up":
+        if system.spec.cpu_pool is None:
+            raise CloudMatrixError(
+                f"{system.name} has no [cpu_pool] in its hardware file, so no caching pool on the scale-up "
+                "fabric; use plane = 'vpc' or add a [cpu_pool] section"
+            )
+        return system.spec.cpu_pool.read_bandwidth_per_die
+    if plane == "vpc":
+        if system.spec.vpc_bandwidth_per_node is None:
+            raise CloudMatrixError(f"{system.name} gives no vpc_bandwidth_per_node; add it to use plane = 'vpc'")
+        return system.spec.vpc_bandwidth_per_node / (system.spec.chips_per_node * system.chip.dies)
+    raise CloudMatrixError(f"unknown caching plane {plane!r}; use 'scale-up' or 'vpc'")

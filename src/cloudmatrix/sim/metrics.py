@@ -63,9 +63,7 @@ class RequestRecords:
         ):
             v = getattr(self, name)
             if v is not None and v.shape != (n,):
-                raise CloudMatrixError(
-                    f"metrics: {name} has shape {v.shape}; every column needs shape ({n},)."
-                )
+                raise CloudMatrixError(f"metrics: {name} has shape {v.shape}; every column needs shape ({n},).")
 
     def __len__(self) -> int:
         return self.arrival.size
@@ -214,9 +212,7 @@ def summarize(
         ok = ~np.isnan(m) & (w > 0)
         out["itl_s"] = latency_stats(m)
         # The token-weighted mean is the mean gap over all tokens, not over requests.
-        out["itl_s"]["token_weighted_mean"] = (
-            float(np.sum(m[ok] * w[ok]) / w[ok].sum()) if ok.any() else math.nan
-        )
+        out["itl_s"]["token_weighted_mean"] = float(np.sum(m[ok] * w[ok]) / w[ok].sum()) if ok.any() else math.nan
     if r.max_itl is not None:
         out["max_itl_s"] = latency_stats(r.max_itl[sel])
     if chips is not None:
@@ -245,8 +241,7 @@ def _per_chip(chips: int | Mapping[str, int], in_tps: float, out_tps: float) -> 
     if not pools or any(not isinstance(c, int) or c < 1 for c in pools.values()):
         raise CloudMatrixError(f"chip counts must be positive integers, got {chips!r}.")
     res: dict[str, Any] = {
-        pool: {"input_tokens_per_s": in_tps / c, "output_tokens_per_s": out_tps / c}
-        for pool, c in pools.items()
+        pool: {"input_tokens_per_s": in_tps / c, "output_tokens_per_s": out_tps / c} for pool, c in pools.items()
     }
     if "total" not in res:
         total = sum(pools.values())

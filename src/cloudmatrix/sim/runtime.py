@@ -140,11 +140,7 @@ class Simulation:
             )
         self.cache = PrefixCache(int(capacity // (c.block_size * self.kv_bytes_per_token)), c.block_size)
         # the prefill dies read cached KV from CPU DRAM over the fabric the pool sits on
-        self._cache_read_bw = (
-            pool.read_bandwidth_per_die
-            if pool is not None
-            else comm.die_bandwidth(self.system, self.system.spec.scale_out)
-        )
+        self._cache_read_bw = comm.cache_read_bandwidth_per_die(self.system, c.plane)
 
     # ------------------------------------------------------------ events
     def _push(self, t: float, kind: int, arg: Any) -> None:

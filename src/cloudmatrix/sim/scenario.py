@@ -61,6 +61,9 @@ class CachingSpec(_Section):
     enabled: bool = False
     capacity_gb: float | None = Field(default=None, gt=0)  # default: the system's CPU DRAM pool
     block_size: int = Field(default=128, ge=1)  # tokens per EMS block (paper: 128-512)
+    # plane the prefill dies read cached KV over: the scale-up fabric to the CPU pool (UB on
+    # CloudMatrix384), or the VPC/front-end network, for the comparison the paper makes
+    plane: Literal["scale-up", "vpc"] = "scale-up"
 
 
 class SloSpec(_Section):

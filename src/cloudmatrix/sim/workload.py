@@ -48,16 +48,12 @@ class Workload:
         n = self.arrival_time.size
         for name in ("input_len", "output_len", "prefix_group", "prefix_len"):
             if getattr(self, name).shape != (n,):
-                raise CloudMatrixError(
-                    f"workload column {name} has {getattr(self, name).size} rows, not {n}."
-                )
+                raise CloudMatrixError(f"workload column {name} has {getattr(self, name).size} rows, not {n}.")
         if n and (self.input_len.min() < 1 or self.output_len.min() < 1):
             raise CloudMatrixError("every request needs input_len >= 1 and output_len >= 1 tokens.")
         grouped = self.prefix_group >= 0
         if n and (self.prefix_group.min() < -1 or (self.prefix_len[~grouped] != 0).any()):
-            raise CloudMatrixError(
-                "prefix_group must be >= -1 and requests without a group need prefix_len 0."
-            )
+            raise CloudMatrixError("prefix_group must be >= -1 and requests without a group need prefix_len 0.")
         if (self.prefix_len < 0).any() or (self.prefix_len > self.input_len).any():
             raise CloudMatrixError("prefix_len must lie in [0, input_len] for every request.")
         if self.concurrency is None:
@@ -214,11 +210,7 @@ class LengthSpec(BaseModel):
     def _fields_match_kind(self) -> LengthSpec:
         allowed = {"constant": {"value"}, "uniform": {"lo", "hi"},
                    "lognormal": {"mean", "sigma", "cv", "min", "max"}}[self.kind]  # fmt: skip
-        given = {
-            k
-            for k in ("value", "lo", "hi", "mean", "sigma", "cv", "min", "max")
-            if getattr(self, k) is not None
-        }
+        given = {k for k in ("value", "lo", "hi", "mean", "sigma", "cv", "min", "max") if getattr(self, k) is not None}
         if given - allowed:
             raise ValueError(
                 f"{sorted(given - allowed)} do not apply to kind={self.kind!r} (it takes {sorted(allowed)})"
@@ -338,9 +330,7 @@ class WorkloadSpec(BaseModel):
             "closed": {"concurrency", "num_requests", "input_len", "output_len", "prefix"},
             "trace": {"trace", "concurrency", "num_requests"},
         }[self.kind]
-        optional = {"prefix", "duration", "num_requests"} | (
-            {"concurrency"} if self.kind == "trace" else set()
-        )
+        optional = {"prefix", "duration", "num_requests"} | ({"concurrency"} if self.kind == "trace" else set())
         keys = (
             "rate",
             "cv",

@@ -46,17 +46,14 @@ def read_trace(path: str | Path, *, concurrency: int | None = None) -> Workload:
         where = f"{p}:{line}"
         for c in _REQUIRED + (() if closed_loop else ("arrival_time",)):
             if _blank(row.get(c)):
-                raise CloudMatrixError(
-                    f"{where}: missing {c}; every row needs {', '.join(_needed(closed_loop))}."
-                )
+                raise CloudMatrixError(f"{where}: missing {c}; every row needs {', '.join(_needed(closed_loop))}.")
         if not closed_loop:
             t = _number(row["arrival_time"], "arrival_time", where)
             if not (math.isfinite(t) and t >= 0):
                 raise CloudMatrixError(f"{where}: arrival_time {t} must be a finite number of seconds >= 0.")
             if t < prev:
                 raise CloudMatrixError(
-                    f"{where}: arrival_time {t} is before the previous row's {prev}; "
-                    "sort the trace by arrival_time."
+                    f"{where}: arrival_time {t} is before the previous row's {prev}; sort the trace by arrival_time."
                 )
             arrival[k] = prev = t
         for c in _REQUIRED:
@@ -70,14 +67,10 @@ def read_trace(path: str | Path, *, concurrency: int | None = None) -> Workload:
         has_len = not _blank(row.get("prefix_len"))
         if g >= 0:
             if not has_len:
-                raise CloudMatrixError(
-                    f"{where}: prefix_group {g} needs a prefix_len (tokens shared by the group)."
-                )
+                raise CloudMatrixError(f"{where}: prefix_group {g} needs a prefix_len (tokens shared by the group).")
             pl = _integer(row["prefix_len"], "prefix_len", where)
             if not 0 <= pl <= cols["input_len"][k]:
-                raise CloudMatrixError(
-                    f"{where}: prefix_len {pl} must lie in [0, input_len={cols['input_len'][k]}]."
-                )
+                raise CloudMatrixError(f"{where}: prefix_len {pl} must lie in [0, input_len={cols['input_len'][k]}].")
             cols["prefix_group"][k], cols["prefix_len"][k] = g, pl
         elif has_len and _integer(row["prefix_len"], "prefix_len", where) != 0:
             raise CloudMatrixError(f"{where}: prefix_len is set but prefix_group is not; give the group id.")
@@ -150,9 +143,7 @@ def _jsonl_rows(p: Path) -> list[tuple[int, dict[str, Any]]]:
 def _check_columns(names: list[str], where: str) -> None:
     unknown = [c for c in names if c not in COLUMNS]
     if unknown:
-        raise CloudMatrixError(
-            f"{where}: unknown column(s) {unknown}; trace columns are {', '.join(COLUMNS)}."
-        )
+        raise CloudMatrixError(f"{where}: unknown column(s) {unknown}; trace columns are {', '.join(COLUMNS)}.")
 
 
 def _blank(v: Any) -> bool:
