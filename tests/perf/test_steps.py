@@ -111,3 +111,24 @@ def test_impossible_deployments_say_why(dep, match):
 def test_too_big_a_batch_does_not_fit_and_says_by_how_much():
     with pytest.raises(CloudMatrixError, match=r"does not fit.*GB too much"):
         decode_step(R1, CM, DECODE, 400, 4096)
+
+
+def test_step_cli_derives_imbalance_from_popularity():
+    import subprocess
+    import sys
+
+    def run(*args):
+        out = subprocess.run(
+            [sys.executable, "-m", "cloudmatrix.cli.main", "step", "--phase", "prefill", "--ep", "32", "--json", *args],
+            capture_output=True,
+            text=True,
+        )
+        assert out.returncode == 0, out.stderr
+        import json
+
+        return json.loads(out.stdout)
+
+    uniform = run()
+    skewed = run("--popularity", "zipf", "--zipf-s", "1.2", "--placement", "none")
+    balanced = run("--popularity", "zipf", "--zipf-s", "1.2", "--placement", "eplb")
+    assert skewed["step_time_s"] > balanced["step_time_s"] >= uniform["step_time_s"] * 0.999

@@ -41,7 +41,13 @@ def step(
     microbatches: Annotated[int, typer.Option(help="1 or 2")] = 2,
     precision: Annotated[str, typer.Option(help="Weights/dispatch: int8, fp8, fp4 or bf16")] = "int8",
     kv_precision: Annotated[str, typer.Option(help="KV cache precision")] = "bf16",
-    imbalance: Annotated[float, typer.Option(help="Expert load, busiest die / mean (1.0 = perfect)")] = 1.0,
+    imbalance: Annotated[
+        float | None,
+        typer.Option(help="Expert load, busiest die / mean (1.0 = perfect); default: derived from --popularity"),
+    ] = None,
+    popularity: Annotated[str, typer.Option(help="Expert popularity: uniform, zipf, or a CSV/JSON file")] = "uniform",
+    zipf_s: Annotated[float, typer.Option(help="Zipf exponent for --popularity zipf")] = 1.0,
+    placement: Annotated[str, typer.Option(help="Expert placement: eplb, none or perfect")] = "eplb",
     nodes: Annotated[int | None, typer.Option(help="Node count for clusters sold by the node (HGX)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables")] = False,
 ) -> None:
@@ -62,9 +68,13 @@ def step(
         microbatches=microbatches,
         mtp_depth=mtp,
         mtp_acceptance=mtp_acceptance if mtp else 0.0,
-        imbalance=imbalance,
         precision=precisions_for(precision, kv_precision),
     )
+    dep.validate(mdl, sysm)  # before deriving anything from the layout, so errors name the knob
+    if imbalance is None:
+        tokens = batch_per_die * (1 + mtp) if phase == "decode" else tokens_per_die
+        imbalance = derived_imbalance(mdl, dep, tokens, popularity, zipf_s, placement)
+    dep = dep.with_(imbalance=imbalance)
     if phase == "decode":
         b = decode_step(mdl, sysm, dep, batch_per_die, kv_len)
     elif phase == "prefill":
@@ -75,6 +85,25 @@ def step(
         print(json.dumps(b.to_dict(), indent=2))
         return
     print_breakdown(b, dep)
+
+
+def derived_imbalance(
+    mdl, dep: Deployment, tokens_per_die: float, popularity: str, zipf_s: float, placement: str
+) -> float:
+    """Busiest/mean expert-die load for one step, from a popularity and the redundant-expert placement."""
+    from pathlib import Path
+
+    from cloudmatrix.serving.eplb import ExpertPlacement
+    from cloudmatrix.serving.eplb import popularity as make_popularity
+
+    if not mdl.is_moe or dep.ep_degree <= 1:
+        return 1.0
+    if popularity in ("uniform", "zipf"):
+        pop = make_popularity(popularity, mdl.routed_experts, s=zipf_s)
+    else:
+        pop = make_popularity("file", mdl.routed_experts, path=str(Path(popularity)))
+    pl = ExpertPlacement.build(pop, dep.routed_dies, dep.slots_per_routed_die(mdl), placement)
+    return pl.step_imbalance(max(1, round(tokens_per_die * dep.dies)), mdl.top_k)
 
 
 def print_breakdown(b: StepBreakdown, dep: Deployment, console: Console | None = None) -> None:
@@ -102,6 +131,7 @@ def print_breakdown(b: StepBreakdown, dep: Deployment, console: Console | None =
         f"step time ({dep.microbatches} microbatch{'es' if dep.microbatches > 1 else ''})",
         f"{b.step_time * 1e3:.2f} ms",
     )
+    s.add_row("expert imbalance (busiest / mean die)", f"{dep.imbalance:.3f}")
     s.add_row("dominant op", f"{b.dominant().group}/{b.dominant().name} ({b.dominant().time / b.serial_time:.0%})")
     if b.phase == "decode":
         s.add_row("sequences per chip", f"{b.seqs_per_die * b.dies_per_chip:g}")
