@@ -66,6 +66,21 @@ class DieContext:
             memory_eff=eff.memory,
         )
 
+    def attention(self, flops: float, nbytes: float) -> OpCost:
+        """The attention core at the attention precision, with the chip's attention-kernel efficiencies."""
+        eff = self.chip.efficiency
+        return compute_op(
+            "attention_core",
+            "attn",
+            1,
+            flops,
+            nbytes,
+            self.chip.peak(self.dep.precision.attention),
+            eff.attention_compute,
+            self.chip.die.hbm_bandwidth,
+            eff.attention_memory,
+        )
+
     def elementwise(self, name: str, stream: str, nbytes: float) -> OpCost:
         """Memory-bound vector work (norms, residual adds, activation functions)."""
         return compute_op(
@@ -93,23 +108,11 @@ def mla_absorbed_ops(c: DieContext, tokens: float, seqs: float, context: float) 
     w_uk = [(heads * m.qk_nope_head_dim, m.kv_lora_rank)]  # per head nope -> latent; fused as one batched GEMM
     w_uv = [(heads * m.kv_lora_rank, m.v_head_dim)]
     o = [(heads * m.v_head_dim, h)]
-    eff = c.chip.efficiency
-    prec = c.dep.precision.attention
     # every query token attends over the latent (kv_lora) + rope key, and aggregates latent values
     flops = 2.0 * tokens * m.heads * context * (2 * m.kv_lora_rank + m.qk_rope_head_dim)
     # the cache is read once per sequence, shared by its MTP tokens and all heads
     kv = seqs * context * (m.kv_lora_rank + m.qk_rope_head_dim) * BYTES_PER_ELEMENT[c.dep.precision.kv_cache]
-    core = compute_op(
-        "attention_core",
-        "attn",
-        1,
-        flops,
-        kv,
-        c.chip.peak(prec),
-        eff.attention_compute,
-        c.chip.die.hbm_bandwidth,
-        eff.attention_memory,
-    )
+    core = c.attention(flops, kv)
     return [
         c.elementwise("norms_residual", "attn", tokens * _NORM_RESIDUAL_BYTES_PER_HIDDEN * h),
         c.matmul("mla_prolog", "attn", tokens, q + kv_a + w_uk),
@@ -132,7 +135,6 @@ def mla_naive_prefill_ops(c: DieContext, tokens: float, prompt_len: float) -> li
     up = [(m.q_lora_rank, heads * m.q_head_dim / tp)] if m.q_lora_rank else [(h, heads * m.q_head_dim / tp)]
     up += [(m.kv_lora_rank, heads * (m.qk_nope_head_dim + m.v_head_dim) / tp)]
     o = [(heads * m.v_head_dim, h)]
-    eff = c.chip.efficiency
     ops = [
         c.elementwise("norms_residual", "attn", tokens * _NORM_RESIDUAL_BYTES_PER_HIDDEN * h),
         c.matmul("mla_down_proj", "attn", tokens, down),
@@ -145,19 +147,7 @@ def mla_naive_prefill_ops(c: DieContext, tokens: float, prompt_len: float) -> li
     mean_ctx = (prompt_len + 1) / 2  # causal
     flops = 2.0 * tokens * m.heads * mean_ctx * (m.q_head_dim + m.v_head_dim)
     io = tokens * m.heads * (2 * m.q_head_dim + 2 * m.v_head_dim) * ACT_BYTES  # q, k, v in; o out
-    ops.append(
-        compute_op(
-            "attention_core",
-            "attn",
-            1,
-            flops,
-            io,
-            c.chip.peak(c.dep.precision.attention),
-            eff.attention_compute,
-            c.chip.die.hbm_bandwidth,
-            eff.attention_memory,
-        )
-    )
+    ops.append(c.attention(flops, io))
     if tp > 1:
         heads_out = tokens * m.heads * m.v_head_dim * ACT_BYTES
         t, lim = comm.all_to_all(c.system, tp, heads_out)
@@ -172,7 +162,6 @@ def gqa_ops(c: DieContext, tokens: float, seqs: float, context: float, causal_pr
     tp = c.dep.attn_tp
     qkv = [(m.hidden, (m.heads + 2 * m.kv_heads) * m.head_dim / tp)]
     o = [(m.heads * m.head_dim / tp, m.hidden)]
-    eff = c.chip.efficiency
     rows = tokens * tp  # a TP group shares its tokens; each die computes 1/tp of the heads
     ctx = (context + 1) / 2 if causal_prefill else context
     flops = 2.0 * rows * (m.heads / tp) * ctx * 2 * m.head_dim
@@ -184,17 +173,7 @@ def gqa_ops(c: DieContext, tokens: float, seqs: float, context: float, causal_pr
     ops = [
         c.elementwise("norms_residual", "attn", tokens * _NORM_RESIDUAL_BYTES_PER_HIDDEN * m.hidden),
         c.matmul("qkv_proj", "attn", rows, qkv),
-        compute_op(
-            "attention_core",
-            "attn",
-            1,
-            flops,
-            kv,
-            c.chip.peak(c.dep.precision.attention),
-            eff.attention_compute,
-            c.chip.die.hbm_bandwidth,
-            eff.attention_memory,
-        ),
+        c.attention(flops, kv),
         c.matmul("o_proj", "attn", rows, o),
     ]
     if tp > 1:

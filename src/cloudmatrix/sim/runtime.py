@@ -267,13 +267,17 @@ class Simulation:
             d.busy = False
             return
         dt = self.costs["decode"].decode_time(n, ctx)
+        self._book_step("decode", d, n, dt, t)
+        self._push(t + dt, DECODE_DONE, j)
+
+    def _book_step(self, pool: str, d: DecodeInstance, n: int, dt: float, t: float) -> None:
+        """Account a step that starts at `t` with `n` sequences decoding and lasts `dt`."""
         d.busy = True
-        self.busy_time["decode"] += dt
-        self.steps["decode"] += 1
+        self.busy_time[pool] += dt
+        self.steps[pool] += 1
         self.kv_occupancy_sum += d.kv.occupancy * dt
         self.run_t.append(t)
         self.run_n.append(n)
-        self._push(t + dt, DECODE_DONE, j)
 
     def _tokens_per_seq(self, n: int) -> np.ndarray:
         """1 + accepted MTP drafts per sequence: drafts are accepted in order until the first rejection."""
@@ -313,12 +317,7 @@ class Simulation:
         if batch is not None:
             dt += cost.prefill_time(batch.tokens, batch.context_sum)
             dt += self._cache_read_time(batch.cached_tokens, cost.dep.dies)
-        d.busy = True
-        self.busy_time["colocated"] += dt
-        self.steps["colocated"] += 1
-        self.kv_occupancy_sum += d.kv.occupancy * dt
-        self.run_t.append(t)
-        self.run_n.append(n)
+        self._book_step("colocated", d, n, dt, t)
         self._push(t + dt, COLOCATED_DONE, (i, batch, n > 0))
 
     def _colocated_done(self, i: int, batch: PrefillBatch | None, decoded: bool, t: float) -> None:
