@@ -68,6 +68,7 @@ class Simulation:
         self.in_n: list[int] = []
         self.run_t: list[float] = []
         self.run_n: list[int] = []
+        self.run_dt: list[float] = []
         self.transfer_bytes = 0.0
         self.kv_occupancy_sum = 0.0
         self._next_issue = 0
@@ -278,6 +279,7 @@ class Simulation:
         self.kv_occupancy_sum += d.kv.occupancy * dt
         self.run_t.append(t)
         self.run_n.append(n)
+        self.run_dt.append(dt)
 
     def _tokens_per_seq(self, n: int) -> np.ndarray:
         """1 + accepted MTP drafts per sequence: drafts are accepted in order until the first rejection."""
@@ -384,9 +386,14 @@ class Simulation:
         pools[decode_name]["kv_occupancy_mean"] = self.kv_occupancy_sum / busy if busy else 0.0
         pools[decode_name]["kv_capacity_tokens_per_instance"] = self.kv_capacity_tokens
         if self.run_n:
-            w = np.diff(np.append(run_ev[0], end))
+            # time-weighted batch over the measurement window: each step holds its batch for its duration
+            t0 = min(sc.warmup, end)
+            starts = np.clip(run_ev[0], t0, end)
+            stops = np.clip(run_ev[0] + np.asarray(self.run_dt), t0, end)
+            w = stops - starts
+            instances = sc.pools()[decode_name].instances
             pools[decode_name]["mean_batch_per_die"] = float(
-                np.sum(run_ev[1] * w) / max(np.sum(w), 1e-12) / sc.pools()[decode_name].dies
+                np.sum(run_ev[1] * w) / max(end - t0, 1e-12) / sc.pools()[decode_name].dies / instances
             )
         in_tps, out_tps = summary["input_tokens_per_s"], summary["output_tokens_per_s"]
         if sc.mode == "disaggregated":
