@@ -194,3 +194,17 @@ def test_cache_reads_over_vpc_are_slower_than_over_ub(tmp_path):
         path.write_text(text + PREFIX + f'plane = "{plane}"\n')
         ttft[plane] = simulate(load_scenario(path)).summary["ttft_s"]["mean"]
     assert ttft["vpc"] > ttft["scale-up"]
+
+
+def test_saturated_decode_pool_reports_a_full_batch(small):
+    sc = small(duration=40.0, warmup=20.0)
+    sc = sc.model_copy(
+        update={
+            "workload": sc.workload.model_copy(
+                update={"kind": "closed", "rate": None, "concurrency": 2000, "num_requests": 20000}
+            )
+        }
+    )
+    pools = simulate(sc).summary["pools"]
+    assert pools["decode"]["mean_batch_per_die"] == pytest.approx(16, rel=0.05)
+    assert pools["decode"]["mean_batch_per_die"] <= 16
