@@ -31,9 +31,7 @@ def weight_bytes_per_die(model: ModelSpec, dep: Deployment) -> float:
         total += moe_layers * model.router_params() * hb
     elif model.mtp_layers:
         total += model.mtp_layers * model.dense_ffn_params() / tp * wb
-    total += (model.embedding_params() + max(model.lm_head_params(), 0)) * hb
-    if model.tie_embeddings:
-        total += 0  # the head reuses the embedding
+    total += (model.embedding_params() + model.lm_head_params()) * hb  # a tied head adds nothing
     total += model.mtp_layers * 2 * model.hidden * model.hidden * wb  # eh_proj
     return total
 
