@@ -26,9 +26,7 @@ def _edit_checkpoint(src, dst, edit) -> None:
 def test_missing_tensor_is_named(hf_dir, tmp_path):
     name = "model.layers.1.self_attn.kv_b_proj.weight"
     _edit_checkpoint(hf_dir, tmp_path / "ck", lambda t: t.pop(name))
-    with pytest.raises(
-        CloudMatrixError, match=r"lacks tensor model\.layers\.1\.self_attn\.kv_b_proj\.weight"
-    ) as e:
+    with pytest.raises(CloudMatrixError, match=r"lacks tensor model\.layers\.1\.self_attn\.kv_b_proj\.weight") as e:
         load_model(tmp_path / "ck")
     assert "[112, 32]" in str(e.value)  # expected shape: heads * (qk_nope + v) x kv_lora_rank
 

@@ -36,9 +36,7 @@ class GenerationResult:
         return self.accepted / self.drafted if self.drafted else 0.0
 
 
-def _new_cache(
-    model: DeepseekV3, prompts: list[list[int]], max_new: int, block_size: int
-) -> PagedLatentCache:
+def _new_cache(model: DeepseekV3, prompts: list[list[int]], max_new: int, block_size: int) -> PagedLatentCache:
     if not prompts or any(len(p) == 0 for p in prompts):
         raise CloudMatrixError("every prompt needs at least one token")
     blocks = sum(-(-(len(p) + max_new + 2) // block_size) for p in prompts)
@@ -66,8 +64,9 @@ def greedy_generate(
         return result
 
     batch = cache.plan(seqs, [len(p) for p in prompts])
-    hidden = model(torch.tensor([t for p in prompts for t in p]), batch, cache)
-    last = torch.tensor([len(p) for p in prompts]).cumsum(0) - 1
+    dev = cache.data.device
+    hidden = model(torch.tensor([t for p in prompts for t in p], device=dev), batch, cache)
+    last = torch.tensor([len(p) for p in prompts], device=dev).cumsum(0) - 1
     nxt = _argmax(model, hidden[last])
     active = list(range(len(prompts)))
     while True:
@@ -79,7 +78,8 @@ def greedy_generate(
         if not still:
             break
         if len(still) != len(active):
-            keep = torch.tensor([k for k, i in enumerate(active) if i in set(still)])
+            alive = set(still)
+            keep = torch.tensor([k for k, i in enumerate(active) if i in alive], device=dev)
             nxt = nxt[keep]
         active = still
         batch = cache.plan([seqs[i] for i in active], [1] * len(active))
@@ -110,11 +110,12 @@ def mtp_generate(
     # Prefill main model, then the MTP module over the same positions: position i gets token i + 1.
     lens = [len(p) for p in prompts]
     batch = cache.plan(seqs, lens)
-    hidden = model(torch.tensor([t for p in prompts for t in p]), batch, cache)
-    last = torch.tensor(lens).cumsum(0) - 1
+    dev = cache.data.device
+    hidden = model(torch.tensor([t for p in prompts for t in p], device=dev), batch, cache)
+    last = torch.tensor(lens, device=dev).cumsum(0) - 1
     first = _argmax(model, hidden[last])
     shifted = [t for p, f in zip(prompts, first.tolist(), strict=True) for t in [*p[1:], f]]
-    _, mtp_logits = model.forward_mtp(0, torch.tensor(shifted), hidden, batch, cache)
+    _, mtp_logits = model.forward_mtp(0, torch.tensor(shifted, device=dev), hidden, batch, cache)
     draft = mtp_logits[last].argmax(dim=-1)
 
     def emit(i: int, toks: list[int]) -> bool:
@@ -126,7 +127,7 @@ def mtp_generate(
         return True
 
     active = [i for i, t in enumerate(first.tolist()) if emit(i, [t])]
-    keep = torch.tensor(active, dtype=torch.long)
+    keep = torch.tensor(active, dtype=torch.long, device=dev)
     cur, draft = first[keep], draft[keep]
     while active:
         n = len(active)
@@ -135,7 +136,7 @@ def mtp_generate(
         greedy = _argmax(model, hidden).view(n, 2)
         ok = greedy[:, 0] == draft
         _, mtp_logits = model.forward_mtp(0, greedy.reshape(-1), hidden, batch, cache)
-        new_draft = mtp_logits.view(n, 2, -1).argmax(dim=-1)[torch.arange(n), ok.long()]
+        new_draft = mtp_logits.view(n, 2, -1).argmax(dim=-1)[torch.arange(n, device=dev), ok.long()]
         result.forward_passes += 1
         result.per_step_batch.append(n)
         result.drafted += n
@@ -148,7 +149,7 @@ def mtp_generate(
             if emit(i, [g[0], g[1]] if acc else [g[0]]):
                 still.append(i)
                 rows.append(k)
-        idx = torch.tensor(rows, dtype=torch.long)
+        idx = torch.tensor(rows, dtype=torch.long, device=dev)
         cur = torch.where(ok, greedy[:, 1], greedy[:, 0])[idx]
         draft = new_draft[idx]
         active = still

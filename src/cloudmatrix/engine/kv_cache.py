@@ -50,10 +50,10 @@ class AttentionBatch:
             q = self.uniform_query_len
             if q is None:
                 raise ValueError("the absorbed path needs the same number of new tokens in every sequence")
-            L = self.gather_index.shape[1]
-            ctx = torch.tensor(self.context_lens)[:, None, None]
-            j = torch.arange(L)[None, None, :]
-            i = torch.arange(q)[None, :, None]
+            L, dev = self.gather_index.shape[1], self.gather_index.device
+            ctx = torch.tensor(self.context_lens, device=dev)[:, None, None]
+            j = torch.arange(L, device=dev)[None, None, :]
+            i = torch.arange(q, device=dev)[None, :, None]
             self._masks["decode"] = j <= ctx + i
         return self._masks["decode"]
 
@@ -147,7 +147,10 @@ class PagedLatentCache:
         positions = torch.cat([torch.arange(c, n) for c, n in zip(context, totals, strict=True)])
         seq_of_token = torch.repeat_interleave(torch.arange(len(seq_ids)), torch.tensor(query_lens))
         slots = rows[seq_of_token, positions]
-        return AttentionBatch(list(seq_ids), list(query_lens), context, positions, slots, rows.contiguous())
+        dev = self.data.device
+        return AttentionBatch(
+            list(seq_ids), list(query_lens), context, positions.to(dev), slots.to(dev), rows.contiguous().to(dev)
+        )
 
     def write(self, layer: int, batch: AttentionBatch, latent: torch.Tensor) -> None:
         """Store the [T, width] latents of the batch's new tokens."""

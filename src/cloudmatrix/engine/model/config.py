@@ -69,9 +69,7 @@ class ModelConfig:
         ]  # fmt: skip
         missing = [k for k in required if d.get(k) is None]
         if missing:
-            raise CloudMatrixError(
-                f"model config lacks {', '.join(missing)}; pass a DeepSeek-V3 style config.json"
-            )
+            raise CloudMatrixError(f"model config lacks {', '.join(missing)}; pass a DeepSeek-V3 style config.json")
         if d.get("hidden_act", "silu") != "silu":
             raise CloudMatrixError(f"hidden_act {d['hidden_act']!r} is not supported; only 'silu' is")
         rope = dict(d.get("rope_parameters") or d.get("rope_scaling") or {})

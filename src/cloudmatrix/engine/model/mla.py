@@ -100,7 +100,8 @@ class MLAttention(nn.Module):
             k = torch.cat([k_nope, k_rope[:, None, :].expand(L, h, self.dr)], dim=-1)
             q = torch.cat([q_nope[start : start + n], q_rope[start : start + n]], dim=-1)
             # New token i sits at position ctx + i and sees keys 0..ctx + i.
-            mask = torch.arange(L)[None, :] <= ctx + torch.arange(n)[:, None]
+            dev = kv.device
+            mask = torch.arange(L, device=dev)[None, :] <= ctx + torch.arange(n, device=dev)[:, None]
             o = F.scaled_dot_product_attention(
                 q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1), attn_mask=mask, scale=self.scale
             )

@@ -53,9 +53,7 @@ class DeepseekV3(nn.Module):
         """Every DeepSeekMoE block (main and MTP), e.g. to swap in another experts backend."""
         return [m for m in self.modules() if isinstance(m, MoE)]
 
-    def new_cache(
-        self, num_blocks: int, block_size: int = 16, dtype: torch.dtype | None = None
-    ) -> PagedLatentCache:
+    def new_cache(self, num_blocks: int, block_size: int = 16, dtype: torch.dtype | None = None) -> PagedLatentCache:
         c = self.config
         return PagedLatentCache(
             self.num_cache_layers, num_blocks, block_size, c.kv_lora_rank, c.qk_rope_head_dim,

@@ -26,9 +26,7 @@ from cloudmatrix.engine.model.mlp import MLP
 
 
 class ExpertsBackend(Protocol):
-    def __call__(
-        self, hidden: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor
-    ) -> torch.Tensor: ...
+    def __call__(self, hidden: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor) -> torch.Tensor: ...
 
 
 class Router(nn.Module):
