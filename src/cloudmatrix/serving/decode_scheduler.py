@@ -5,6 +5,11 @@ sequences is a handful of whole-array operations (free slots hold zeros, so they
 no masking). Admission is FCFS: a request waits until a slot is free and the KV cache
 can hold its whole context plus every token it may still generate (reserved up front,
 so nothing is ever preempted or dropped).
+
+Attention is data-parallel: each die owns the sequences in its slots (slots are laid out
+die by die), a new request goes to the die with the fewest sequences, and a step lasts as
+long as its busiest die, so `busiest_die()` reports the most sequences on a die and the
+largest KV any die must read.
 """
 
 from __future__ import annotations
@@ -17,22 +22,31 @@ from cloudmatrix.serving.kv_blocks import KVBlockManager
 
 
 class DecodeInstance:
-    def __init__(self, max_seqs: int, kv: KVBlockManager):
+    def __init__(self, max_seqs: int, kv: KVBlockManager, dies: int = 1):
+        if dies < 1 or max_seqs % dies:
+            raise ValueError(f"max_seqs={max_seqs} must be a positive multiple of dies={dies}")
         self.max_seqs = int(max_seqs)
+        self.dies = int(dies)
+        self.per_die = self.max_seqs // self.dies
         self.kv = kv
         self.req = np.full(self.max_seqs, -1, dtype=np.int64)  # request id per slot, -1 = free
         self.remaining = np.zeros(self.max_seqs, dtype=np.int64)  # tokens still to generate (0 when free)
         self.context = np.zeros(self.max_seqs, dtype=np.int64)  # tokens in the KV cache (0 when free)
         self.last_token = np.zeros(self.max_seqs)  # time of the slot's latest token
         self.max_gap = np.zeros(self.max_seqs)  # longest inter-token gap seen by the slot's request
-        self._free = list(range(self.max_seqs - 1, -1, -1))
+        # free slots per die (popped from the end, so a die fills its slots in order)
+        self._free_by_die = [
+            list(range((d + 1) * self.per_die - 1, d * self.per_die - 1, -1)) for d in range(self.dies)
+        ]
+        self.die_count = np.zeros(self.dies, dtype=np.int64)  # sequences per die
+        self._running = 0
         self.waiting: deque[tuple[int, int, int, float]] = deque()  # (request, context, remaining, last token)
         self.context_sum = 0
         self.busy = False  # a step is in flight
 
     @property
     def running(self) -> int:
-        return self.max_seqs - len(self._free)
+        return self._running
 
     @property
     def queued(self) -> int:
@@ -46,12 +60,15 @@ class DecodeInstance:
     def admit(self) -> int:
         """Move waiting requests into free slots while their KV reservation fits (FCFS, no overtaking)."""
         admitted = 0
-        while self.waiting and self._free:
+        while self.waiting and self._running < self.max_seqs:
             request, context, remaining, last = self.waiting[0]
             if not self.kv.allocate(request, context + remaining):
                 break  # head-of-line waits for blocks; later requests do not jump it
             self.waiting.popleft()
-            slot = self._free.pop()
+            die = int(self.die_count.argmin())  # the least-loaded DP rank takes it
+            slot = self._free_by_die[die].pop()
+            self.die_count[die] += 1
+            self._running += 1
             self.req[slot] = request
             self.context[slot] = context
             self.remaining[slot] = remaining
@@ -65,6 +82,17 @@ class DecodeInstance:
         """(sequences, mean context) of the next step."""
         n = self.running
         return (n, self.context_sum / n) if n else (0, 0.0)
+
+    def busiest_die(self) -> tuple[int, float]:
+        """(most sequences on one die, largest per-die KV sum divided by that count): the shape that
+        sets the step's pace. With one die this is (running, mean context)."""
+        if self._running == 0:
+            return 0, 0.0
+        most = int(self.die_count.max())
+        if self.dies == 1:
+            return most, self.context_sum / most
+        heaviest = int(self.context.reshape(self.dies, self.per_die).sum(axis=1).max())
+        return most, heaviest / most
 
     def complete_step(self, tokens: np.ndarray, now: float) -> tuple[int, np.ndarray, np.ndarray]:
         """Apply one step finishing at `now`: slot i gains `tokens[i]` tokens (MTP may give more than
@@ -87,5 +115,9 @@ class DecodeInstance:
             self.context_sum -= int(self.context[done].sum())
             self.context[done] = 0
             self.req[done] = -1
-            self._free.extend(done.tolist())
+            dies = done // self.per_die
+            np.subtract.at(self.die_count, dies, 1)
+            self._running -= done.size
+            for slot, die in zip(done.tolist(), dies.tolist(), strict=True):
+                self._free_by_die[die].append(slot)
         return total, finished, gaps

@@ -1,7 +1,7 @@
 """Step costs for the simulator: the cost model (`perf`) called with what a step really holds.
 
-The busiest die sets a step's pace, so a decode step is costed at ceil(sequences / dies)
-per die; its mean context is rounded to 16 tokens and prefill shapes to 64 tokens so that
+The busiest die sets a step's pace, so a decode step is costed at the busiest die's sequences
+and KV (the scheduler reports them); its mean context is rounded to 16 tokens and prefill shapes to 64 tokens so that
 repeated shapes are memoised (each unique shape is a full `perf` call). Expert load
 imbalance comes from the EPLB placement and the tokens of that very step.
 """
@@ -48,8 +48,8 @@ class PoolCosts:
         tokens = max(1, round(tokens_per_die * self.dep.dies))
         return max(1.0, self.placement.step_imbalance(tokens, self.model.top_k))
 
-    def decode_time(self, seqs: int, mean_context: float) -> float:
-        per_die = -(-seqs // self.dep.dies)
+    def decode_time(self, per_die: int, mean_context: float) -> float:
+        """A decode step whose busiest die holds `per_die` sequences of mean context `mean_context`."""
         ctx = max(1, round(mean_context / _CTX_ROUND)) * _CTX_ROUND
         key = (per_die, ctx)
         t = self._decode.get(key)

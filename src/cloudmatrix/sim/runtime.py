@@ -108,7 +108,9 @@ class Simulation:
         bs = sc.kv_block_size
         self.decoders = [
             DecodeInstance(
-                dpool.batch_per_die * dpool.dies, KVBlockManager(int(kv_tokens // bs), bs, expected_requests=self.n)
+                dpool.batch_per_die * dpool.dies,
+                KVBlockManager(int(kv_tokens // bs), bs, expected_requests=self.n),
+                dies=dpool.dies,
             )
             for _ in range(dpool.instances)
         ]
@@ -263,11 +265,11 @@ class Simulation:
     def _start_decode(self, j: int, t: float) -> None:
         d = self.decoders[j]
         d.admit()
-        n, ctx = d.batch()
+        n = d.running
         if n == 0:
             d.busy = False
             return
-        dt = self.costs["decode"].decode_time(n, ctx)
+        dt = self.costs["decode"].decode_time(*d.busiest_die())
         self._book_step("decode", d, n, dt, t)
         self._push(t + dt, DECODE_DONE, j)
 
@@ -308,14 +310,14 @@ class Simulation:
     def _start_colocated(self, i: int, t: float) -> None:
         d, q = self.decoders[i], self.colocated[i]
         d.admit()
-        n, ctx = d.batch()
+        n = d.running
         batch = q.next_batch()
         if n == 0 and batch is None:
             d.busy = False
             return
         cost = self.costs["colocated"]
         # a mixed step runs the decode batch and the prefill chunk; their costs add
-        dt = cost.decode_time(n, ctx) if n else 0.0
+        dt = cost.decode_time(*d.busiest_die()) if n else 0.0
         if batch is not None:
             dt += cost.prefill_time(batch.tokens, batch.context_sum)
             dt += self._cache_read_time(batch.cached_tokens, cost.dep.dies)

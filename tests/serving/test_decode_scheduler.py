@@ -1,0 +1,65 @@
+"""Decode scheduler: slots per die, least-loaded DP admission, KV reservation, the busiest die."""
+
+import numpy as np
+import pytest
+
+from cloudmatrix.serving.decode_scheduler import DecodeInstance
+from cloudmatrix.serving.kv_blocks import KVBlockManager
+
+
+def make(max_seqs=8, dies=4, blocks=1000, bs=16):
+    return DecodeInstance(max_seqs, KVBlockManager(blocks, bs), dies=dies)
+
+
+def test_admission_spreads_sequences_over_dies():
+    d = make()
+    for r in range(6):
+        d.enqueue(r, 100, 10, 0.0)
+    assert d.admit() == 6
+    assert sorted(d.die_count.tolist()) == [1, 1, 2, 2]
+    assert d.running == 6
+
+
+def test_busiest_die_reports_the_heaviest_kv():
+    d = make(max_seqs=4, dies=2)
+    for r, ctx in enumerate((1000, 10, 10, 10)):
+        d.enqueue(r, ctx, 5, 0.0)
+    d.admit()
+    most, ctx = d.busiest_die()
+    assert most == 2
+    # the die holding the 1,000-token sequence reads 1,010 tokens: that sets the pace
+    assert ctx * most == 1010
+    n, mean = d.batch()
+    assert (n, mean) == (4, pytest.approx(1030 / 4))
+
+
+def test_kv_reservation_blocks_admission_without_overtaking():
+    d = make(max_seqs=8, dies=2, blocks=10, bs=16)  # 160 tokens of KV
+    d.enqueue(0, 100, 20, 0.0)  # 120 tokens -> 8 blocks
+    d.enqueue(1, 50, 10, 0.0)  # 60 tokens -> 4 blocks: does not fit next to request 0
+    d.enqueue(2, 1, 1, 0.0)  # would fit, but must not overtake request 1
+    assert d.admit() == 1
+    assert d.queued == 2
+
+
+def test_finished_sequences_free_their_slot_and_die():
+    d = make(max_seqs=4, dies=2)
+    for r in range(4):
+        d.enqueue(r, 10, 1 + r, 0.0)
+    d.admit()
+    total, finished, gaps = d.complete_step(np.ones(4, dtype=np.int64), 0.5)
+    assert total == 4
+    assert finished.tolist() == [0]
+    assert gaps.tolist() == [0.5]
+    assert d.running == 3 and d.die_count.sum() == 3
+    d.enqueue(9, 10, 3, 0.5)
+    assert d.admit() == 1
+    assert sorted(d.die_count.tolist()) == [2, 2]
+
+
+def test_tokens_past_the_output_length_are_discarded():
+    d = make(max_seqs=2, dies=1)
+    d.enqueue(0, 10, 1, 0.0)
+    d.admit()
+    total, finished, _ = d.complete_step(np.full(2, 2, dtype=np.int64), 1.0)
+    assert total == 1 and finished.tolist() == [0]
