@@ -208,3 +208,35 @@ def test_saturated_decode_pool_reports_a_full_batch(small):
     pools = simulate(sc).summary["pools"]
     assert pools["decode"]["mean_batch_per_die"] == pytest.approx(16, rel=0.05)
     assert pools["decode"]["mean_batch_per_die"] <= 16
+
+
+def test_saturated_decode_throughput_agrees_with_the_step_model(small):
+    """Two routes to one number: the simulator's measured decode rate and the cost model's step at the
+    same batch and mean context (constant lengths, so every die holds the same load)."""
+    from cloudmatrix.perf import decode_step
+
+    sc = small(duration=30.0, warmup=15.0)
+    sc = sc.model_copy(
+        update={
+            "workload": sc.workload.model_copy(
+                update={
+                    "kind": "closed",
+                    "rate": None,
+                    "concurrency": 2000,
+                    "num_requests": 40000,
+                    "input_len": sc.workload.input_len.model_copy(
+                        update={"kind": "constant", "value": 1024, "lo": None, "hi": None}
+                    ),
+                    "output_len": sc.workload.output_len.model_copy(
+                        update={"kind": "constant", "value": 129, "lo": None, "hi": None}
+                    ),
+                }
+            )
+        }
+    )
+    summary = simulate(sc).summary
+    system, model = sc.check()
+    dep = sc.deployment(sc.decode, model)
+    # mean context while decoding: the prompt + 1 plus half the 128 generated tokens
+    step = decode_step(model, system, dep, 16, 1024 + 1 + 64)
+    assert summary["decode_tokens_per_s_per_chip"] == pytest.approx(step.tokens_per_s_per_chip, rel=0.05)
