@@ -8,8 +8,10 @@ A ~117M-parameter random DeepSeek-V3 (8 layers, the first dense; MLA with q/kv L
 initialisation and loaded into ours from its state dict. Both sides run greedy on one thread
 (torch.set_num_threads(1)) in this process over the same prompts (length --prompt-len, random ids).
 
-Decode time = time(prefill + N new tokens) - time(prefill + 1 token), so both sides' prefill
-drops out; decode tokens/s = batch x (N - 1) / decode time. Ours: paged latent cache, absorbed MLA,
+Decode time = time of the last new token - time of the first (after prefill), stamped inside
+both generation loops (ours: GenerationResult.token_times; transformers: a streamer), so the
+prefill drops out without subtracting two long runs; decode tokens/s = batch x (N - 1) / decode
+time. Each side's best of --repeat interleaved runs is kept. Ours: paged latent cache, absorbed MLA,
 grouped experts. transformers: DynamicCache, eager attention (sdpa is no faster on this CPU at
 these shapes; --attn sdpa to check), its grouped-mm experts. The generated tokens of both are
 compared (fp32: identical). bf16 runs but is slower than fp32 on CPUs without bf16 units.
@@ -69,18 +71,33 @@ def build(dtype: torch.dtype, attn: str):
     return hf.to(dtype), ours
 
 
-def timed(fn) -> tuple[float, object]:
-    t = time.perf_counter()
-    out = fn()
-    return time.perf_counter() - t, out
+class _Stamps:
+    """A transformers streamer that only records when each step's tokens arrive."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+
+    def put(self, value) -> None:  # first call: the prompt; then one call per generated step
+        self.times.append(time.perf_counter())
+
+    def end(self) -> None:
+        pass
 
 
-def run_hf(hf, prompts: torch.Tensor, n: int):
+def run_hf(hf, prompts: torch.Tensor, n: int) -> tuple[float, list[list[int]]]:
+    """(decode seconds from the first to the last new token, tokens)."""
+    stamps = _Stamps()
     with torch.inference_mode():
-        return hf.generate(
+        out = hf.generate(
             input_ids=prompts, attention_mask=torch.ones_like(prompts), max_new_tokens=n, min_new_tokens=n,
-            do_sample=False, pad_token_id=0, eos_token_id=None,
+            do_sample=False, pad_token_id=0, eos_token_id=None, streamer=stamps,
         )[:, prompts.shape[1] :].tolist()  # fmt: skip
+    return stamps.times[-1] - stamps.times[1], out
+
+
+def run_ours(ours, prompts: list[list[int]], n: int) -> tuple[float, list[list[int]]]:
+    res = greedy_generate(ours, prompts, n)
+    return res.token_times[-1] - res.token_times[0], res.tokens
 
 
 def main() -> None:
@@ -90,7 +107,7 @@ def main() -> None:
     ap.add_argument("--prompt-len", type=int, default=128, help="prompt tokens per sequence")
     ap.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
     ap.add_argument("--attn", choices=["eager", "sdpa"], default="eager", help="transformers attention")
-    ap.add_argument("--repeat", type=int, default=2, help="timed runs per side; the best is kept")
+    ap.add_argument("--repeat", type=int, default=5, help="timed runs per side; the best is kept")
     ap.add_argument("--skip-hf", action="store_true", help="time only ours")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -105,9 +122,7 @@ def main() -> None:
         g = torch.Generator().manual_seed(B)
         prompts = torch.randint(1, CONFIG["vocab_size"], (B, args.prompt_len), generator=g)
         plist = prompts.tolist()
-        ours_fns = {n: (lambda n=n, p=plist: greedy_generate(ours, p, n)) for n in (1, args.steps)}
-        hf_fns = {n: (lambda n=n, p=prompts: run_hf(hf, p, n)) for n in (1, args.steps)}
-        greedy_generate(ours, plist, 2)  # warm-up
+        run_ours(ours, plist, 2)  # warm-up
         if not args.skip_hf:
             run_hf(hf, prompts, 2)
         # Interleave the two sides and keep each one's best of --repeat: other load on the machine
@@ -115,16 +130,17 @@ def main() -> None:
         best = {"ours": float("inf"), "hf": float("inf")}
         outputs = {}
         for _ in range(args.repeat):
-            sides = [("ours", ours_fns)] + ([] if args.skip_hf else [("hf", hf_fns)])
-            for side, fns in sides:
-                t1, _ = timed(fns[1])
-                tn, outputs[side] = timed(fns[args.steps])
-                best[side] = min(best[side], tn - t1)
+            sides = [("ours", lambda p=plist: run_ours(ours, p, args.steps))]
+            if not args.skip_hf:
+                sides.append(("hf", lambda p=prompts: run_hf(hf, p, args.steps)))
+            for side, fn in sides:
+                dt, outputs[side] = fn()
+                best[side] = min(best[side], dt)
         ours_tps = B * (args.steps - 1) / best["ours"]
-        hf_tps = B * (args.steps - 1) / best["hf"]
+        hf_tps = B * (args.steps - 1) / best["hf"] if not args.skip_hf else float("nan")
         same = "-"
         if not args.skip_hf:
-            ref, got = outputs["hf"], outputs["ours"].tokens
+            ref, got = outputs["hf"], outputs["ours"]
             same = "yes" if ref == got else f"{sum(a == b for a, b in zip(ref, got, strict=True))}/{B} seqs"
         rows.append((B, ours_tps, hf_tps, same))
         print(f"  batch {B}: ours {ours_tps:.1f} tok/s, transformers {hf_tps:.1f} tok/s", flush=True)

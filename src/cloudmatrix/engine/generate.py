@@ -14,6 +14,7 @@ given the tokens before it.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import torch
@@ -30,6 +31,8 @@ class GenerationResult:
     drafted: int = 0  # MTP draft tokens proposed
     accepted: int = 0  # of which the main model confirmed
     per_step_batch: list[int] = field(default_factory=list, repr=False)
+    # time.perf_counter() when each step's tokens were known: [0] after prefill, then one per decode pass
+    token_times: list[float] = field(default_factory=list, repr=False)
 
     @property
     def acceptance_rate(self) -> float:
@@ -68,6 +71,7 @@ def greedy_generate(
     hidden = model(torch.tensor([t for p in prompts for t in p], device=dev), batch, cache)
     last = torch.tensor([len(p) for p in prompts], device=dev).cumsum(0) - 1
     nxt = _argmax(model, hidden[last])
+    result.token_times.append(time.perf_counter())
     active = list(range(len(prompts)))
     while True:
         still: list[int] = []
@@ -84,6 +88,7 @@ def greedy_generate(
         active = still
         batch = cache.plan([seqs[i] for i in active], [1] * len(active))
         nxt = _argmax(model, model(nxt, batch, cache))
+        result.token_times.append(time.perf_counter())
         result.forward_passes += 1
         result.per_step_batch.append(len(active))
     return result
