@@ -55,3 +55,10 @@ def test_simulate_set_override_and_unknown_scenario():
     assert out.returncode == 2 and "default" in out.stderr
     out = run("simulate", "--set", "nonsense")
     assert out.returncode == 2 and "KEY=VALUE" in out.stderr
+
+
+def test_scenarios_lists_the_shipped_ones():
+    out = run("scenarios")
+    assert out.returncode == 0
+    for name in ("default", "paper-decode", "gb200-nvl72"):
+        assert name in out.stdout

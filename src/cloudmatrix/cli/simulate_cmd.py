@@ -18,6 +18,21 @@ from cloudmatrix.errors import CloudMatrixError
 
 def register(app: typer.Typer) -> None:
     app.command("simulate")(simulate_cmd)
+    app.command("scenarios")(scenarios_cmd)
+
+
+def scenarios_cmd() -> None:
+    """List the shipped scenarios (run one with `cloudmatrix simulate NAME`)."""
+    from cloudmatrix.sim.scenario import load_scenario, scenario_names
+
+    t = Table(title="shipped scenarios")
+    t.add_column("name")
+    t.add_column("system")
+    t.add_column("what")
+    for name in scenario_names():
+        sc = load_scenario(name)
+        t.add_row(name, sc.system, sc.description)
+    Console(width=None if Console().is_terminal else 140).print(t)
 
 
 def parse_sets(sets: list[str]) -> dict[str, Any]:
