@@ -38,6 +38,13 @@ def test_simulate_prints_json_summary(tmp_path):
     assert summary["requests"]["total"] == 60
     assert summary["decode_tokens_per_s_per_chip"] > 0
     assert (tmp_path / "r.csv").read_text().count("\n") == 61
+    # economics for the 32 chips used (64 dies), by hand: CloudMatrix384 $8.2M, 559 kW, 384 chips
+    e = summary["economics"]
+    share = 32 / 384
+    per_hour = 8.2e6 * share / (4 * 8760) + 559.0 * share * 1.3 * 0.08
+    expected = per_hour / (summary["output_tokens_per_s"] * 3600) * 1e6
+    assert e["chips_used"] == 32
+    assert abs(e["usd_per_million_output_tokens"] / expected - 1) < 1e-9
 
 
 def test_simulate_bad_scenario_is_one_line_and_exit_2(tmp_path):

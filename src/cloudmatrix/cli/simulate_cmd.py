@@ -102,6 +102,7 @@ def simulate_cmd(
         )
         plot_time_series(ts, plots / "time_series.png")
         plot_latency_cdfs(res.records, plots / "latency_cdfs.png")
+    res.summary["economics"] = economics(sim, res.summary)
     if as_json:
         from cloudmatrix.sim.metrics import jsonable
 
@@ -112,6 +113,27 @@ def simulate_cmd(
         Console().print(f"per-request records: {csv}")
     if plots is not None:
         Console().print(f"plots: {plots}/time_series.png, {plots}/latency_cdfs.png")
+
+
+def economics(sim, s: dict[str, Any]) -> dict[str, Any]:
+    """Energy and money per output token for the chips the scenario uses, pro-rated from the system's
+    power and price (plan.economics defaults: 4-year amortisation, $0.08/kWh, PUE 1.3, always serving)."""
+    from cloudmatrix.plan.economics import Economics, cost_per_million_tokens
+
+    system = sim.system
+    chips = sum(p["chips"] for p in s["pools"].values())
+    share = chips / system.chips
+    out_tps = s["output_tokens_per_s"]
+    econ = Economics()
+    result: dict[str, Any] = {"chips_used": chips, "share_of_system": share, "assumptions": econ.__dict__}
+    if out_tps > 0:
+        cost = cost_per_million_tokens(out_tps, system.price_usd * share, system.power * share, econ)
+        result.update(
+            usd_per_million_output_tokens=cost.usd_per_million_tokens,
+            joules_per_output_token=cost.joules_per_token,
+            power_kw=system.power * share / 1e3,
+        )
+    return result
 
 
 def _ms(x: float) -> str:
@@ -203,3 +225,12 @@ def print_summary(sc, s: dict[str, Any], console: Console | None = None) -> None
             f"from the pool"
         )
     console.print(f"KV transferred prefill -> decode: {s['kv_transfer_gb']:,.0f} GB")
+    e = s.get("economics", {})
+    if "usd_per_million_output_tokens" in e:
+        a = e["assumptions"]
+        console.print(
+            f"economics ({e['chips_used']} chips = {e['share_of_system']:.0%} of the system's price and power; "
+            f"{a['years']:g}-year amortisation, ${a['usd_per_kwh']:g}/kWh, PUE {a['pue']:g}): "
+            f"${e['usd_per_million_output_tokens']:.3f} per million output tokens, "
+            f"{e['joules_per_output_token']:.2f} J per output token"
+        )
