@@ -67,18 +67,13 @@ def reproduce_cmd(
 
 
 def _html(rows) -> str:
-    head = "".join(f"<th>{h}</th>" for h in ("figure", "published", "cost model", "error", "simulated", "error", "why"))
-    body = []
-    for r in rows:
-        sim = "–" if r.simulated is None else f"{r.simulated:,.2f}"
-        se = "–" if r.sim_error is None else f"{r.sim_error:+.1%}"
-        body.append(
-            f"<tr><td>{html.escape(r.figure)} ({r.unit})</td><td>{r.published:,.2f}</td><td>{r.cost_model:,.2f}</td>"
-            f"<td>{r.model_error:+.1%}</td><td>{sim}</td><td>{se}</td><td>{html.escape(r.explanation)}</td></tr>"
-        )
+    from cloudmatrix.validate.paper import COLUMNS, cells
+
+    head = "".join(f"<th>{h}</th>" for h in COLUMNS)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells(r)) + "</tr>" for r in rows)
     return (
         "<!doctype html><meta charset='utf-8'><title>cloudmatrix reproduce</title>"
         "<style>body{font-family:sans-serif;margin:2em}td,th{border:1px solid #ccc;padding:4px 8px}"
         "table{border-collapse:collapse}</style><h1>CloudMatrix-Infer paper figures reproduced</h1>"
-        f"<table><tr>{head}</tr>{''.join(body)}</table>"
+        f"<table><tr>{head}</tr>{body}</table>"
     )

@@ -210,16 +210,23 @@ def reproduce(simulate_scenarios: bool = True, duration_scale: float = 1.0) -> l
     return rows
 
 
-def markdown(rows: list[Row]) -> str:
-    out = [
-        "| figure | published | cost model | error | simulated | error | why |",
-        "|---|---:|---:|---:|---:|---:|---|",
+COLUMNS = ("figure", "published", "cost model", "error", "simulated", "error", "why")
+
+
+def cells(r: Row) -> list[str]:
+    """One row of the report, formatted, in COLUMNS order."""
+    return [
+        f"{r.figure} ({r.unit})",
+        f"{r.published:,.2f}",
+        f"{r.cost_model:,.2f}",
+        f"{r.model_error:+.1%}",
+        "–" if r.simulated is None else f"{r.simulated:,.2f}",
+        "–" if r.sim_error is None else f"{r.sim_error:+.1%}",
+        r.explanation,
     ]
-    for r in rows:
-        sim = "–" if r.simulated is None else f"{r.simulated:,.2f}"
-        sim_err = "–" if r.sim_error is None else f"{r.sim_error:+.1%}"
-        out.append(
-            f"| {r.figure} ({r.unit}) | {r.published:,.2f} | {r.cost_model:,.2f} | {r.model_error:+.1%} | {sim} | "
-            f"{sim_err} | {r.explanation} |"
-        )
+
+
+def markdown(rows: list[Row]) -> str:
+    out = ["| " + " | ".join(COLUMNS) + " |", "|---|---:|---:|---:|---:|---:|---|"]
+    out += ["| " + " | ".join(cells(r)) + " |" for r in rows]
     return "\n".join(out)
