@@ -132,3 +132,24 @@ def test_step_cli_derives_imbalance_from_popularity():
     skewed = run("--popularity", "zipf", "--zipf-s", "1.2", "--placement", "none")
     balanced = run("--popularity", "zipf", "--zipf-s", "1.2", "--placement", "eplb")
     assert skewed["step_time_s"] > balanced["step_time_s"] >= uniform["step_time_s"] * 0.999
+
+
+def test_prefill_sp_tp_sp_keeps_flops_and_adds_collectives():
+    sp = prefill_step(R1, CM, PREFILL, 8192, 4096)
+    tp = prefill_step(R1, CM, PREFILL.with_(attn_tp=4), 8192, 4096)
+    flops = lambda b: sum(r.flops for r in b.rows)  # noqa: E731
+    assert flops(tp) == pytest.approx(flops(sp), rel=1e-9)
+    names = {r.name for r in tp.rows}
+    assert {"sp_to_tp_all_gather", "tp_to_sp_all_to_all"} <= names
+    assert not names & {r.name for r in sp.rows if "all_" in r.name}
+
+
+def test_llama_prefill_with_tensor_parallel_attention_and_ffn():
+    llama = load_model("llama-3.1-70b")
+    h100 = load_system("hgx-h100")
+    dep = Deployment(dies=8, attn_tp=8, precision=precisions_for("fp8"))
+    b = prefill_step(llama, h100, dep, 4096, 2048)
+    names = {r.name for r in b.rows}
+    assert {"attn_all_reduce", "ffn_all_reduce"} <= names
+    # 8-way TP: each GPU holds an eighth of the 70B weights (fp8) plus the BF16 embeddings and head
+    assert b.memory["weights"] < 70e9 / 8 * 1.2 + 2 * llama.embedding_params() * 2
