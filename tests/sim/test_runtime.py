@@ -240,3 +240,15 @@ def test_saturated_decode_throughput_agrees_with_the_step_model(small):
     # mean context while decoding: the prompt + 1 plus half the 128 generated tokens
     step = decode_step(model, system, dep, 16, 1024 + 1 + 64)
     assert summary["decode_tokens_per_s_per_chip"] == pytest.approx(step.tokens_per_s_per_chip, rel=0.05)
+
+
+def test_shortest_prompt_first_lowers_mean_ttft_under_load(small):
+    ttft = {}
+    for policy in ("fcfs", "shortest"):
+        # one instance, small batches and arrivals faster than it can prefill: a queue builds up
+        sc = small(
+            **{"prefill.policy": policy, "prefill.instances": 1, "prefill.tokens_per_die": 64, "workload.rate": 200.0}
+        )
+        ttft[policy] = simulate(sc).summary["ttft_s"]
+    assert ttft["shortest"]["mean"] < 0.9 * ttft["fcfs"]["mean"]
+    assert ttft["shortest"]["p99"] >= ttft["fcfs"]["p99"] * 0.9  # long prompts pay for it

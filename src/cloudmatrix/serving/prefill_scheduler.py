@@ -1,5 +1,7 @@
 """Prefill scheduling: requests go to the least-loaded instance; each instance packs its queue
-FCFS into batches of at most a token budget, chunking prompts longer than what is left.
+into batches of at most a token budget, chunking prompts longer than what is left. The order is
+a policy: FCFS (the default), or shortest remaining prompt first, which lowers mean TTFT when
+prompt lengths are mixed at the price of making long prompts wait.
 
 A request's prompt may be partly served by the caching pool: prefill then starts at the
 first uncached token, but attention still spans the cached context.
@@ -7,8 +9,14 @@ first uncached token, but attention still spans the cached context.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 from collections import deque
 from dataclasses import dataclass, field
+
+from cloudmatrix.errors import CloudMatrixError
+
+POLICIES = ("fcfs", "shortest")
 
 
 @dataclass
@@ -21,25 +29,48 @@ class PrefillBatch:
 
 
 class PrefillQueue:
-    """The queue of one prefill instance."""
+    """The queue of one prefill instance, ordered by `policy`."""
 
-    def __init__(self, token_budget: int):
+    def __init__(self, token_budget: int, policy: str = "fcfs"):
+        if policy not in POLICIES:
+            raise CloudMatrixError(f"unknown prefill policy {policy!r}; use one of {', '.join(POLICIES)}")
         self.token_budget = int(token_budget)
-        self.queue: deque[list[int]] = deque()  # [request, next token, prompt length, cached tokens]
+        self.policy = policy
+        # items are [request, next token, prompt length, cached tokens]; "shortest" keeps a heap of
+        # (remaining tokens, arrival order, item) so ties stay FCFS
+        self._fifo: deque[list[int]] = deque()
+        self._heap: list[tuple[int, int, list[int]]] = []
+        self._order = itertools.count()
         self.queued_tokens = 0
         self.busy = False
 
+    def __len__(self) -> int:
+        return len(self._fifo) + len(self._heap)
+
     def enqueue(self, request: int, prompt_len: int, cached: int) -> None:
-        self.queue.append([request, cached, prompt_len, cached])
+        item = [request, cached, prompt_len, cached]
+        if self.policy == "fcfs":
+            self._fifo.append(item)
+        else:
+            heapq.heappush(self._heap, (prompt_len - cached, next(self._order), item))
         self.queued_tokens += prompt_len - cached
 
+    def _head(self) -> list[int]:
+        return self._fifo[0] if self.policy == "fcfs" else self._heap[0][2]
+
+    def _pop(self) -> None:
+        if self.policy == "fcfs":
+            self._fifo.popleft()
+        else:
+            heapq.heappop(self._heap)
+
     def next_batch(self) -> PrefillBatch | None:
-        if not self.queue:
+        if not len(self):
             return None
         b = PrefillBatch()
         left = self.token_budget
-        while self.queue and left > 0:
-            item = self.queue[0]
+        while len(self) and left > 0:
+            item = self._head()
             request, start, length, cached = item
             end = min(length, start + left)
             n = end - start
@@ -52,18 +83,21 @@ class PrefillQueue:
             left -= n
             self.queued_tokens -= n
             if end == length:
-                self.queue.popleft()
+                self._pop()
                 b.finishing.append(request)
             else:
                 item[1] = end  # chunked: the rest waits for the next batch
+                if self.policy == "shortest":  # re-key it by the work it has left
+                    _, order, _ = self._heap[0]
+                    heapq.heapreplace(self._heap, (length - end, order, item))
         return b
 
 
 class PrefillScheduler:
     """A pool of prefill instances; arrivals go to the instance with the least queued work."""
 
-    def __init__(self, instances: int, token_budget: int):
-        self.queues = [PrefillQueue(token_budget) for _ in range(instances)]
+    def __init__(self, instances: int, token_budget: int, policy: str = "fcfs"):
+        self.queues = [PrefillQueue(token_budget, policy) for _ in range(instances)]
 
     def assign(self, request: int, prompt_len: int, cached: int) -> int:
         # least queued work first; among equals an idle instance, so a lone request starts at once

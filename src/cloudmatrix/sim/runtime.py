@@ -117,11 +117,13 @@ class Simulation:
         if sc.mode == "disaggregated":
             p = pools["prefill"]
             self.costs["prefill"].check_prefill_fit(p.tokens_per_die, f"prefill of {p.tokens_per_die} tokens per die")
-            self.prefill = PrefillScheduler(p.instances, p.tokens_per_die * p.dies)
+            self.prefill = PrefillScheduler(p.instances, p.tokens_per_die * p.dies, p.policy)
             self.colocated: list[PrefillQueue] = []
         else:
             self.costs["colocated"].check_prefill_fit(dpool.tokens_per_die, "the colocated chunked-prefill budget")
-            self.colocated = [PrefillQueue(dpool.tokens_per_die * dpool.dies) for _ in range(dpool.instances)]
+            self.colocated = [
+                PrefillQueue(dpool.tokens_per_die * dpool.dies, dpool.policy) for _ in range(dpool.instances)
+            ]
         # P -> D KV transfer over the scale-out (RDMA) plane from the die that computed the prompt
         out = system.spec.scale_out
         self._xfer_bw = comm.die_bandwidth(system, out)

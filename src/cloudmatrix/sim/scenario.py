@@ -37,6 +37,7 @@ class PoolSpec(_Section):
     microbatches: Literal[1, 2] = 2
     batch_per_die: int | None = Field(default=None, ge=1)  # decode / colocated: max sequences per die
     tokens_per_die: int | None = Field(default=None, ge=1)  # prefill: token budget per die per batch
+    policy: Literal["fcfs", "shortest"] = "fcfs"  # prefill queue order (shortest remaining prompt first)
 
 
 class MtpSpec(_Section):
