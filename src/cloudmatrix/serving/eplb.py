@@ -58,9 +58,7 @@ def popularity(
         return w / w.sum()
     if kind == "file":
         if path is None:
-            raise CloudMatrixError(
-                "popularity kind 'file' needs path= (a CSV or JSON of per-expert weights)."
-            )
+            raise CloudMatrixError("popularity kind 'file' needs path= (a CSV or JSON of per-expert weights).")
         w = read_popularity(path)
         if w.size != n_experts:
             raise CloudMatrixError(
@@ -87,9 +85,7 @@ def read_popularity(path: str | Path) -> np.ndarray:
     elif suffix == ".csv":
         weights = _read_csv_weights(p)
     else:
-        raise CloudMatrixError(
-            f"{p}: expert popularity must be a .csv or .json file, not {suffix or 'no suffix'}."
-        )
+        raise CloudMatrixError(f"{p}: expert popularity must be a .csv or .json file, not {suffix or 'no suffix'}.")
     return _check_weights(np.asarray(weights, dtype=np.float64), str(p))
 
 
@@ -100,13 +96,9 @@ def _read_json_weights(p: Path) -> list[float]:
         raise CloudMatrixError(f"{p}:{e.lineno}: invalid JSON ({e.msg}).") from None
     if isinstance(data, dict):
         if "weights" not in data:
-            raise CloudMatrixError(
-                f'{p}: a JSON object must have a "weights" list; found keys {sorted(data)}.'
-            )
+            raise CloudMatrixError(f'{p}: a JSON object must have a "weights" list; found keys {sorted(data)}.')
         data = data["weights"]
-    if not isinstance(data, list) or not all(
-        isinstance(x, int | float) and not isinstance(x, bool) for x in data
-    ):
+    if not isinstance(data, list) or not all(isinstance(x, int | float) and not isinstance(x, bool) for x in data):
         raise CloudMatrixError(f"{p}: expected a JSON list of numbers (one weight per expert).")
     return [float(x) for x in data]
 
@@ -123,9 +115,7 @@ def _read_csv_weights(p: Path) -> list[float]:
         expert_col = header.index("expert") if "expert" in header else None
         rows = rows[1:]
     elif len(header) != 1:
-        raise CloudMatrixError(
-            f"{p}:1: several columns but no header; add a header row with a 'weight' column."
-        )
+        raise CloudMatrixError(f"{p}:1: several columns but no header; add a header row with a 'weight' column.")
     out: list[float] = []
     for k, (line, r) in enumerate(rows):
         try:
@@ -144,9 +134,7 @@ def _check_weights(w: np.ndarray, where: str) -> np.ndarray:
         raise CloudMatrixError(f"{where}: expert popularity must be a non-empty 1-D list of weights.")
     if not np.all(np.isfinite(w)) or np.any(w < 0):
         bad = int(np.flatnonzero(~np.isfinite(w) | (w < 0))[0])
-        raise CloudMatrixError(
-            f"{where}: weight of expert {bad} is {w[bad]}; weights must be finite and >= 0."
-        )
+        raise CloudMatrixError(f"{where}: weight of expert {bad} is {w[bad]}; weights must be finite and >= 0.")
     if w.sum() <= 0:
         raise CloudMatrixError(f"{where}: all expert weights are zero; at least one must be positive.")
     return w / w.sum()
@@ -369,9 +357,7 @@ def _slot_share(p: np.ndarray, replicas: np.ndarray, slots: np.ndarray) -> np.nd
 def _inclusion_probs(p: np.ndarray, top_k: int) -> np.ndarray:
     """Probability that each expert is among a token's top_k: k*p capped at 1, rest renormalised."""
     if top_k > np.count_nonzero(p):
-        raise CloudMatrixError(
-            f"top_k={top_k} exceeds the {np.count_nonzero(p)} experts with non-zero popularity."
-        )
+        raise CloudMatrixError(f"top_k={top_k} exceeds the {np.count_nonzero(p)} experts with non-zero popularity.")
     q = top_k * p
     capped = np.zeros(p.size, dtype=bool)
     while (q > 1.0 + 1e-12).any():

@@ -21,9 +21,7 @@ class KVBlockManager:
 
     def __init__(self, total_blocks: int, block_size: int, *, expected_requests: int = 1024) -> None:
         if total_blocks < 0:
-            raise CloudMatrixError(
-                f"KV cache must have >= 0 blocks, got {total_blocks}; check the memory left for KV."
-            )
+            raise CloudMatrixError(f"KV cache must have >= 0 blocks, got {total_blocks}; check the memory left for KV.")
         if block_size < 1:
             raise CloudMatrixError(f"KV block_size must be >= 1 token, got {block_size}.")
         self.total_blocks = int(total_blocks)

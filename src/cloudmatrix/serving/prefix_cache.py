@@ -70,8 +70,7 @@ class PrefixCache:
     def __init__(self, capacity_blocks: int, block_size: int) -> None:
         if capacity_blocks < 0:
             raise CloudMatrixError(
-                f"caching pool capacity must be >= 0 blocks, got {capacity_blocks}; "
-                "give the pool a non-negative size."
+                f"caching pool capacity must be >= 0 blocks, got {capacity_blocks}; give the pool a non-negative size."
             )
         if block_size < 1:
             raise CloudMatrixError(f"caching pool block_size must be >= 1 token, got {block_size}.")
