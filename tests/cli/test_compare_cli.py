@@ -1,32 +1,12 @@
 """`cloudmatrix compare` through the real entry point: a small run and one-line errors with exit 2."""
 
 import json
-import sys
 
 import pytest
 
-from cloudmatrix.cli import main
 
-
-def run(monkeypatch, capsys, *args):
-    groups, commands = list(main._app.registered_groups), list(main._app.registered_commands)
-    monkeypatch.setattr(sys, "argv", ["cloudmatrix", *args])
-    code = 0
-    try:
-        main.app()
-    except SystemExit as e:
-        code = e.code or 0
-    finally:
-        main._app.registered_groups[:] = groups
-        main._app.registered_commands[:] = commands
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
-def test_compare_json_and_files(monkeypatch, capsys, tmp_path):
-    code, out, _ = run(
-        monkeypatch, capsys, "compare", "--systems", "gb200-nvl72", "--out", str(tmp_path / "o"), "--json"
-    )
+def test_compare_json_and_files(cli, tmp_path):
+    code, out, _ = cli("compare", "--systems", "gb200-nvl72", "--out", str(tmp_path / "o"), "--json")
     assert code == 0
     d = json.loads(out)
     (s,) = d["systems"]
@@ -35,8 +15,8 @@ def test_compare_json_and_files(monkeypatch, capsys, tmp_path):
     assert (tmp_path / "o" / "compare.html").exists()
 
 
-def test_compare_table(monkeypatch, capsys, tmp_path):
-    code, out, _ = run(monkeypatch, capsys, "compare", "--systems", "cloudmatrix384", "--out", str(tmp_path))
+def test_compare_table(cli, tmp_path):
+    code, out, _ = cli("compare", "--systems", "cloudmatrix384", "--out", str(tmp_path))
     assert code == 0
     assert "cloudmatrix384" in out and "$/M out tok" in out and "compare.html" in out
 
@@ -54,8 +34,8 @@ def test_compare_table(monkeypatch, capsys, tmp_path):
         (["--systems", "hgx-h800", "--tpot-slo", "0.001"], "no decode layout meets"),
     ],
 )
-def test_compare_errors_exit_2(monkeypatch, capsys, tmp_path, args, message):
-    code, out, err = run(monkeypatch, capsys, "compare", "--out", str(tmp_path), *args)
+def test_compare_errors_exit_2(cli, tmp_path, args, message):
+    code, out, err = cli("compare", "--out", str(tmp_path), *args)
     assert code == 2
     assert message in err and "Traceback" not in err
     assert len(err.strip().splitlines()) <= 3  # one message (rich may wrap it)

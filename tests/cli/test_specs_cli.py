@@ -7,61 +7,39 @@ subprocess to prove the end-to-end contract: exit 2, one line, no traceback.
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from cloudmatrix.cli import main
-
 CATALOG = Path(__file__).parents[2] / "src" / "cloudmatrix" / "specs" / "catalog" / "hardware"
 
 
-def run(monkeypatch, capsys, *args):
-    """Call the console-script function with `args`; return (exit code, stdout, stderr)."""
-    # _register() adds the sub-commands to the module-level app on every call; undo that afterwards
-    groups, commands = list(main._app.registered_groups), list(main._app.registered_commands)
-    monkeypatch.setattr(sys, "argv", ["cloudmatrix", *args])
-    code = 0
-    try:
-        main.app()
-    except SystemExit as e:
-        code = e.code or 0
-    finally:
-        main._app.registered_groups[:] = groups
-        main._app.registered_commands[:] = commands
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
-def test_hardware_lists_systems_and_chips(monkeypatch, capsys):
-    code, out, _ = run(monkeypatch, capsys, "specs", "hardware")
+def test_hardware_lists_systems_and_chips(cli):
+    code, out, _ = cli("specs", "hardware")
     assert code == 0
     for name in ("cloudmatrix384", "gb200-nvl72", "gb300-nvl72", "hgx-h800", "hgx-b200", "h200-sxm", "gb300"):
         assert name in out
     assert "180.0" in out  # NVL72 dense BF16 PFLOPS
 
 
-def test_hardware_with_nodes_and_own_file(monkeypatch, capsys, tmp_path):
+def test_hardware_with_nodes_and_own_file(cli, tmp_path):
     chip = (CATALOG / "h800-sxm.toml").read_text().replace('name = "h800-sxm"', 'name = "my-h800"')
     (tmp_path / "my-h800.toml").write_text(chip)
-    code, out, _ = run(
-        monkeypatch, capsys, "specs", "hardware", "--nodes", "4", "--hardware", str(tmp_path / "my-h800.toml")
-    )
+    code, out, _ = cli("specs", "hardware", "--nodes", "4", "--hardware", str(tmp_path / "my-h800.toml"))
     assert code == 0 and "my-h800" in out and "32 x h800-sxm" in out
 
 
-def test_model_tables_and_json(monkeypatch, capsys):
-    code, out, _ = run(monkeypatch, capsys, "specs", "model", "deepseek-r1")
+def test_model_tables_and_json(cli):
+    code, out, _ = cli("specs", "model", "deepseek-r1")
     assert code == 0
     assert "671.03" in out and "37.55" in out and "576 x 61" in out
-    code, out, _ = run(monkeypatch, capsys, "specs", "model", "qwen3-235b-a22b", "--json", "-c", "8192")
+    code, out, _ = cli("specs", "model", "qwen3-235b-a22b", "--json", "-c", "8192")
     d = json.loads(out)
     assert code == 0 and d["head_dim"] == 128 and d["kv_bytes_per_token"]["bf16"] == 2 * 4 * 128 * 94 * 2
     assert list(d["flops_per_token"]) == ["8192"]
 
 
-def test_model_from_a_config_path(monkeypatch, capsys, tmp_path):
+def test_model_from_a_config_path(cli, tmp_path):
     cfg = {
         "model_type": "llama",
         "hidden_size": 64,
@@ -71,20 +49,20 @@ def test_model_from_a_config_path(monkeypatch, capsys, tmp_path):
         "vocab_size": 100,
     }
     (tmp_path / "config.json").write_text(json.dumps(cfg))
-    code, out, _ = run(monkeypatch, capsys, "specs", "model", str(tmp_path), "--json")
+    code, out, _ = cli("specs", "model", str(tmp_path), "--json")
     assert code == 0 and json.loads(out)["layers"] == 2
 
 
-def test_compare_json_reproduces_published_ratios(monkeypatch, capsys):
-    code, out, _ = run(monkeypatch, capsys, "specs", "compare", "cloudmatrix384", "gb200-nvl72", "--json")
+def test_compare_json_reproduces_published_ratios(cli):
+    code, out, _ = cli("specs", "compare", "cloudmatrix384", "gb200-nvl72", "--json")
     r = json.loads(out)["ratios_first_over_second"]
     assert code == 0
     assert 1.6 <= r["compute"] <= 1.71 and r["memory"] == pytest.approx(3.6, abs=0.1)
     assert r["memory_bandwidth"] == pytest.approx(2.1, abs=0.05) and r["power"] == pytest.approx(3.9, abs=0.1)
 
 
-def test_compare_table_and_nodes(monkeypatch, capsys):
-    code, out, _ = run(monkeypatch, capsys, "specs", "compare", "hgx-h800", "gb200-nvl72", "--nodes", "18")
+def test_compare_table_and_nodes(cli):
+    code, out, _ = cli("specs", "compare", "hgx-h800", "gb200-nvl72", "--nodes", "18")
     assert code == 0 and "144 x h800-sxm" in out and "ratio" in out
 
 
@@ -98,8 +76,8 @@ def test_compare_table_and_nodes(monkeypatch, capsys):
         (["specs", "hardware", "--nodes", "0"], "positive"),
     ],
 )
-def test_user_errors_exit_2_with_one_line(monkeypatch, capsys, args, needle):
-    code, out, err = run(monkeypatch, capsys, *args)
+def test_user_errors_exit_2_with_one_line(cli, args, needle):
+    code, out, err = cli(*args)
     assert code == 2 and needle in err and err.strip().count("\n") == 0 and "Traceback" not in err
 
 
@@ -112,23 +90,23 @@ def test_user_errors_exit_2_with_one_line(monkeypatch, capsys, args, needle):
         (lambda s: s.replace("[die]", "[die"), "not valid TOML"),
     ],
 )
-def test_bad_chip_file_through_the_cli(monkeypatch, capsys, tmp_path, edit, needle):
+def test_bad_chip_file_through_the_cli(cli, tmp_path, edit, needle):
     bad = tmp_path / "bad-chip.toml"
     bad.write_text(edit((CATALOG / "h800-sxm.toml").read_text()))
-    code, _, err = run(monkeypatch, capsys, "specs", "hardware", "--hardware", str(bad))
+    code, _, err = cli("specs", "hardware", "--hardware", str(bad))
     assert code == 2 and "bad-chip.toml" in err and needle in err and "Traceback" not in err
 
 
-def test_bad_chip_reference_through_the_cli(monkeypatch, capsys, tmp_path):
+def test_bad_chip_reference_through_the_cli(cli, tmp_path):
     sys_file = tmp_path / "my-cluster.toml"
     sys_file.write_text((CATALOG / "hgx-h800.toml").read_text().replace('chip = "h800-sxm"', 'chip = "h900"'))
-    code, _, err = run(monkeypatch, capsys, "specs", "compare", str(sys_file), "hgx-h800")
+    code, _, err = cli("specs", "compare", str(sys_file), "hgx-h800")
     assert code == 2 and "my-cluster.toml: chip = 'h900' cannot be loaded" in err
 
 
-def test_unsupported_architecture_through_the_cli(monkeypatch, capsys, tmp_path):
+def test_unsupported_architecture_through_the_cli(cli, tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"]}))
-    code, _, err = run(monkeypatch, capsys, "specs", "model", str(tmp_path))
+    code, _, err = cli("specs", "model", str(tmp_path))
     assert code == 2 and "unsupported architecture model_type='gpt2'" in err
 
 

@@ -22,19 +22,19 @@ _app = typer.Typer(
 err_console = Console(stderr=True)
 
 
-def _register() -> None:
-    # Imported here so that `import cloudmatrix.cli.main` stays cheap and import cycles are impossible.
-    from cloudmatrix.cli import specs_cmd
+_registered = False
 
-    specs_cmd.register(_app)
-    for optional in ("step_cmd", "simulate_cmd", "reproduce_cmd", "compare_cmd"):
-        try:
-            module = __import__(f"cloudmatrix.cli.{optional}", fromlist=["register"])
-        except ModuleNotFoundError as e:
-            if e.name != f"cloudmatrix.cli.{optional}":
-                raise
-            continue
+
+def _register() -> None:
+    """Add the sub-commands once (imported here so that `import cloudmatrix.cli.main` stays cheap)."""
+    global _registered
+    if _registered:
+        return
+    from cloudmatrix.cli import compare_cmd, reproduce_cmd, simulate_cmd, specs_cmd, step_cmd
+
+    for module in (specs_cmd, step_cmd, simulate_cmd, reproduce_cmd, compare_cmd):
         module.register(_app)
+    _registered = True
 
 
 def app() -> None:
