@@ -9,6 +9,7 @@ imbalance comes from the EPLB placement and the tokens of that very step.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 from cloudmatrix.perf import Deployment, decode_step, prefill_step
 from cloudmatrix.perf.layers import DieContext, dispatch_bytes_per_copy
@@ -33,7 +34,7 @@ class PoolCosts:
                 experts.popularity,
                 model.routed_experts,
                 s=experts.zipf_s,
-                path=None if experts.path is None else str(_rel(base_dir, experts.path)),
+                path=None if experts.path is None else str(Path(base_dir) / experts.path),  # absolute paths stay
                 seed=experts.seed,
             )
             slots = dep.slots_per_routed_die(model)
@@ -78,20 +79,8 @@ class PoolCosts:
         )
         return per_die * self.dep.dies
 
-    def check_decode_fit(self, batch_per_die: int, context: float, what: str) -> None:
-        tokens = batch_per_die * (1 + self.dep.mtp_depth)
-        mem = memory_per_die(self.model, self.dep, batch_per_die * context, tokens, self.disp_bytes)
-        check_fit(mem, self.system, self.dep, what)
-
     def check_prefill_fit(self, tokens_per_die: int, what: str) -> None:
         mem = memory_per_die(
             self.model, self.dep, tokens_per_die, tokens_per_die / self.dep.microbatches, self.disp_bytes
         )
         check_fit(mem, self.system, self.dep, what)
-
-
-def _rel(base: str, path: str):
-    from pathlib import Path
-
-    p = Path(path)
-    return p if p.is_absolute() else Path(base) / p
