@@ -5,6 +5,7 @@ User errors (CloudMatrixError) print one line in red and exit with status 2, no 
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import typer
@@ -22,6 +23,15 @@ _app = typer.Typer(
 err_console = Console(stderr=True)
 
 
+# One module per sub-command under cloudmatrix/cli/, each with register(app); a new command adds its module here.
+COMMAND_MODULES = (
+    "specs_cmd",
+    "step_cmd",
+    "simulate_cmd",
+    "reproduce_cmd",
+    "compare_cmd",
+)
+
 _registered = False
 
 
@@ -30,10 +40,8 @@ def _register() -> None:
     global _registered
     if _registered:
         return
-    from cloudmatrix.cli import compare_cmd, reproduce_cmd, simulate_cmd, specs_cmd, step_cmd
-
-    for module in (specs_cmd, step_cmd, simulate_cmd, reproduce_cmd, compare_cmd):
-        module.register(_app)
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"cloudmatrix.cli.{name}").register(_app)
     _registered = True
 
 
