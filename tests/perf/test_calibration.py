@@ -16,7 +16,7 @@ from cloudmatrix.perf.calibration import (
 )
 from cloudmatrix.perf.deployment import Deployment
 from cloudmatrix.perf.layers import DieContext
-from cloudmatrix.perf.roofline import compute_op
+from cloudmatrix.perf.op import compute_op
 from cloudmatrix.specs.hardware import load_chip, load_system
 from cloudmatrix.specs.model import load_model
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cloudmatrix.perf import comm
+from cloudmatrix.perf import comm, kernels
 from cloudmatrix.perf.deployment import Deployment
-from cloudmatrix.perf.roofline import OpCost, comm_op, compute_op, gemm_efficiency
+from cloudmatrix.perf.op import OpCost, comm_op, compute_op
 from cloudmatrix.specs.hardware import BYTES_PER_ELEMENT, System
 from cloudmatrix.specs.model import ModelSpec
 
@@ -47,24 +47,8 @@ class DieContext:
         """rows x (K x N) GEMMs, fused into one op: reads every weight once (x `weight_copies`: a grouped
         GEMM reads each of its experts), the inputs (quantised when the weights are 8-bit or less) and
         writes BF16 outputs."""
-        eff = self.chip.efficiency
         prec = precision or self.dep.precision.weights
-        wb = BYTES_PER_ELEMENT[prec]
-        in_b = wb if wb <= 1 else ACT_BYTES  # W8A8: activations are quantised per token before the GEMM
-        params = sum(k * n for k, n in shapes)
-        flops = 2.0 * rows * params
-        act = rows * sum(k * in_b + n * ACT_BYTES for k, n in shapes)
-        return compute_op(
-            name,
-            stream,
-            1,
-            flops,
-            params * weight_copies * wb + act,
-            peak=self.chip.peak(prec),
-            compute_eff=gemm_efficiency(eff.gemm, rows, eff.gemm_half_rows),
-            bandwidth=self.chip.die.hbm_bandwidth,
-            memory_eff=eff.memory,
-        )
+        return kernels.gemms(rows, shapes, prec, self.chip, name=name, stream=stream, weight_copies=weight_copies)
 
     def attention(self, flops: float, nbytes: float) -> OpCost:
         """The attention core at the attention precision, with the chip's attention-kernel efficiencies."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from cloudmatrix.perf.roofline import OpCost
+from cloudmatrix.perf.op import OpCost
 
 
 def stream_times(ops: Sequence[OpCost], mode: str, attn_share: float) -> tuple[float, float]:

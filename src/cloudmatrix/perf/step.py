@@ -6,8 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cloudmatrix.perf.breakdown import OpRow, StepBreakdown
+from cloudmatrix.perf.op import OpCost
 from cloudmatrix.perf.overlap import layer_time
-from cloudmatrix.perf.roofline import OpCost
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ inside the code everything is bytes, bytes/s, FLOP/s, seconds and watts.
 from __future__ import annotations
 
 import tomllib
-from functools import cache
+from functools import cache, cached_property
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
@@ -68,15 +68,53 @@ class DieSpec(_Frozen):
         return self
 
 
-class Efficiency(_Frozen):
-    """Fractions of peak that real kernels reach on this chip, each calibrated from a kernel-level figure."""
+class GemmEfficiency(_Frozen):
+    """A GEMM's fraction of peak as it saturates with rows m and reduction depth k (perf/kernels.py):
+    eff = peak * m / (m + half_rows) * k / (k + half_k)."""
 
-    gemm: Fraction  # large (grouped) GEMMs, fraction of peak compute
-    attention_compute: Fraction  # attention core when compute-bound
-    attention_memory: Fraction  # attention core when bound by reading the KV cache
-    memory: Fraction  # streaming weights / activations from HBM
-    # rows (tokens) at which a GEMM reaches half its large-shape efficiency
+    peak: Fraction  # large-shape fraction of the precision's peak
+    half_rows: float = Field(default=0.0, ge=0)  # m (rows per expert for grouped GEMMs) at half of `peak`
+    half_k: float = Field(default=0.0, ge=0)  # k at half of `peak`
+
+
+class Efficiency(_Frozen):
+    """Fractions of peak that real kernels reach on this chip, each calibrated from kernel-level figures
+    (docs/calibration.md lists every one with its source and fit)."""
+
+    gemm: Fraction  # large GEMMs, fraction of peak compute (any precision without its own fit)
+    # rows (tokens) and reduction depth at which a GEMM reaches half its large-shape efficiency
     gemm_half_rows: float = Field(default=0.0, ge=0)
+    gemm_half_k: float = Field(default=0.0, ge=0)
+    gemm_by_precision: dict[str, GemmEfficiency] = Field(default_factory=dict)  # per-precision fits
+    grouped_gemm: GemmEfficiency | None = None  # MoE grouped GEMM (m = rows per expert); default: the GEMM fit
+    attention_compute: Fraction  # MLA decode core when compute-bound
+    attention_memory: Fraction  # attention core when bound by reading the KV cache
+    attention_prefill: Fraction  # MLA prefill core (compute-bound); default: attention_compute
+    memory: Fraction  # streaming weights / activations from HBM
+    vector: Fraction  # element-wise vector kernels (quantise, activation, permute), HBM fraction; default: memory
+    kernel_latency: Seconds = 0.0  # fixed cost per kernel: launch, prologue, tail wave
+
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults_from_siblings(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            data = dict(data)
+            if "attention_prefill" not in data and "attention_compute" in data:
+                data["attention_prefill"] = data["attention_compute"]
+            if "vector" not in data and "memory" in data:
+                data["vector"] = data["memory"]
+        return data
+
+    @model_validator(mode="after")
+    def _known_gemm_precisions(self) -> Efficiency:
+        unknown = sorted(set(self.gemm_by_precision) - set(PRECISIONS))
+        if unknown:
+            raise ValueError(f"unknown precision(s) {unknown} in [efficiency.gemm_by_precision]; known: {PRECISIONS}")
+        return self
+
+    @cached_property
+    def gemm_default(self) -> GemmEfficiency:
+        return GemmEfficiency(peak=self.gemm, half_rows=self.gemm_half_rows, half_k=self.gemm_half_k)
 
 
 class ChipSpec(_Frozen):
@@ -117,6 +155,10 @@ class FabricSpec(_Frozen):
     dispatch_efficiency: Fraction = 1.0  # fraction of the link rate EP dispatch sustains
     combine_efficiency: Fraction = 1.0  # fraction of the link rate EP combine (and plain collectives) sustain
     sync_per_log2_rank: Seconds = 0.0  # completion signalling, per doubling of the group size
+    # Plain (NCCL-style) collectives on this plane, perf/kernels.py::collective; default: latency and the
+    # combine efficiency.
+    collective_latency: Seconds | None = None
+    collective_efficiency: Fraction | None = None
 
 
 class CpuPoolSpec(_Frozen):

@@ -1,0 +1,272 @@
+"""How long one kernel takes on one die: GEMM, grouped GEMM (MoE), MLA attention, memory/vector ops, collectives.
+
+Every kernel is a roofline with a few calibrated physical parameters (the chip file's [efficiency]
+table, fitted by benchmarks/calibrate/ from kernel-level measurements; docs/calibration.md):
+
+    time = latency + max(flops / (peak[dtype] * eff), bytes / (hbm_bandwidth * memory_eff))
+
+GEMM efficiency saturates with the rows (tokens) and the reduction depth:
+
+    eff(m, k) = peak_eff * m / (m + half_rows) * k / (k + half_k)
+
+`half_rows` is a tile/wave-quantisation effect (a 64- or 128-row tile is paid for even when few
+rows fill it), `half_k` the prologue/epilogue a short reduction cannot amortise. A grouped GEMM
+(MoE experts) uses the rows per expert as m. Plain float math only: the step model calls these
+hundreds of times per step.
+"""
+
+from __future__ import annotations
+
+import math
+
+from cloudmatrix.perf import comm
+from cloudmatrix.perf.op import OpCost, comm_op
+from cloudmatrix.specs.hardware import BYTES_PER_ELEMENT, ChipSpec, GemmEfficiency, System
+
+ACT_BYTES = 2.0  # activations between kernels stay BF16
+
+
+def gemm_params(chip: ChipSpec, dtype: str) -> GemmEfficiency:
+    """The GEMM efficiency curve for `dtype`: its own fit where the chip file has one, else the default."""
+    eff = chip.efficiency
+    return eff.gemm_by_precision.get(dtype) or eff.gemm_default
+
+
+def gemm_efficiency(p: GemmEfficiency, m: float, k: float) -> float:
+    """Fraction of peak a GEMM with m rows and reduction depth k reaches (see the module docstring)."""
+    e = p.peak
+    if p.half_rows > 0:
+        e *= m / (m + p.half_rows)
+    if p.half_k > 0:
+        e *= k / (k + p.half_k)
+    return e
+
+
+def _input_bytes(dtype: str) -> float:
+    """Bytes per activation element fed to a GEMM: quantised with the weights when they are 8-bit or less."""
+    wb = BYTES_PER_ELEMENT[dtype]
+    return wb if wb <= 1 else ACT_BYTES
+
+
+def gemm(
+    m: float,
+    n: float,
+    k: float,
+    dtype: str,
+    chip: ChipSpec,
+    *,
+    name: str = "gemm",
+    stream: str = "attn",
+    weight_copies: float = 1.0,
+) -> OpCost:
+    """One (m x k) @ (k x n) GEMM at `dtype` (W8A8 when 8-bit: the input is quantised too), BF16 output.
+    `weight_copies` > 1 reads the weight that many times (several experts' weights behind one launch)."""
+    return gemms(m, ((k, n),), dtype, chip, name=name, stream=stream, weight_copies=weight_copies)
+
+
+def gemms(
+    m: float,
+    shapes,
+    dtype: str,
+    chip: ChipSpec,
+    *,
+    name: str = "gemm",
+    stream: str = "attn",
+    weight_copies: float = 1.0,
+    p: GemmEfficiency | None = None,
+) -> OpCost:
+    """Several GEMMs over the same m rows, shapes = ((k, n), ...), reported as one op: one launch per shape,
+    each at its own k's efficiency. `p` overrides the efficiency curve (grouped GEMMs pass theirs)."""
+    p = p or gemm_params(chip, dtype)
+    peak = chip.peak(dtype)
+    wb = BYTES_PER_ELEMENT[dtype]
+    in_b = _input_bytes(dtype)
+    flops = compute = params = act = 0.0
+    for k, n in shapes:
+        f = 2.0 * m * k * n
+        flops += f
+        compute += f / (peak * gemm_efficiency(p, m, k))
+        params += k * n
+        act += m * (k * in_b + n * ACT_BYTES)
+    nbytes = params * weight_copies * wb + act
+    bw = chip.die.hbm_bandwidth
+    eff = chip.efficiency
+    return OpCost(
+        name,
+        stream,
+        1,
+        flops,
+        nbytes,
+        compute,
+        nbytes / (bw * eff.memory),
+        0.0,
+        max(flops / peak, nbytes / bw),
+        "compute",
+        eff.kernel_latency * len(shapes),
+    )
+
+
+def grouped_gemm(
+    rows: float,
+    experts: float,
+    shapes,
+    dtype: str,
+    chip: ChipSpec,
+    *,
+    name: str = "grouped_gemm",
+    stream: str = "moe",
+) -> OpCost:
+    """MoE experts as grouped GEMMs: `rows` token copies spread over `experts` experts whose weights are read
+    (pass the expected number of experts that receive tokens, not the slots held), shapes = ((k, n), ...)
+    per expert. The efficiency curve is the chip's grouped-GEMM fit with rows per expert as m."""
+    if rows <= 0 or experts <= 0:
+        return OpCost(name, stream, 1, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+    eff = chip.efficiency
+    p = eff.grouped_gemm or gemm_params(chip, dtype)
+    per_expert = rows / experts
+    peak = chip.peak(dtype)
+    wb = BYTES_PER_ELEMENT[dtype]
+    in_b = _input_bytes(dtype)
+    flops = compute = params = act = 0.0
+    for k, n in shapes:
+        f = 2.0 * rows * k * n
+        flops += f
+        compute += f / (peak * gemm_efficiency(p, per_expert, k))
+        params += k * n
+        act += rows * (k * in_b + n * ACT_BYTES)
+    nbytes = params * experts * wb + act
+    bw = chip.die.hbm_bandwidth
+    return OpCost(
+        name,
+        stream,
+        1,
+        flops,
+        nbytes,
+        compute,
+        nbytes / (bw * eff.memory),
+        0.0,
+        max(flops / peak, nbytes / bw),
+        "compute",
+        eff.kernel_latency * len(shapes),
+    )
+
+
+def mla_decode(
+    tokens: float,
+    seqs: float,
+    context: float,
+    heads: float,
+    kv_lora_rank: float,
+    rope_dim: float,
+    dtype: str,
+    kv_dtype: str,
+    chip: ChipSpec,
+    *,
+    name: str = "attention_core",
+    stream: str = "attn",
+) -> OpCost:
+    """Absorbed MLA decode core (FlashMLA-style) for `heads` heads on this die: every query token attends over
+    the latent (kv_lora + rope) key and aggregates latent values; each sequence's cache is read once for all
+    its heads and MTP tokens."""
+    flops = 2.0 * tokens * heads * context * (2 * kv_lora_rank + rope_dim)
+    nbytes = seqs * context * (kv_lora_rank + rope_dim) * BYTES_PER_ELEMENT[kv_dtype]
+    eff = chip.efficiency
+    return _roofline(name, stream, flops, nbytes, chip, dtype, eff.attention_compute, eff.attention_memory)
+
+
+def mla_prefill(
+    tokens: float,
+    mean_context: float,
+    heads: float,
+    qk_head_dim: float,
+    v_head_dim: float,
+    dtype: str,
+    chip: ChipSpec,
+    *,
+    name: str = "attention_core",
+    stream: str = "attn",
+) -> OpCost:
+    """Non-absorbed MLA prefill core (multi-head attention with qk_head_dim keys, v_head_dim values) for `heads`
+    heads on this die; `mean_context` is the mean keys each query sees ((prompt + 1) / 2 when causal)."""
+    flops = 2.0 * tokens * heads * mean_context * (qk_head_dim + v_head_dim)
+    nbytes = tokens * heads * (2 * qk_head_dim + 2 * v_head_dim) * ACT_BYTES  # q, k, v in; o out
+    eff = chip.efficiency
+    return _roofline(name, stream, flops, nbytes, chip, dtype, eff.attention_prefill, eff.attention_memory)
+
+
+def memory_op(nbytes: float, chip: ChipSpec, *, name: str = "memory", stream: str = "attn") -> OpCost:
+    """A kernel bound by streaming `nbytes` through HBM (norms, residual adds, copies)."""
+    eff = chip.efficiency
+    bw = chip.die.hbm_bandwidth
+    return OpCost(
+        name, stream, 1, 0.0, nbytes, 0.0, nbytes / (bw * eff.memory), 0.0, nbytes / bw, "compute", eff.kernel_latency
+    )
+
+
+def vector_op(
+    elements: float, bytes_per_element: float, chip: ChipSpec, *, name: str = "vector", stream: str = "attn"
+) -> OpCost:
+    """An element-wise vector kernel (quantise, SwiGLU, RoPE, permute) moving `bytes_per_element` bytes of HBM
+    traffic (reads + writes) per element, at the chip's vector-kernel HBM fraction."""
+    eff = chip.efficiency
+    bw = chip.die.hbm_bandwidth
+    nbytes = elements * bytes_per_element
+    return OpCost(
+        name, stream, 1, 0.0, nbytes, 0.0, nbytes / (bw * eff.vector), 0.0, nbytes / bw, "compute", eff.kernel_latency
+    )
+
+
+# NCCL ring volumes per rank, as a multiple of `nbytes` (the per-rank tensor; for all_gather the per-rank
+# input shard, for reduce_scatter the per-rank output shard): bytes each rank sends over its link.
+_RING_VOLUME = {
+    "all_reduce": lambda n: 2.0 * (n - 1) / n,
+    "all_gather": lambda n: float(n - 1),
+    "reduce_scatter": lambda n: float(n - 1),
+    "all_to_all": lambda n: (n - 1) / n,
+}
+
+
+def collective(
+    kind: str, nbytes: float, ranks: int, system: System, *, name: str | None = None, stream: str = "attn"
+) -> OpCost:
+    """A plain (NCCL-style) collective of `nbytes` per rank over the plane the group of `ranks` dies sits on:
+
+    t = collective_latency + sync_per_log2_rank * log2(ranks) + volume / (die link rate * collective_eff)
+    """
+    if kind not in _RING_VOLUME:
+        raise ValueError(f"unknown collective {kind!r}; one of {sorted(_RING_VOLUME)}")
+    name = name or kind
+    if ranks <= 1 or nbytes <= 0:
+        return comm_op(name, stream, 1, 0.0, 0.0, 0.0)
+    fabric = comm.fabric_for_group(system, ranks)
+    bw = comm.die_bandwidth(system, fabric)
+    volume = nbytes * _RING_VOLUME[kind](ranks)
+    lat = fabric.collective_latency if fabric.collective_latency is not None else fabric.latency
+    eff = fabric.collective_efficiency if fabric.collective_efficiency is not None else fabric.combine_efficiency
+    steps = 2 if kind == "all_reduce" else 1  # reduce-scatter then all-gather
+    t = lat + steps * fabric.sync_per_log2_rank * _log2(ranks) + volume / (bw * eff)
+    return comm_op(name, stream, 1, volume, t, volume / bw)
+
+
+def _log2(n: int) -> float:
+    return math.log2(n)
+
+
+def _roofline(
+    name: str, stream: str, flops: float, nbytes: float, chip: ChipSpec, dtype: str, ceff: float, meff: float
+) -> OpCost:
+    peak = chip.peak(dtype)
+    bw = chip.die.hbm_bandwidth
+    return OpCost(
+        name,
+        stream,
+        1,
+        flops,
+        nbytes,
+        flops / (peak * ceff),
+        nbytes / (bw * meff),
+        0.0,
+        max(flops / peak, nbytes / bw),
+        "compute",
+        chip.efficiency.kernel_latency,
+    )
