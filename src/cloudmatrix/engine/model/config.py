@@ -15,6 +15,27 @@ from typing import Any
 from cloudmatrix.errors import CloudMatrixError
 
 
+def _quantization(q: dict[str, Any] | None) -> dict[str, Any]:
+    """Accept DeepSeek's block-FP8 `quantization_config`; refuse every other scheme in one line."""
+    if not q:
+        return {}
+    method = q.get("quant_method")
+    if method != "fp8":
+        raise CloudMatrixError(
+            f"quantization_config.quant_method {method!r} is not supported; only DeepSeek's block-FP8 ('fp8') "
+            "checkpoints are dequantised on load (or pass a float checkpoint)"
+        )
+    fmt = q.get("fmt", "e4m3")
+    if fmt != "e4m3":
+        raise CloudMatrixError(f"quantization_config.fmt {fmt!r} is not supported; only 'e4m3' block-FP8 is")
+    block = q.get("weight_block_size")
+    if not (isinstance(block, list | tuple) and len(block) == 2 and all(isinstance(b, int) and b > 0 for b in block)):
+        raise CloudMatrixError(
+            f"quantization_config.weight_block_size must be two positive ints such as [128, 128], got {block!r}"
+        )
+    return {**q, "weight_block_size": [int(b) for b in block]}
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     vocab_size: int
@@ -48,6 +69,14 @@ class ModelConfig:
     hidden_act: str = "silu"
     initializer_range: float = 0.02
     eos_token_id: int | None = None
+    # The checkpoint's `quantization_config` (kept, never dropped: FP8 weights must be dequantised on load).
+    quantization_config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def fp8_block_size(self) -> tuple[int, int] | None:
+        """(rows, cols) of a block-FP8 checkpoint's scale blocks; None for a float checkpoint."""
+        q = self.quantization_config
+        return tuple(q["weight_block_size"]) if q else None
 
     @property
     def qk_head_dim(self) -> int:
@@ -111,6 +140,7 @@ class ModelConfig:
             tie_word_embeddings=bool(d.get("tie_word_embeddings", False)),
             initializer_range=float(d.get("initializer_range", 0.02)),
             eos_token_id=eos[0] if isinstance(eos, list) else eos,
+            quantization_config=_quantization(d.get("quantization_config")),
         )
         cfg.validate()
         return cfg

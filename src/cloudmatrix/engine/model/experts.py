@@ -14,7 +14,6 @@ experts over torch.distributed ranks (dispatch -> local experts -> combine).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -58,21 +57,15 @@ class LocalExperts(torch.nn.Module):
 
     def __init__(self, weights: ExpertWeights):
         super().__init__()
-        self._set(weights)
+        # Buffers, so that .to(), state_dict() and load_state_dict() reach the expert weights.
+        self.register_buffer("gate_up", torch.cat([weights.gate, weights.up], dim=1))
+        self.register_buffer("down", weights.down.contiguous())
 
-    def _set(self, weights: ExpertWeights) -> None:
-        inter = weights.gate.shape[1]
-        self.gate_up = torch.cat([weights.gate, weights.up], dim=1)
-        self.down = weights.down.contiguous()
-        self.weights = ExpertWeights(self.gate_up[:, :inter], self.gate_up[:, inter:], self.down)
-
-    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> LocalExperts:
-        # The weights are plain tensors, not parameters: make .to(dtype/device) reach them too.
-        super()._apply(fn, recurse)
-        inter = self.weights.gate.shape[1]
-        self.gate_up, self.down = fn(self.gate_up), fn(self.down)
-        self.weights = ExpertWeights(self.gate_up[:, :inter], self.gate_up[:, inter:], self.down)
-        return self
+    @property
+    def weights(self) -> ExpertWeights:
+        """Views of the buffers (always current, also after .to() or load_state_dict(assign=True))."""
+        inter = self.down.shape[2]
+        return ExpertWeights(self.gate_up[:, :inter], self.gate_up[:, inter:], self.down)
 
     def forward(self, hidden: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor) -> torch.Tensor:
         k = topk_ids.shape[1]
@@ -80,7 +73,7 @@ class LocalExperts(torch.nn.Module):
         flat_ids = topk_ids.reshape(-1)
         # Sort token-slots by expert so each expert runs once on a contiguous group.
         order = torch.argsort(flat_ids, stable=True)
-        counts = torch.bincount(flat_ids, minlength=self.weights.num_experts).tolist()
+        counts = torch.bincount(flat_ids, minlength=self.gate_up.shape[0]).tolist()
         token_of_slot = order // k
         x = hidden[token_of_slot]
         y = torch.empty_like(x)

@@ -32,15 +32,19 @@ import torch.distributed as dist
 from cloudmatrix.engine.model.experts import ExpertWeights, expert_forward
 from cloudmatrix.engine.parallel.placement import SlotMap
 from cloudmatrix.engine.quant.int8 import (
+    INT8_EXPERT_BUFFERS,
     Int8ExpertWeights,
     dequantize,
+    int8_weights_of,
     quantize_expert_weights,
     quantize_per_token,
+    register_int8_expert_buffers,
 )
 from cloudmatrix.errors import CloudMatrixError
 
 _META_SLOT = torch.int32  # local slot id per choice, -1 when that choice lives on another rank
 _META_WEIGHT = torch.float32  # routing weight per choice, kept fp32 so the weighted sum is exact
+_FLOAT_BUFFERS = ("gate", "up", "down")
 
 
 def dispatch_row_bytes(hidden_size: int, top_k: int, dtype: torch.dtype, int8: bool) -> dict[str, int]:
@@ -140,7 +144,7 @@ class ExpertParallelExperts(torch.nn.Module):
                 "or use ExpertParallelExperts.from_full"
             )
         self.placement = placement
-        self.local_weights = local_weights
+        self._set_weights(local_weights)
         self.dispatch_int8 = dispatch_int8
         self.combine_dtype = combine_dtype
         self.stats = CommStats()
@@ -159,10 +163,27 @@ class ExpertParallelExperts(torch.nn.Module):
         rank = dist.get_rank(group) if dist.is_initialized() else 0
         return cls(weights.select(placement.experts_on(rank)), placement, group, **kwargs)
 
+    def _set_weights(self, weights: ExpertWeights | Int8ExpertWeights) -> None:
+        # Buffers, so that .to(), state_dict() and load_state_dict() reach this rank's expert slots.
+        for name in (*_FLOAT_BUFFERS, *INT8_EXPERT_BUFFERS):
+            self._buffers.pop(name, None)
+        if isinstance(weights, Int8ExpertWeights):
+            register_int8_expert_buffers(self, weights)
+        else:
+            for name in _FLOAT_BUFFERS:
+                self.register_buffer(name, getattr(weights, name))
+
+    @property
+    def local_weights(self) -> ExpertWeights | Int8ExpertWeights:
+        """This rank's slots, in placement.experts_on(rank) order, over the current buffers."""
+        if "down_q" in self._buffers:
+            return int8_weights_of(self)
+        return ExpertWeights(self.gate, self.up, self.down)
+
     def quantize_int8(self) -> None:
         """Switch the local experts to W8A8 (used by quantize_model); dispatch precision is unchanged."""
         if isinstance(self.local_weights, ExpertWeights):
-            self.local_weights = quantize_expert_weights(self.local_weights)
+            self._set_weights(quantize_expert_weights(self.local_weights))
 
     # -- the backend call -------------------------------------------------------------------------
 

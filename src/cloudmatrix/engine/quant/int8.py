@@ -259,13 +259,38 @@ def quantize_expert_weights(weights) -> Int8ExpertWeights:
     return Int8ExpertWeights(gq, gs, dq, ds)
 
 
+INT8_EXPERT_BUFFERS = ("gate_up_q", "gate_up_s", "down_q", "down_s")
+
+
+def register_int8_expert_buffers(module: torch.nn.Module, weights: Int8ExpertWeights) -> None:
+    """Hold W8A8 expert stacks as buffers of `module`, so .to(), state_dict() and load_state_dict() reach them."""
+    for name in INT8_EXPERT_BUFFERS:
+        module.register_buffer(name, getattr(weights, name))
+    module._int8_view = None
+
+
+def int8_weights_of(module: torch.nn.Module) -> Int8ExpertWeights:
+    """The Int8ExpertWeights over `module`'s buffers; rebuilt (dropping float copies) when a buffer changed."""
+    bufs = tuple(getattr(module, n) for n in INT8_EXPERT_BUFFERS)
+    key = tuple((b.data_ptr(), b.dtype, b.device) for b in bufs)
+    view = module._int8_view
+    if view is None or view[0] != key:
+        view = (key, Int8ExpertWeights(*bufs))
+        module._int8_view = view
+    return view[1]
+
+
 class Int8Experts(torch.nn.Module):
     """The single-process experts backend in W8A8 (the INT8 counterpart of LocalExperts)."""
 
     def __init__(self, weights: Int8ExpertWeights):
         super().__init__()
-        self.weights = weights
+        register_int8_expert_buffers(self, weights)
         self.path_counts: Counter[str] = Counter()
+
+    @property
+    def weights(self) -> Int8ExpertWeights:
+        return int8_weights_of(self)
 
     @classmethod
     def from_float(cls, weights) -> Int8Experts:
