@@ -11,8 +11,8 @@ second and requests per wall second. Target: an hour in under 60 s on one core.
 import argparse
 import time
 
-from cloudmatrix.sim.runtime import Simulation
 from cloudmatrix.sim.scenario import load_scenario
+from cloudmatrix.sim.simulation import Simulation
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--duration", type=float, default=3600.0)

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from cloudmatrix.errors import CloudMatrixError
-from cloudmatrix.sim.runtime import Simulation, simulate
 from cloudmatrix.sim.scenario import load_scenario
+from cloudmatrix.sim.simulation import Simulation, simulate
 
 SMALL = """
 name = "small"

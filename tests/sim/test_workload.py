@@ -2,8 +2,15 @@ import numpy as np
 import pytest
 
 from cloudmatrix.errors import CloudMatrixError
-from cloudmatrix.sim.workload import LengthSpec, Workload, WorkloadSpec, gamma_arrivals, poisson_arrivals
-from cloudmatrix.sim.workload_trace import read_trace, write_trace
+from cloudmatrix.sim.workload import (
+    LengthSpec,
+    RequestTable,
+    WorkloadSpec,
+    gamma_arrivals,
+    poisson_arrivals,
+    read_trace,
+    write_trace,
+)
 
 
 def _spec(**kw) -> WorkloadSpec:
@@ -150,9 +157,9 @@ def test_jsonl_errors(tmp_path):
 
 def test_workload_table_checks():
     with pytest.raises(CloudMatrixError, match="non-decreasing"):
-        Workload(np.array([1.0, 0.5]), [1, 1], [1, 1], [-1, -1], [0, 0])
+        RequestTable(np.array([1.0, 0.5]), [1, 1], [1, 1], [-1, -1], [0, 0])
     with pytest.raises(CloudMatrixError, match="prefix_len"):
-        Workload(np.array([0.0]), [10], [1], [0], [11])
+        RequestTable(np.array([0.0]), [10], [1], [0], [11])
 
 
 def test_closed_loop_trace_needs_no_arrival_times(tmp_path):

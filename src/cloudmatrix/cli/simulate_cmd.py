@@ -61,8 +61,8 @@ def simulate_cmd(
 ) -> None:
     """Simulate a scenario: tokens/s per chip for prefill and decode, TTFT/TPOT percentiles, goodput."""
     from cloudmatrix.sim.metrics import write_requests_csv
-    from cloudmatrix.sim.runtime import Simulation
     from cloudmatrix.sim.scenario import load_scenario
+    from cloudmatrix.sim.simulation import Simulation
 
     overrides = parse_sets(set_ or [])
     if duration is not None:

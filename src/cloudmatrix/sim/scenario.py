@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from cloudmatrix.errors import CloudMatrixError
 from cloudmatrix.perf.deployment import Deployment, default_expert_layout, precisions_for
-from cloudmatrix.sim.workload import WorkloadSpec, _describe
+from cloudmatrix.sim.workload import WorkloadSpec, describe_errors
 from cloudmatrix.specs.hardware import System, load_system
 from cloudmatrix.specs.model import ModelSpec, load_model
 
@@ -185,7 +185,7 @@ def load_scenario(path_or_name: str | Path, overrides: dict[str, Any] | None = N
     try:
         return Scenario.model_validate(data)
     except ValidationError as e:
-        raise CloudMatrixError(f"{p}: {_describe(e)}") from None
+        raise CloudMatrixError(f"{p}: {describe_errors(e)}") from None
 
 
 def _set(data: dict[str, Any], dotted: str, value: Any) -> None:

@@ -16,13 +16,13 @@ from typing import Any
 import numpy as np
 
 from cloudmatrix.errors import CloudMatrixError
-from cloudmatrix.sim.workload import Workload
+from cloudmatrix.sim.workload.requests import RequestTable
 
 COLUMNS = ("arrival_time", "input_len", "output_len", "prefix_group", "prefix_len")
 _REQUIRED = ("input_len", "output_len")
 
 
-def read_trace(path: str | Path, *, concurrency: int | None = None) -> Workload:
+def read_trace(path: str | Path, *, concurrency: int | None = None) -> RequestTable:
     """Read a trace. With `concurrency` (clients) it is a closed-loop workload: arrival_time
     may be absent and is ignored."""
     closed_loop = concurrency is not None
@@ -30,12 +30,12 @@ def read_trace(path: str | Path, *, concurrency: int | None = None) -> Workload:
     if not p.is_file():
         raise CloudMatrixError(f"trace file {p} does not exist; check the path.")
     suffix = p.suffix.lower()
-    if suffix == ".csv":
-        rows = _csv_rows(p)
-    elif suffix in (".jsonl", ".ndjson"):
-        rows = _jsonl_rows(p)
-    else:
+    if suffix not in (".csv", ".jsonl", ".ndjson"):
         raise CloudMatrixError(f"trace {p}: use a .csv or .jsonl file (got {suffix or 'no suffix'}).")
+    try:
+        rows = _csv_rows(p) if suffix == ".csv" else _jsonl_rows(p)
+    except UnicodeDecodeError as e:
+        raise CloudMatrixError(f"trace {p} is not UTF-8 text (byte {e.start}); save it as UTF-8.") from None
 
     n = len(rows)
     arrival = np.full(n, np.nan)
@@ -74,11 +74,11 @@ def read_trace(path: str | Path, *, concurrency: int | None = None) -> Workload:
             cols["prefix_group"][k], cols["prefix_len"][k] = g, pl
         elif has_len and _integer(row["prefix_len"], "prefix_len", where) != 0:
             raise CloudMatrixError(f"{where}: prefix_len is set but prefix_group is not; give the group id.")
-    return Workload(arrival, cols["input_len"], cols["output_len"], cols["prefix_group"], cols["prefix_len"],
+    return RequestTable(arrival, cols["input_len"], cols["output_len"], cols["prefix_group"], cols["prefix_len"],
                     concurrency=concurrency)  # fmt: skip
 
 
-def write_trace(workload: Workload, path: str | Path) -> None:
+def write_trace(workload: RequestTable, path: str | Path) -> None:
     """Write a workload as a CSV or JSONL trace (by suffix); read_trace reads it back."""
     p = Path(path)
     w = workload
@@ -104,7 +104,8 @@ def _needed(closed_loop: bool) -> tuple[str, ...]:
 
 
 def _csv_rows(p: Path) -> list[tuple[int, dict[str, str]]]:
-    with p.open(newline="") as f:
+    # utf-8-sig: spreadsheets write a byte-order mark before the header
+    with p.open(newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f)
         header: list[str] | None = None
         rows: list[tuple[int, dict[str, str]]] = []
@@ -125,7 +126,7 @@ def _csv_rows(p: Path) -> list[tuple[int, dict[str, str]]]:
 
 def _jsonl_rows(p: Path) -> list[tuple[int, dict[str, Any]]]:
     rows = []
-    with p.open() as f:
+    with p.open(encoding="utf-8-sig") as f:
         for line, text in enumerate(f, start=1):
             if not text.strip():
                 continue
