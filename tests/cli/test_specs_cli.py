@@ -120,3 +120,19 @@ def test_console_script_error_contract(tmp_path):
     )
     assert p.returncode == 2 and "does not exist" in p.stderr
     assert "Traceback" not in p.stderr and p.stderr.strip().count("\n") == 0
+
+
+def test_non_utf8_files_given_to_commands_are_one_line_errors(cli, tmp_path):
+    bad = tmp_path / "latin1.toml"
+    bad.write_bytes('name = "caf\xe9"\n'.encode("latin-1"))
+    cfg = tmp_path / "config.json"
+    cfg.write_bytes(b'{"model_type": "\xff"}')
+    for args in (
+        ("specs", "hardware", "--hardware", str(bad)),
+        ("specs", "model", str(cfg)),
+        ("step", "--system", str(bad)),
+        ("step", "--model", str(cfg)),
+    ):
+        code, _, err = cli(*args)
+        assert code == 2, args
+        assert "is not UTF-8 text" in err and err.count("\n") == 1, (args, err)

@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 
 def run(*args):
     return subprocess.run([sys.executable, "-m", "cloudmatrix.cli.main", "step", *args], capture_output=True, text=True)
@@ -55,3 +57,39 @@ def test_errors_are_one_line_with_exit_2():
         assert out.returncode == 2, args
         assert needle in out.stderr, (args, out.stderr)
         assert "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--batch-per-die", "nan"], "--batch-per-die must be a finite number"),
+        (["--batch-per-die", "0"], "--batch-per-die must be greater than 0"),
+        (["--phase", "prefill", "--tokens-per-die", "inf"], "--tokens-per-die must be a finite number"),
+        (["--phase", "prefill", "--prompt-len", "-1"], "--prompt-len must be greater than 0"),
+        (["--kv-len", "nan", "--json"], "--kv-len must be a finite number"),
+        (["--imbalance", "inf"], "--imbalance must be a finite number"),
+        (["--imbalance", "0.5"], "--imbalance must be at least 1"),
+        (["--attn-tp", "0"], "--attn-tp must be at least 1"),
+        (["--attn-tp", "-1"], "--attn-tp must be at least 1"),
+        (["--dies", "0"], "--dies must be at least 1"),
+        (["--ep", "0"], "--ep must be at least 1"),
+        (["--mtp-acceptance", "nan"], "--mtp-acceptance must be a finite number"),
+        (["--mtp-acceptance", "1.5"], "--mtp-acceptance must be at most 1"),
+        (["--zipf-s", "inf", "--popularity", "zipf"], "--zipf-s must be a finite number"),
+    ],
+)
+def test_bad_numbers_are_one_line_errors(cli, args, message):
+    code, out, err = cli("step", *args)
+    assert code == 2, (args, out)
+    assert message in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    assert out == ""  # nothing printed as if it had worked
+
+
+def test_dies_is_used_as_given_not_replaced_by_the_ep_degree(cli):
+    code, out, _ = cli("step", "--ep", "32", "--dies", "64", "--batch-per-die", "16", "--json")
+    assert code == 0
+    code2, out2, _ = cli("step", "--ep", "32", "--batch-per-die", "16", "--json")
+    assert code2 == 0
+    # 64 dies with EP32 keeps two expert replicas; 32 dies does not: the step costs differ
+    assert json.loads(out) != json.loads(out2)

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from cloudmatrix.errors import CloudMatrixError
-from cloudmatrix.plan.compare import DEFAULT_SYSTEMS, SystemResult, Workload, compare
+from cloudmatrix.plan.cross_system import DEFAULT_SYSTEMS, ServingTarget, SystemResult, evaluate_systems
 from cloudmatrix.plan.economics import Economics
 
 
@@ -31,25 +33,32 @@ def compare_cmd(
     pue: Annotated[float, typer.Option(help="Power usage effectiveness (facility / IT power)")] = 1.3,
     utilisation: Annotated[float, typer.Option(help="Fraction of the time serving at the modelled rate")] = 1.0,
     out: Annotated[str, typer.Option(help="Directory for the PNGs and the HTML report")] = "out/compare",
+    wide: Annotated[bool, typer.Option("--wide", help="One table with every column (needs ~240 columns)")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table")] = False,
 ) -> None:
-    """Per system: best decode batch under the TPOT SLO, prefill rate, balanced pool split, then output tokens/s
-    per chip, per system, per kW and per $M, $ per million output tokens, J per token; writes PNGs and an HTML
-    report."""
+    """One workload on several systems: output tokens/s per chip, per kW and per $M, $ and J per token.
+
+    Per system: the best decode batch under the TPOT SLO, the prefill rate, the balanced pool split, then the
+    whole system's output, cost and energy; writes PNGs and an HTML report with every figure."""
+    from cloudmatrix.user_input import output_dir
+
     names = [s.strip() for s in systems.split(",") if s.strip()]
     if not names:
         raise CloudMatrixError("--systems is empty; give comma-separated names, e.g. cloudmatrix384,gb200-nvl72")
-    work = Workload(model=model, input_len=input_len, output_len=output_len, tpot_slo=tpot_slo)
+    target = ServingTarget(model=model, input_len=input_len, output_len=output_len, tpot_slo=tpot_slo)
     econ = Economics(years=years, usd_per_kwh=usd_per_kwh, pue=pue, utilisation=utilisation)
-    results = compare(names, work, econ)
-    from cloudmatrix.report.compare_report import write_report  # matplotlib only when writing figures
+    target.validate()
+    econ.validate()
+    out_dir = output_dir(out, "--out")  # before the sweep, so a bad path costs nothing
+    results = evaluate_systems(names, target, econ)
+    from cloudmatrix.report.cross_system_report import write_report  # matplotlib only when writing figures
 
-    paths = write_report(results, work, econ, out)
+    paths = write_report(results, target, econ, out_dir)
     if as_json:
         print(
             json.dumps(
                 {
-                    "workload": {**work.__dict__, "kv_len": work.kv_len},
+                    "workload": {**target.__dict__, "kv_len": target.kv_len},
                     "economics": econ.__dict__,
                     "systems": [r.to_dict() for r in results],
                     "files": [str(p) for p in paths],
@@ -58,26 +67,75 @@ def compare_cmd(
             )
         )
         return
-    print_table(results, work, econ)
-    Console(width=None if Console().is_terminal else 160).print(f"wrote {', '.join(str(p) for p in paths)}")
+    console = _console(wide)
+    print_tables(results, target, econ, console, wide)
+    console.print(Text(f"wrote {', '.join(str(p) for p in paths)}"))
 
 
-def print_table(results: list[SystemResult], work: Workload, econ: Economics, console: Console | None = None) -> None:
-    from cloudmatrix.report.compare_report import COLUMNS, table_rows
+# Terminal tables: (column of the full table, compact two-line header). The HTML report keeps every column.
+PERFORMANCE = (
+    ("system", "system"),
+    ("chips", "chips"),
+    ("decode inst.", "decode\ninstance"),
+    ("batch/die", "batch\n/die"),
+    ("TPOT ms", "TPOT\nms"),
+    ("decode tok/s/chip", "decode\ntok/s/chip"),
+    ("prefill tok/s/chip", "prefill\ntok/s/chip"),
+    ("HBM free GB/die", "HBM free\nGB/die"),
+)
+ECONOMICS = (
+    ("system", "system"),
+    ("split P+D (idle)", "chips P+D\n(idle)"),
+    ("out tok/s/chip", "output\ntok/s/chip"),
+    ("out tok/s/system", "output\ntok/s/system"),
+    ("tok/s per kW", "tok/s\nper kW"),
+    ("tok/s per $M", "tok/s\nper $M"),
+    ("$/M out tok", "$ per M\nout tok"),
+    ("J/out tok", "J per\nout tok"),
+)
+TERMINAL_WIDTH = 100  # when the output is not a terminal and COLUMNS is unset
 
-    console = console or Console(width=None if Console().is_terminal else 240)
-    t = Table(
-        title=f"{work.model}: {work.input_len:,} in / {work.output_len:,} out tokens, TPOT <= "
-        f"{work.tpot_slo * 1e3:g} ms; {econ.years:g}-year amortisation, ${econ.usd_per_kwh:g}/kWh, PUE {econ.pue:g}, "
+
+def _console(wide: bool) -> Console:
+    if wide:
+        return Console(width=240)
+    if Console().is_terminal or "COLUMNS" in os.environ:
+        return Console()
+    return Console(width=TERMINAL_WIDTH)
+
+
+def _table(title: str, columns, rows: list[dict[str, str]]) -> Table:
+    t = Table(title=Text(title))
+    for key, header in columns:
+        t.add_column(header, justify="left" if key == "system" else "right", no_wrap=key == "system")
+    for row in rows:
+        t.add_row(*(Text(row[key]) for key, _ in columns))
+    return t
+
+
+def print_tables(
+    results: list[SystemResult], target: ServingTarget, econ: Economics, console: Console, wide: bool = False
+) -> None:
+    """Two tables that fit 100 columns (decode and prefill per chip; the balanced system and its cost), or with
+    `wide` the full table."""
+    from cloudmatrix.report.cross_system_report import COLUMNS, table_rows
+
+    rows = [dict(zip(COLUMNS, r, strict=True)) for r in table_rows(results)]
+    workload = (
+        f"{target.model}: {target.input_len:,} in / {target.output_len:,} out tokens, TPOT <= "
+        f"{target.tpot_slo * 1e3:g} ms"
+    )
+    money = (
+        f"{econ.years:g}-year amortisation, ${econ.usd_per_kwh:g}/kWh, PUE {econ.pue:g}, "
         f"utilisation {econ.utilisation:.0%}"
     )
-    for c in COLUMNS:
-        t.add_column(c, justify="left" if c == "system" else "right", no_wrap=c == "system")
-    for row in table_rows(results):
-        t.add_row(*row)
-    console.print(t)
+    if wide:
+        console.print(_table(f"{workload}; {money}", [(c, c) for c in COLUMNS], rows))
+    else:
+        console.print(_table(f"{workload}: best decode batch, prefill rate", PERFORMANCE, rows))
+        console.print(_table(f"whole system, pools balanced; {money}", ECONOMICS, rows))
     console.print(
         "[dim]Same cost model for every system; it is optimistic vs published figures (CloudMatrix384 decode ~+24%, "
         "prefill ~+75%; GB200 NVL72 decode ~1.7x, prefill ~2.9x vs LMSYS): trust ratios more than absolute "
-        "numbers, and note the larger GB200 gap flatters NVL72.[/]"
+        "numbers, and note the larger GB200 gap flatters NVL72. Every column: --wide or the HTML report.[/]"
     )

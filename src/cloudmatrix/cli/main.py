@@ -1,26 +1,29 @@
 """The `cloudmatrix` command. Each sub-command lives in its own module and registers itself here.
 
-User errors (CloudMatrixError) print one line in red and exit with status 2, no traceback.
+User errors (CloudMatrixError) print one line and exit with status 2, no traceback. The message is printed as
+plain text, never as rich markup: user text (a scenario name, a path, a trace cell) may contain `[`.
 """
 
 from __future__ import annotations
 
 import importlib
 import sys
+from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from cloudmatrix.errors import CloudMatrixError
 
 _app = typer.Typer(
     name="cloudmatrix",
     help="Supernode twin and serving engine for large MoE models (CloudMatrix384 and rivals).",
-    no_args_is_help=True,
+    no_args_is_help=False,  # the root callback prints the quick start, then the command list
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, highlight=False, markup=False, emoji=False)
 
 
 # One module per sub-command under cloudmatrix/cli/, each with register(app); a new command adds its module here.
@@ -32,7 +35,44 @@ COMMAND_MODULES = (
     "compare_cmd",
 )
 
+QUICK_START = """\
+Quick start:
+  cloudmatrix simulate             CloudMatrix384 serving DeepSeek-R1: TTFT, TPOT, tokens/s per chip, SLO verdict
+  cloudmatrix step                 one decode step of that deployment, op by op, with its roofline limit
+  cloudmatrix compare              the same workload on GB200 NVL72 and HGX: tokens/s per chip, $ and J per token
+  cloudmatrix validate             the twin's error against published measurements
+  cloudmatrix serve                the small engine behind an OpenAI-compatible HTTP API
+"""
+
 _registered = False
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("cloudmatrix")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        from cloudmatrix import __version__
+
+        return __version__
+
+
+@_app.callback(invoke_without_command=True)
+def _root(
+    ctx: typer.Context,
+    show_version: Annotated[
+        bool, typer.Option("--version", help="Print the installed version and exit.", is_eager=True)
+    ] = False,
+) -> None:
+    """Supernode twin and serving engine for large MoE models (CloudMatrix384 and rivals)."""
+    if show_version:
+        typer.echo(f"cloudmatrix {_version()}")
+        raise typer.Exit()
+    if ctx.invoked_subcommand is None:
+        typer.echo(QUICK_START)
+        typer.echo(ctx.get_help())
+        raise typer.Exit()
 
 
 def _register() -> None:
@@ -45,13 +85,18 @@ def _register() -> None:
     _registered = True
 
 
+def print_error(message: str) -> None:
+    """One line on stderr, `error: ` in bold red and the message verbatim (no markup, no wrapping)."""
+    err_console.print(Text.assemble(("error: ", "bold red"), message), soft_wrap=True)
+
+
 def app() -> None:
     """Console-script entry point."""
     _register()
     try:
         _app(standalone_mode=False)
     except CloudMatrixError as e:
-        err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        print_error(" ".join(str(e).split()))  # one line even if a message carries a newline
         sys.exit(2)
     except (typer.Exit, SystemExit) as e:
         code = getattr(e, "exit_code", None)
@@ -66,6 +111,7 @@ def app() -> None:
         if type(e).__name__ == "Abort":
             sys.exit(130)
         raise
+
 
 if __name__ == "__main__":
     app()

@@ -25,15 +25,16 @@ def reproduce_cmd(
     duration_scale: Annotated[float, typer.Option(help="Scale the scenarios' simulated durations")] = 1.0,
 ) -> None:
     """Reproduce the CloudMatrix-Infer paper's prefill and decode figures and report the error of each."""
+    from cloudmatrix.user_input import output_file, positive
     from cloudmatrix.validate.paper import markdown, reproduce
 
-    if duration_scale <= 0:
-        raise CloudMatrixError(f"--duration-scale must be positive, got {duration_scale}")
-    if report is not None and report.suffix not in (".md", ".html"):
-        raise CloudMatrixError(f"--report must end in .md or .html, got {report}")
+    positive("--duration-scale", duration_scale)
+    if report is not None:
+        if report.suffix not in (".md", ".html"):
+            raise CloudMatrixError(f"--report must end in .md or .html, got {report}")
+        output_file(report, "--report")  # before the simulations, so a bad path costs nothing
     rows = reproduce(simulate_scenarios=not no_sim, duration_scale=duration_scale)
     if report is not None:
-        report.parent.mkdir(parents=True, exist_ok=True)
         md = markdown(rows)
         if report.suffix == ".md":
             report.write_text("# CloudMatrix-Infer paper figures reproduced\n\n" + md + "\n")

@@ -4,7 +4,7 @@
   specs model NAME|PATH [--context N ...] [--json]     architecture, parameters, KV cache, FLOPs
   specs compare SYSTEM SYSTEM [--nodes N] [--json]     system totals and first/second ratios
 
-A thin layer: figures come from cloudmatrix.specs (hardware, model, compare); this module only
+A thin layer: figures come from cloudmatrix.specs (hardware, model, system_comparison); this module only
 converts units for display and lays out tables.
 """
 
@@ -41,10 +41,11 @@ def _ratio(x: float) -> str:
 def _is_system_file(path: Path) -> bool:
     import tomllib
 
+    from cloudmatrix.user_input import read_text
+
     try:
-        with path.open("rb") as f:
-            return "chip" in tomllib.load(f)
-    except (OSError, tomllib.TOMLDecodeError):
+        return "chip" in tomllib.loads(read_text(path, "--hardware file"))
+    except (CloudMatrixError, tomllib.TOMLDecodeError):
         return False  # let the chip loader report the problem
 
 
@@ -69,7 +70,7 @@ def _check_nodes(nodes: int | None, systems: list) -> None:
 
 
 def _systems_table(systems: list) -> Table:
-    from cloudmatrix.specs.compare import summarize
+    from cloudmatrix.specs.system_comparison import summarize
 
     t = Table(title="Systems (dense BF16; bandwidths one-way)", title_justify="left")
     for col in (
@@ -306,13 +307,13 @@ def compare(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Compare two systems from the catalog: totals and first/second ratios."""
-    from cloudmatrix.specs import compare as cmp
     from cloudmatrix.specs.hardware import load_system
+    from cloudmatrix.specs.system_comparison import compare_systems
 
     raw = [load_system(first), load_system(second)]
     _check_nodes(nodes, raw)
     a, b = (_system(n, nodes) for n in (first, second))
-    result = cmp.compare(a, b, precision)
+    result = compare_systems(a, b, precision)
     if as_json:
         typer.echo(json.dumps(result.as_dict(), indent=2))
         return

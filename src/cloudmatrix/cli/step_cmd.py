@@ -54,13 +54,29 @@ def step(
     """Cost one decode or prefill step of one instance: op table, bounds, tokens/s per chip, roofline limit."""
     from cloudmatrix.errors import CloudMatrixError
 
+    check_flags(
+        dies=dies,
+        ep=ep,
+        attn_tp=attn_tp,
+        mtp=mtp,
+        mtp_acceptance=mtp_acceptance,
+        batch_per_die=batch_per_die,
+        kv_len=kv_len,
+        tokens_per_die=tokens_per_die,
+        prompt_len=prompt_len,
+        imbalance=imbalance,
+        zipf_s=zipf_s,
+        shared_expert_dies=shared_expert_dies,
+        redundant_experts=redundant_experts,
+        nodes=nodes,
+    )
     sysm = load_system(system)
     if nodes is not None:
         sysm = sysm.with_nodes(nodes)
     mdl = load_model(model)
     auto_shared, auto_redundant = default_expert_layout(mdl, ep)
     dep = Deployment(
-        dies=dies or ep,
+        dies=ep if dies is None else dies,
         ep=ep,
         shared_expert_dies=auto_shared if shared_expert_dies is None else shared_expert_dies,
         redundant_experts=auto_redundant if redundant_experts is None else redundant_experts,
@@ -85,6 +101,26 @@ def step(
         print(json.dumps(b.to_dict(), indent=2))
         return
     print_breakdown(b, dep)
+
+
+def check_flags(**flags: float | None) -> None:
+    """Every numeric flag finite and in range before anything is costed (NaN and inf never pass)."""
+    from cloudmatrix.user_input import finite, positive, positive_int
+
+    for name in ("dies", "ep", "attn_tp", "nodes"):
+        if flags[name] is not None:
+            positive_int(f"--{name.replace('_', '-')}", flags[name])
+    for name in ("batch_per_die", "tokens_per_die", "prompt_len"):
+        positive(f"--{name.replace('_', '-')}", flags[name])
+    finite("--kv-len", flags["kv_len"], minimum=0)
+    finite("--mtp", flags["mtp"], minimum=0)
+    finite("--mtp-acceptance", flags["mtp_acceptance"], minimum=0, maximum=1)
+    finite("--zipf-s", flags["zipf_s"], minimum=0)
+    if flags["imbalance"] is not None:
+        finite("--imbalance", flags["imbalance"], minimum=1)
+    for name in ("shared_expert_dies", "redundant_experts"):
+        if flags[name] is not None:
+            finite(f"--{name.replace('_', '-')}", flags[name], minimum=0)
 
 
 def derived_imbalance(

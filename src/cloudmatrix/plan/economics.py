@@ -22,8 +22,9 @@ class Economics:
 
     def validate(self) -> None:
         for name in ("years", "usd_per_kwh", "pue", "utilisation"):
-            if not getattr(self, name) > 0:
-                raise CloudMatrixError(f"{name} must be positive, got {getattr(self, name)}")
+            v = getattr(self, name)
+            if not (v > 0 and math.isfinite(v)):
+                raise CloudMatrixError(f"{name} must be positive and finite, got {v}")
         if self.pue < 1:
             raise CloudMatrixError(f"PUE is facility/IT power and cannot be below 1, got {self.pue}")
         if self.utilisation > 1:

@@ -21,6 +21,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from cloudmatrix.errors import CloudMatrixError
 from cloudmatrix.specs.units import UnitError, parse_quantity
+from cloudmatrix.user_input import read_text
 
 PRECISIONS = ("fp32", "bf16", "fp16", "fp8", "int8", "fp4")
 BYTES_PER_ELEMENT = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0, "fp4": 0.5}
@@ -45,7 +46,8 @@ Fraction = Annotated[float, Field(gt=0, le=1)]
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: a catalog number is a measurement or a price, never inf or nan
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class DieSpec(_Frozen):
@@ -266,12 +268,9 @@ def catalog_names(kind: str) -> list[str]:
 
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
-        with path.open("rb") as f:
-            return tomllib.load(f)
+        return tomllib.loads(read_text(path, "hardware file"))
     except tomllib.TOMLDecodeError as e:
         raise CloudMatrixError(f"{path}: not valid TOML ({e}); fix the syntax") from None
-    except OSError as e:
-        raise CloudMatrixError(f"{path}: cannot read ({e.strerror})") from None
 
 
 def _validation_message(path: Path, err: ValidationError) -> str:

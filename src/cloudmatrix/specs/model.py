@@ -9,6 +9,7 @@ Kimi-K2) or GQA/MHA attention (Llama, Qwen), dense or MoE FFNs.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -17,6 +18,7 @@ from typing import Any
 
 from cloudmatrix.errors import CloudMatrixError
 from cloudmatrix.specs.hardware import BYTES_PER_ELEMENT
+from cloudmatrix.user_input import read_text
 
 # model_type values whose architecture we know how to count.
 _MLA_TYPES = {"deepseek_v3", "deepseek_v2", "kimi_k2"}
@@ -210,16 +212,28 @@ def _get(cfg: dict[str, Any], key: str, path: str, default: Any = ...) -> Any:
 def _int(cfg: dict[str, Any], key: str, path: str, default: Any = ..., minimum: int = 0) -> int:
     """An integer field, checked: a bad value names the file and the field instead of raising deep inside."""
     v = _get(cfg, key, path, default)
-    if isinstance(v, bool) or not isinstance(v, int | float) or int(v) != v:
+    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or int(v) != v:
         raise CloudMatrixError(f"{path}: {key} = {v!r} is not an integer; fix it in config.json")
     if v < minimum:
         raise CloudMatrixError(f"{path}: {key} = {v} must be at least {minimum}; fix it in config.json")
     return int(v)
 
 
+def _bool(cfg: dict[str, Any], key: str, path: str, default: bool) -> bool:
+    """A JSON boolean; the string "false" is an error, not true."""
+    v = _get(cfg, key, path, default)
+    if not isinstance(v, bool):
+        raise CloudMatrixError(f"{path}: {key} = {v!r} is not a boolean; write true or false (no quotes)")
+    return v
+
+
 def _attention_kind(cfg: dict[str, Any], path: str) -> str:
-    mtype = cfg.get("model_type", "")
+    mtype = cfg.get("model_type") or ""
     archs = cfg.get("architectures") or []
+    if not isinstance(mtype, str):
+        raise CloudMatrixError(f"{path}: model_type = {mtype!r} is not a string; fix it in config.json")
+    if not isinstance(archs, list):
+        raise CloudMatrixError(f"{path}: architectures = {archs!r} is not a list of class names; fix it")
     first = archs[0] if archs and isinstance(archs[0], str) else ""
     # model_type wins; Kimi-K2 says "kimi_k2" but is a DeepseekV3ForCausalLM, which either test catches
     if mtype in _MLA_TYPES or (mtype not in _GQA_TYPES and first.startswith(_MLA_ARCHS)):
@@ -260,6 +274,11 @@ def spec_from_config(cfg: dict[str, Any], name: str, path: str = "config.json") 
     """Build a ModelSpec from a parsed Hugging Face config dict."""
     if "text_config" in cfg and "hidden_size" not in cfg:
         cfg = cfg["text_config"]  # multimodal wrappers (e.g. Kimi-K2.5) keep the LM here
+        if not isinstance(cfg, dict):
+            raise CloudMatrixError(
+                f"{path}: text_config is {type(cfg).__name__} {cfg!r:.40}, not an object holding the language "
+                "model's config; fix it in config.json"
+            )
     attention = _attention_kind(cfg, path)
     mla = attention == "mla"
     i = lambda k, d=..., m=0: _int(cfg, k, path, d, m)  # noqa: E731
@@ -277,7 +296,7 @@ def spec_from_config(cfg: dict[str, Any], name: str, path: str = "config.json") 
         moe_inter = i("moe_intermediate_size", 0) or i("intermediate_size", m=1)
         shared = i("n_shared_experts", 0)
         # Qwen2-MoE: one wide shared expert, counted in routed-expert units
-        if cfg.get("shared_expert_intermediate_size"):
+        if _get(cfg, "shared_expert_intermediate_size", path, 0) != 0:
             shared = max(1, round(i("shared_expert_intermediate_size") / moe_inter))
         dense_layers = _dense_layer_count(cfg, layers, path)
     else:
@@ -312,7 +331,7 @@ def spec_from_config(cfg: dict[str, Any], name: str, path: str = "config.json") 
         top_k=top_k,
         dense_layers=dense_layers,
         mtp_layers=i("num_nextn_predict_layers", 0),
-        tie_embeddings=bool(_get(cfg, "tie_word_embeddings", path, False)),
+        tie_embeddings=_bool(cfg, "tie_word_embeddings", path, False),
     )
 
 
@@ -331,7 +350,7 @@ def load_model(name_or_path: str) -> ModelSpec:
             )
         p = shipped
     try:
-        cfg = json.loads(p.read_text())
+        cfg = json.loads(read_text(p, "model config"))
     except json.JSONDecodeError as e:
         raise CloudMatrixError(f"{p}: not valid JSON ({e})") from None
     if not isinstance(cfg, dict):

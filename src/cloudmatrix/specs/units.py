@@ -8,6 +8,7 @@ a unit is unknown or of the wrong kind.
 
 from __future__ import annotations
 
+import math
 import re
 
 _DECIMAL = {"": 1.0, "k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18}
@@ -54,6 +55,8 @@ def parse_quantity(value: object, dimension: str) -> float:
         number, unit = float(m.group(1)), (m.group(2) or "").strip()
     else:
         raise UnitError(f"expected a {dimension} quantity, got {type(value).__name__} {value!r}")
+    if not math.isfinite(number):
+        raise UnitError(f"expected a finite {dimension} quantity, got {value!r}")
     if unit == "":
         factor = 1.0
     elif unit in units:

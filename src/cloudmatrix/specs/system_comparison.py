@@ -1,7 +1,7 @@
 """System-level figures and side-by-side comparison, computed only from the hardware catalog.
 
 `summarize` turns a loaded `System` into whole-system totals (compute, HBM, bandwidths,
-power, price); `compare` divides the first system's figures by the second's, the way the
+power, price); `compare_systems` divides the first system's figures by the second's, the way the
 CloudMatrix384 vs GB200 NVL72 comparisons are quoted ("1.7x compute, 3.6x memory, ...").
 Pure functions of the specs: no I/O, no formatting. Units are SI (FLOP/s, bytes, W, US$).
 """
@@ -85,7 +85,7 @@ RATIOS: dict[str, str] = {
 
 
 @dataclass(frozen=True)
-class Comparison:
+class SystemComparison:
     first: SystemSummary
     second: SystemSummary
     ratios: dict[str, float]  # first / second, keys of RATIOS
@@ -99,8 +99,8 @@ class Comparison:
         }
 
 
-def compare(first: System, second: System, precision: str = "bf16") -> Comparison:
+def compare_systems(first: System, second: System, precision: str = "bf16") -> SystemComparison:
     """Compare two systems; every ratio is first / second."""
     a, b = summarize(first, precision), summarize(second, precision)
     ratios = {name: getattr(a, attr) / getattr(b, attr) for name, attr in RATIOS.items()}
-    return Comparison(a, b, ratios)
+    return SystemComparison(a, b, ratios)

@@ -1,4 +1,4 @@
-"""Compare systems on one workload: the best decode batch under the TPOT SLO, the prefill rate, the pool split
+"""Serve one target on several systems: the best decode batch under the TPOT SLO, the prefill rate, the pool split
 that balances them, then system-level throughput, cost and energy per output token.
 
 Every system is costed with the same model (cloudmatrix.perf), so ratios between systems are more robust
@@ -29,7 +29,10 @@ DEFAULT_SYSTEMS = ("cloudmatrix384", "gb200-nvl72", "hgx-h800", "hgx-h100")
 
 
 @dataclass(frozen=True)
-class Workload:
+class ServingTarget:
+    """What every system must serve: one model, one request shape, one TPOT SLO (a steady-state target for the
+    cost model; the simulator's request stream is `cloudmatrix.sim`'s Workload)."""
+
     model: str = "deepseek-r1"
     input_len: int = 4096
     output_len: int = 256
@@ -40,8 +43,8 @@ class Workload:
             raise CloudMatrixError(
                 f"input and output lengths must be positive, got {self.input_len} and {self.output_len}"
             )
-        if not self.tpot_slo > 0:
-            raise CloudMatrixError(f"the TPOT SLO must be positive (seconds), got {self.tpot_slo}")
+        if not (self.tpot_slo > 0 and math.isfinite(self.tpot_slo)):
+            raise CloudMatrixError(f"the TPOT SLO must be positive and finite (seconds), got {self.tpot_slo}")
 
     @property
     def kv_len(self) -> float:
@@ -139,25 +142,25 @@ def _chips(shape: InstanceShape, system: System) -> int:
     return shape.dies // system.chip.dies
 
 
-def compare_system(layout: Layout, model: ModelSpec, work: Workload, econ: Economics) -> SystemResult:
+def evaluate_system(layout: Layout, model: ModelSpec, target: ServingTarget, econ: Economics) -> SystemResult:
     base = load_system(layout.system)
     shapes = (layout.prefill, *layout.decode_options)
     if layout.sized_by_layout:  # large enough to hold any one instance while costing steps
         need = max(s.dies for s in shapes) / base.chip.dies
         base = base.with_nodes(max(base.nodes, math.ceil(need / base.spec.chips_per_node)))
     pre_dep = layout.prefill.deployment(model, layout)
-    prefill = prefill_point(model, base, pre_dep, work.input_len, PREFILL_TOKENS_PER_CHIP)
+    prefill = prefill_point(model, base, pre_dep, target.input_len, PREFILL_TOKENS_PER_CHIP)
     sp = _chips(layout.prefill, base)
     options = []
     for shape in layout.decode_options:
         opt = DecodeOption(shape)
         options.append(opt)
         try:
-            opt.curve = decode_curve(model, base, shape.deployment(model, layout), work.kv_len)
+            opt.curve = decode_curve(model, base, shape.deployment(model, layout), target.kv_len)
         except CloudMatrixError as e:
             opt.note = str(e)
             continue
-        opt.best = best_under_slo(opt.curve, work.tpot_slo)
+        opt.best = best_under_slo(opt.curve, target.tpot_slo)
         if opt.best is None:
             opt.note = "no batch fits in HBM" if not opt.curve else "TPOT above the SLO even at batch 1 per die"
             continue
@@ -165,15 +168,15 @@ def compare_system(layout: Layout, model: ModelSpec, work: Workload, econ: Econo
         rp, rd = prefill.tokens_per_s_per_chip, opt.best.tokens_per_s_per_chip
         try:
             if layout.sized_by_layout:
-                opt.split = split_sized_cluster(sp, sd, rp, rd, work.input_len, work.output_len)
+                opt.split = split_sized_cluster(sp, sd, rp, rd, target.input_len, target.output_len)
             else:
-                opt.split = split_fixed_system(base.chips, sp, sd, rp, rd, work.input_len, work.output_len)
+                opt.split = split_fixed_system(base.chips, sp, sd, rp, rd, target.input_len, target.output_len)
         except CloudMatrixError as e:
             opt.note = str(e)
     feasible = [o for o in options if o.split is not None]
     if not feasible:
         why = "; ".join(f"decode EP{o.shape.ep}: {o.note}" for o in options)
-        raise CloudMatrixError(f"{layout.key}: no decode layout meets TPOT <= {work.tpot_slo * 1e3:g} ms ({why})")
+        raise CloudMatrixError(f"{layout.key}: no decode layout meets TPOT <= {target.tpot_slo * 1e3:g} ms ({why})")
 
     def per_chip(o: DecodeOption) -> float:
         chips = o.split.chips if layout.sized_by_layout else base.chips
@@ -189,12 +192,12 @@ def compare_system(layout: Layout, model: ModelSpec, work: Workload, econ: Econo
     )
 
 
-def compare(systems: Sequence[str], work: Workload, econ: Economics) -> list[SystemResult]:
+def evaluate_systems(systems: Sequence[str], target: ServingTarget, econ: Economics) -> list[SystemResult]:
     """One SystemResult per system key (a catalog name, optionally ':precision')."""
-    work.validate()
+    target.validate()
     econ.validate()
     if not systems:
         raise CloudMatrixError("give at least one system to compare")
     layouts = [layout_for(k) for k in systems]
-    model = load_model(work.model)
-    return [compare_system(layout, model, work, econ) for layout in layouts]
+    model = load_model(target.model)
+    return [evaluate_system(layout, model, target, econ) for layout in layouts]

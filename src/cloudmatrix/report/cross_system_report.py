@@ -1,4 +1,7 @@
-"""Figures and a self-contained HTML report of `cloudmatrix compare` (matplotlib's Agg canvas, no pyplot)."""
+"""Figures and a self-contained HTML report of one serving target across systems (`cloudmatrix compare`).
+
+matplotlib's Agg canvas, no pyplot: no GUI backend is ever touched.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
-from cloudmatrix.plan.compare import SystemResult, Workload
+from cloudmatrix.plan.cross_system import ServingTarget, SystemResult
 from cloudmatrix.plan.economics import Economics
 
 CAVEAT = (
@@ -79,7 +82,7 @@ def _save(fig: Figure, path: Path) -> Path:
     return path
 
 
-def plot_decode_curves(results: Sequence[SystemResult], work: Workload, path: Path) -> Path:
+def plot_decode_curves(results: Sequence[SystemResult], target: ServingTarget, path: Path) -> Path:
     """Decode tokens/s per chip against TPOT, one line per system (its chosen decode instance), batch sweep."""
     fig = Figure(figsize=(9, 5.5), layout="constrained")
     ax = fig.subplots()
@@ -105,14 +108,14 @@ def plot_decode_curves(results: Sequence[SystemResult], work: Workload, path: Pa
             fontsize=8,
             color=color,
         )
-    ax.axvline(work.tpot_slo * 1e3, color="black", ls="--", lw=1.2, label=f"TPOT SLO {work.tpot_slo * 1e3:g} ms")
+    ax.axvline(target.tpot_slo * 1e3, color="black", ls="--", lw=1.2, label=f"TPOT SLO {target.tpot_slo * 1e3:g} ms")
     ax.set_yscale("log")
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
-    ax.set_xlim(0, max(work.tpot_slo * 1e3 * 1.6, 1))
+    ax.set_xlim(0, max(target.tpot_slo * 1e3 * 1.6, 1))
     ax.set_xlabel("TPOT [ms] (time per output token of one sequence)")
     ax.set_ylabel("decode throughput [output tokens/s per chip] (log)")
     ax.set_title(
-        f"{work.model}: decode batch sweep at mean context {work.kv_len:,.0f} tokens\n"
+        f"{target.model}: decode batch sweep at mean context {target.kv_len:,.0f} tokens\n"
         "(circle: chosen batch; sweep stops at 512/die or when HBM is full)",
         fontsize=11,
     )
@@ -121,7 +124,7 @@ def plot_decode_curves(results: Sequence[SystemResult], work: Workload, path: Pa
     return _save(fig, path)
 
 
-def plot_system_bars(results: Sequence[SystemResult], work: Workload, path: Path) -> Path:
+def plot_system_bars(results: Sequence[SystemResult], target: ServingTarget, path: Path) -> Path:
     """System-level output throughput per chip, per kW, per $M of hardware, and $ per million output tokens."""
     fig = Figure(figsize=(12, 7.5), layout="constrained")
     axes = fig.subplots(2, 2).ravel()
@@ -142,7 +145,8 @@ def plot_system_bars(results: Sequence[SystemResult], work: Workload, path: Path
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.2f}" if 0 < v < 10 else f"{v:,.0f}"))
         ax.grid(alpha=0.3, axis="y")
     fig.suptitle(
-        f"{work.model}, {work.input_len:,} in / {work.output_len:,} out tokens, TPOT <= {work.tpot_slo * 1e3:g} ms: "
+        f"{target.model}, {target.input_len:,} in / {target.output_len:,} out tokens, "
+        f"TPOT <= {target.tpot_slo * 1e3:g} ms: "
         "whole system with prefill and decode pools balanced",
         fontsize=11,
     )
@@ -155,7 +159,7 @@ def _img(path: Path, alt: str) -> str:
 
 
 def write_html(
-    results: Sequence[SystemResult], work: Workload, econ: Economics, images: Sequence[Path], path: Path
+    results: Sequence[SystemResult], target: ServingTarget, econ: Economics, images: Sequence[Path], path: Path
 ) -> Path:
     e = html.escape
     head = "".join(f"<th>{e(c)}</th>" for c in COLUMNS)
@@ -191,8 +195,8 @@ def write_html(
             + "</ul>"
         )
     assumptions = [
-        f"workload: {work.model}, {work.input_len:,} input and {work.output_len:,} output tokens per request, "
-        f"TPOT SLO {work.tpot_slo * 1e3:g} ms; decode costed at the mean context {work.kv_len:,.0f} tokens; "
+        f"workload: {target.model}, {target.input_len:,} input and {target.output_len:,} output tokens per request, "
+        f"TPOT SLO {target.tpot_slo * 1e3:g} ms; decode costed at the mean context {target.kv_len:,.0f} tokens; "
         "no prefix cache hits",
         "decode: the batch per die with the most tokens/s per chip whose TPOT meets the SLO and that fits in HBM "
         "(sweep up to 512 sequences per die)",
@@ -206,7 +210,7 @@ def write_html(
         "expert load perfectly balanced on every system (imbalance 1.0)",
     ]
     doc = f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>cloudmatrix compare: {e(work.model)}</title>
+<html><head><meta charset="utf-8"><title>cloudmatrix compare: {e(target.model)}</title>
 <style>
 body {{ font-family: sans-serif; margin: 2em; max-width: 1300px; }}
 table {{ border-collapse: collapse; font-size: 13px; }}
@@ -215,8 +219,8 @@ th {{ background: #eee; }} td:first-child {{ text-align: left; }}
 .caveat {{ background: #fff4e0; border-left: 4px solid #e69500; padding: 0.6em 1em; }}
 </style></head><body>
 <h1>Does CloudMatrix384 beat GB200 NVL72, and at what cost?</h1>
-<p>{e(work.model)}, {work.input_len:,} input / {work.output_len:,} output tokens, TPOT &le;
-{work.tpot_slo * 1e3:g} ms. Generated by <code>cloudmatrix compare</code>.</p>
+<p>{e(target.model)}, {target.input_len:,} input / {target.output_len:,} output tokens, TPOT &le;
+{target.tpot_slo * 1e3:g} ms. Generated by <code>cloudmatrix compare</code>.</p>
 <p class="caveat"><b>Caveat.</b> {e(CAVEAT)}</p>
 <h2>Comparison</h2>
 <table id="compare-table"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
@@ -232,12 +236,14 @@ th {{ background: #eee; }} td:first-child {{ text-align: left; }}
     return path
 
 
-def write_report(results: Sequence[SystemResult], work: Workload, econ: Economics, out_dir: str | Path) -> list[Path]:
+def write_report(
+    results: Sequence[SystemResult], target: ServingTarget, econ: Economics, out_dir: str | Path
+) -> list[Path]:
     """Write decode_curves.png, system_bars.png and compare.html into `out_dir`; return their paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     images = [
-        plot_decode_curves(results, work, out / "decode_curves.png"),
-        plot_system_bars(results, work, out / "system_bars.png"),
+        plot_decode_curves(results, target, out / "decode_curves.png"),
+        plot_system_bars(results, target, out / "system_bars.png"),
     ]
-    return [*images, write_html(results, work, econ, images, out / "compare.html")]
+    return [*images, write_html(results, target, econ, images, out / "compare.html")]

@@ -5,13 +5,13 @@ import json
 import pytest
 
 from cloudmatrix.errors import CloudMatrixError
-from cloudmatrix.specs.compare import RATIOS, compare, summarize
 from cloudmatrix.specs.hardware import load_system
+from cloudmatrix.specs.system_comparison import RATIOS, compare_systems, summarize
 
 
 @pytest.fixture(scope="module")
 def cm_vs_nvl72():
-    return compare(load_system("cloudmatrix384"), load_system("gb200-nvl72"))
+    return compare_systems(load_system("cloudmatrix384"), load_system("gb200-nvl72"))
 
 
 def test_reproduces_published_cloudmatrix384_vs_nvl72_ratios(cm_vs_nvl72):
@@ -53,4 +53,4 @@ def test_precision():
     gb = summarize(load_system("gb300-nvl72"), "fp4")
     assert gb.peak_flops == pytest.approx(72 * 15e15)
     with pytest.raises(CloudMatrixError, match="ascend-910c has no native fp8"):
-        compare(load_system("cloudmatrix384"), load_system("gb200-nvl72"), "fp8")
+        compare_systems(load_system("cloudmatrix384"), load_system("gb200-nvl72"), "fp8")

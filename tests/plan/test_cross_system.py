@@ -3,11 +3,11 @@
 import pytest
 
 from cloudmatrix.errors import CloudMatrixError
-from cloudmatrix.plan.compare import Workload, compare, compare_system
+from cloudmatrix.plan.cross_system import ServingTarget, evaluate_system, evaluate_systems
 from cloudmatrix.plan.economics import Economics
 from cloudmatrix.plan.layouts import KNOWN_SYSTEMS, layout_for
 from cloudmatrix.plan.sweep import DecodePoint, best_under_slo
-from cloudmatrix.report.compare_report import write_report
+from cloudmatrix.report.cross_system_report import write_report
 from cloudmatrix.specs.model import load_model
 
 R1 = load_model("deepseek-r1")
@@ -22,8 +22,8 @@ def test_best_under_slo_picks_most_throughput_that_meets_it():
 
 def test_cm384_sweep_meets_slo_and_tighter_slo_lowers_batch():
     layout, econ = layout_for("cloudmatrix384"), Economics()
-    loose = compare_system(layout, R1, Workload(tpot_slo=0.050), econ)
-    tight = compare_system(layout, R1, Workload(tpot_slo=0.030), econ)
+    loose = evaluate_system(layout, R1, ServingTarget(tpot_slo=0.050), econ)
+    tight = evaluate_system(layout, R1, ServingTarget(tpot_slo=0.030), econ)
     assert loose.decode.tpot <= 0.050 and tight.decode.tpot <= 0.030
     assert tight.decode.batch_per_die < loose.decode.batch_per_die
     assert tight.decode.tokens_per_s_per_chip < loose.decode.tokens_per_s_per_chip
@@ -43,7 +43,7 @@ def test_every_layout_is_valid_for_deepseek():
 
 
 def test_hgx_cluster_is_sized_to_whole_nodes():
-    r = compare(["hgx-h800"], Workload(), Economics())[0]
+    r = evaluate_systems(["hgx-h800"], ServingTarget(), Economics())[0]
     assert r.chips == r.split.chips and r.chips % 8 == 0
     assert r.system.power == pytest.approx(r.system.nodes * 10.2e3)
 
@@ -56,9 +56,9 @@ def test_unknown_system_and_precision():
 
 
 def test_report_small_case(tmp_path):
-    work, econ = Workload(output_len=128), Economics()
-    results = compare(["gb200-nvl72", "gb200-nvl72:fp8"], work, econ)
-    paths = write_report(results, work, econ, tmp_path / "rep")
+    target, econ = ServingTarget(output_len=128), Economics()
+    results = evaluate_systems(["gb200-nvl72", "gb200-nvl72:fp8"], target, econ)
+    paths = write_report(results, target, econ, tmp_path / "rep")
     assert [p.name for p in paths] == ["decode_curves.png", "system_bars.png", "compare.html"]
     assert all(p.stat().st_size > 1000 for p in paths)
     html = paths[-1].read_text()

@@ -1,0 +1,44 @@
+"""The root command: quick start, --version, and error lines printed verbatim (never as rich markup)."""
+
+import importlib.metadata
+
+from cloudmatrix.cli import main
+
+
+def test_no_arguments_prints_the_quick_start_and_the_command_list(cli):
+    code, out, _ = cli()
+    assert code == 0
+    lines = out.splitlines()
+    start = lines.index("Quick start:")
+    quick = lines[start + 1 : start + 6]
+    assert [line.split()[1] for line in quick] == ["simulate", "step", "compare", "validate", "serve"]
+    assert all(line.startswith("  cloudmatrix ") for line in quick)
+    for command in ("simulate", "step", "compare", "specs", "reproduce"):
+        assert any(line.strip().strip("│").strip().startswith(command) for line in lines[start + 6 :]), command
+
+
+def test_version_comes_from_the_installed_metadata(cli):
+    code, out, _ = cli("--version")
+    assert code == 0
+    assert out.strip() == f"cloudmatrix {importlib.metadata.version('cloudmatrix')}"
+
+
+def test_error_text_with_brackets_is_printed_verbatim(cli, tmp_path):
+    # a path holding '[/' made rich raise MarkupError; '[decode]' vanished as a tag
+    weird = tmp_path / "[decode]" / "x[/y]"
+    code, _, err = cli("specs", "model", str(weird))
+    assert code == 2
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert str(weird) in err
+
+
+def test_print_error_is_one_plain_line(capsys):
+    main.print_error("[decode]: EP degree 7 [/x] [bold]not bold[/]")
+    err = capsys.readouterr().err
+    assert err == "error: [decode]: EP degree 7 [/x] [bold]not bold[/]\n"
+
+
+def test_simulate_override_error_keeps_the_section_name(cli):
+    code, _, err = cli("simulate", "--set", "decode.ep=7", "--quiet")
+    assert code == 2
+    assert "[decode]" in err and err.count("\n") == 1
