@@ -228,6 +228,7 @@ def load_tensors(
                 f"the placement has {placement.num_experts} experts but config.json has n_routed_experts={E}"
             )
         slots = placement.experts_on(dist.get_rank(group))
+    n_moe = 0  # EP call tags in layer order, as use_expert_parallel numbers them
     for ours, module in model.named_modules():
         if not isinstance(module, MoE):
             continue
@@ -244,7 +245,8 @@ def load_tensors(
         if placement is None:
             module.experts = LocalExperts(weights)
         else:
-            module.experts = ExpertParallelExperts(weights, placement, group, **ep_kwargs)
+            module.experts = ExpertParallelExperts(weights, placement, group, tag=n_moe, **ep_kwargs)
+        n_moe += 1
     expert_keys = {k for k, _ in model.named_buffers() if ".experts." in k}
 
     state: dict[str, torch.Tensor] = {}

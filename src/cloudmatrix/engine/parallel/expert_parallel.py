@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -99,10 +100,35 @@ def _from_bytes(b: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return b.contiguous().view(dtype)
 
 
-def _all_to_all(recv_rows: list[int], send: torch.Tensor, send_rows: list[int], group) -> torch.Tensor:
+def _all_to_all(recv_rows: list[int], send: torch.Tensor, send_rows: list[int], group, async_op: bool = False):
+    """(receive buffer, work handle or None): rows to and from every peer with per-peer split sizes."""
     out = torch.empty((sum(recv_rows), send.shape[1]), dtype=send.dtype, device=send.device)
-    dist.all_to_all_single(out, send, output_split_sizes=recv_rows, input_split_sizes=send_rows, group=group)
-    return out
+    work = dist.all_to_all_single(
+        out, send, output_split_sizes=recv_rows, input_split_sizes=send_rows, group=group, async_op=async_op
+    )
+    return out, work
+
+
+@dataclass
+class _Pending:
+    """One EP call between its phases (begin -> run -> end)."""
+
+    n_tok: int
+    h: int
+    k: int
+    dtype: torch.dtype
+    row_tok: torch.Tensor
+    send: list[int]
+    recv: list[int]
+    row_bytes: int
+    buffer: torch.Tensor  # received rows after begin, returned partial sums after run
+    work: Any
+    async_op: bool
+    t0: float
+    times: list[float] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.times = [self.t0]
 
 
 class ExpertParallelExperts(torch.nn.Module):
@@ -121,6 +147,7 @@ class ExpertParallelExperts(torch.nn.Module):
         group: dist.ProcessGroup | None = None,
         dispatch_int8: bool = False,
         combine_dtype: torch.dtype | None = None,
+        tag: int = 0,
     ):
         super().__init__()
         if not dist.is_initialized():
@@ -147,6 +174,9 @@ class ExpertParallelExperts(torch.nn.Module):
         self._set_weights(local_weights)
         self.dispatch_int8 = dispatch_int8
         self.combine_dtype = combine_dtype
+        # Which MoE call this is (layer order): exchanged with the split sizes, so ranks that run
+        # different layers at the same collective fail loudly instead of mixing tokens.
+        self.tag = tag
         self.stats = CommStats()
         self.path_counts: Counter[str] = Counter()  # INT8 matmul paths of the local experts
         self.slot_load = torch.zeros(local_weights.num_experts, dtype=torch.long)  # pairs run per slot
@@ -190,6 +220,16 @@ class ExpertParallelExperts(torch.nn.Module):
     def forward(self, hidden: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor) -> torch.Tensor:
         """hidden [T, H], topk_ids/topk_weights [T, k] -> [T, H]. T may differ per rank (and be 0); H, k,
         the dtype, dispatch_int8 and combine_dtype must be the same on every rank (one row layout)."""
+        return self.end(self.run(self.begin(hidden, topk_ids, topk_weights)))
+
+    # The three phases of a call, so a caller can overlap them with other work (microbatch pipelining):
+    # begin = route + split exchange + dispatch started; run = dispatch awaited, local experts, combine
+    # started; end = combine awaited, partial sums added at the source. Every rank must issue the same
+    # phases in the same order (they are collectives); `async_op` overlaps the transfers with compute.
+
+    def begin(
+        self, hidden: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor, async_op: bool = False
+    ) -> _Pending:
         h_weights = self.local_weights.down_q.shape[1] if self._int8 else self.local_weights.down.shape[1]
         if hidden.dim() != 2 or topk_ids.shape != topk_weights.shape or topk_ids.shape[:1] != hidden.shape[:1]:
             raise CloudMatrixError(
@@ -224,12 +264,20 @@ class ExpertParallelExperts(torch.nn.Module):
         meta_w[row_of_pair, choice] = topk_weights.detach().reshape(-1).cpu().to(_META_WEIGHT)
         send_rows = torch.bincount(row_dest, minlength=world)
 
-        # 2. dispatch: exchange split sizes, then one packed byte buffer.
-        send_rows_d = send_rows.to(dev)
-        recv_rows_d = torch.empty_like(send_rows_d)
-        dist.all_to_all_single(recv_rows_d, send_rows_d, group=self.group)
+        # 2. dispatch: exchange split sizes (with this call's tag, which must agree on every rank), then
+        #    one packed byte buffer.
+        header = torch.stack([send_rows, torch.full((world,), self.tag, dtype=torch.long)], dim=1).to(dev)
+        recv_header = torch.empty_like(header)
+        dist.all_to_all_single(recv_header, header, group=self.group)
+        recv_header = recv_header.cpu()
+        tags = recv_header[:, 1].tolist()
+        if any(t != self.tag for t in tags):
+            raise CloudMatrixError(
+                f"EP ranks out of step: this rank ran MoE call {self.tag} while ranks ran {tags}; drive every "
+                "rank of the group through cloudmatrix.engine.parallel.lockstep.StepSync"
+            )
         send_list = send_rows.tolist()
-        recv_list = recv_rows_d.cpu().tolist()
+        recv_list = recv_header[:, 0].tolist()
         x = hidden[row_tok]
         if self.dispatch_int8:
             xq, xs = quantize_per_token(x)
@@ -238,24 +286,34 @@ class ExpertParallelExperts(torch.nn.Module):
             parts = [_as_bytes(x)]
         parts += [_as_bytes(meta_slot.to(dev)), _as_bytes(meta_w.to(dev))]
         packed = torch.cat(parts, dim=1)
-        row_bytes = packed.shape[1]
-        received = _all_to_all(recv_list, packed, send_list, self.group)
+        received, work = _all_to_all(recv_list, packed, send_list, self.group, async_op)
+        return _Pending(
+            n_tok, h, k, hidden.dtype, row_tok, send_list, recv_list, packed.shape[1], received, work, async_op, t0
+        )
+
+    def run(self, p: _Pending) -> _Pending:
+        if p.work is not None:
+            p.work.wait()
         t1 = time.perf_counter()
-
         # 3. local experts on the received rows.
-        partial = self._run_local(received, h, k, hidden.dtype)
-        out_dtype = self.combine_dtype or hidden.dtype
+        partial = self._run_local(p.buffer, p.h, p.k, p.dtype)
+        out_dtype = self.combine_dtype or p.dtype
         t2 = time.perf_counter()
+        # 4. combine: partial sums go back along the reverse splits.
+        p.buffer, p.work = _all_to_all(p.send, _as_bytes(partial.to(out_dtype)), p.recv, self.group, p.async_op)
+        p.times += [t1, t2]
+        return p
 
-        # 4. combine: partial sums go back along the reverse splits; the source adds them up.
-        back = _all_to_all(send_list, _as_bytes(partial.to(out_dtype)), recv_list, self.group)
-        back = _from_bytes(back, out_dtype)
-        out = torch.zeros((n_tok, h), dtype=torch.float32, device=dev)
-        out.index_add_(0, row_tok, back.float())
-        t3 = time.perf_counter()
-
-        self._count(n_tok, k, send_list, recv_list, row_bytes, h * out_dtype.itemsize, (t0, t1, t2, t3))
-        return out.to(hidden.dtype)
+    def end(self, p: _Pending) -> torch.Tensor:
+        if p.work is not None:
+            p.work.wait()
+        out_dtype = self.combine_dtype or p.dtype
+        back = _from_bytes(p.buffer, out_dtype)
+        out = torch.zeros((p.n_tok, p.h), dtype=torch.float32, device=back.device)
+        out.index_add_(0, p.row_tok, back.float())  # the weighted sum finishes at the source
+        p.times.append(time.perf_counter())
+        self._count(p.n_tok, p.k, p.send, p.recv, p.row_bytes, p.h * out_dtype.itemsize, tuple(p.times))
+        return out.to(p.dtype)
 
     @property
     def _int8(self) -> bool:
@@ -329,7 +387,7 @@ class ExpertParallelExperts(torch.nn.Module):
         st.dispatch_remote_bytes += remote * row_bytes
         st.combine_bytes += rows * combine_row_bytes
         st.combine_remote_bytes += remote * combine_row_bytes
-        st.split_bytes += self.world_size * 8
+        st.split_bytes += self.world_size * 16  # row count and call tag per peer
         st.rows_received += sum(recv)
         t0, t1, t2, t3 = times
         st.dispatch_s += t1 - t0
@@ -359,7 +417,8 @@ def use_expert_parallel(
                     f"{name}.experts has {backend.weights.num_experts} experts but the placement has "
                     f"{placement.num_experts}; build the placement from the model's n_routed_experts"
                 )
-            module.experts = ExpertParallelExperts.from_full(backend.weights, placement, group, **kwargs)
+            tag = len(swapped)
+            module.experts = ExpertParallelExperts.from_full(backend.weights, placement, group, tag=tag, **kwargs)
             swapped.append(f"{name}.experts" if name else "experts")
     if not swapped:
         raise CloudMatrixError(
