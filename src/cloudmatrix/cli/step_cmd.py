@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cloudmatrix.perf import StepBreakdown, decode_step, prefill_step
-from cloudmatrix.perf.deployment import Deployment, default_expert_layout, precisions_for
+from cloudmatrix.perf.deployment import Deployment, build_deployment
 from cloudmatrix.specs.hardware import load_system
 from cloudmatrix.specs.model import load_model
 
@@ -25,7 +25,7 @@ def step(
     ),
     model: Annotated[str, typer.Option(help="Model name from the catalog, or a config.json path")] = "deepseek-r1",
     phase: Annotated[str, typer.Option(help="decode or prefill")] = "decode",
-    dies: Annotated[int | None, typer.Option(help="Dies in the instance (default: the EP degree)")] = None,
+    dies: Annotated[int | None, typer.Option(help="Dies in the instance (default: EP x MoE TP)")] = None,
     ep: Annotated[int, typer.Option(help="Expert-parallel degree in dies")] = 320,
     shared_expert_dies: Annotated[int | None, typer.Option(help="Dies holding only shared experts (default: auto)")] = (
         None
@@ -35,7 +35,8 @@ def step(
     kv_len: Annotated[float, typer.Option(help="Decode: mean KV length (tokens)")] = 4096,
     tokens_per_die: Annotated[float, typer.Option(help="Prefill: tokens per die per batch")] = 8192,
     prompt_len: Annotated[float, typer.Option(help="Prefill: prompt length (tokens)")] = 4096,
-    attn_tp: Annotated[int, typer.Option(help="Attention TP degree (prefill SP-TP-SP; GQA decode)")] = 1,
+    attn_tp: Annotated[int, typer.Option(help="Attention TP degree (heads split; prefill MLA SP-TP-SP)")] = 1,
+    moe_tp: Annotated[int, typer.Option(help="MoE TP degree (each expert split over this many dies)")] = 1,
     mtp: Annotated[int, typer.Option(help="MTP depth (speculative tokens per step)")] = 1,
     mtp_acceptance: Annotated[float, typer.Option(help="Acceptance rate of each MTP draft")] = 0.7,
     microbatches: Annotated[int, typer.Option(help="1 or 2")] = 2,
@@ -58,6 +59,7 @@ def step(
         dies=dies,
         ep=ep,
         attn_tp=attn_tp,
+        moe_tp=moe_tp,
         mtp=mtp,
         mtp_acceptance=mtp_acceptance,
         batch_per_die=batch_per_die,
@@ -74,23 +76,26 @@ def step(
     if nodes is not None:
         sysm = sysm.with_nodes(nodes)
     mdl = load_model(model)
-    auto_shared, auto_redundant = default_expert_layout(mdl, ep)
-    dep = Deployment(
-        dies=ep if dies is None else dies,
+    dep = build_deployment(
+        mdl,
+        dies=ep * moe_tp if dies is None else dies,
         ep=ep,
-        shared_expert_dies=auto_shared if shared_expert_dies is None else shared_expert_dies,
-        redundant_experts=auto_redundant if redundant_experts is None else redundant_experts,
+        shared_expert_dies=shared_expert_dies,
+        redundant_experts=redundant_experts,
         attn_tp=attn_tp,
+        moe_tp=moe_tp,
         microbatches=microbatches,
         mtp_depth=mtp,
-        mtp_acceptance=mtp_acceptance if mtp else 0.0,
-        precision=precisions_for(precision, kv_precision),
+        mtp_acceptance=mtp_acceptance,
+        precision=precision,
+        kv_cache=kv_precision,
+        system=sysm,  # validated before anything is derived from the layout, so errors name the knob
     )
-    dep.validate(mdl, sysm)  # before deriving anything from the layout, so errors name the knob
     if imbalance is None:
-        tokens = batch_per_die * (1 + mtp) if phase == "decode" else tokens_per_die
-        imbalance = derived_imbalance(mdl, dep, tokens, popularity, zipf_s, placement)
-    dep = dep.with_(imbalance=imbalance)
+        # the placement's load statistics: the step takes the imbalance at each microbatch's tokens
+        dep = dep.with_(expert_load=derived_expert_load(mdl, dep, popularity, zipf_s, placement))
+    else:
+        dep = dep.with_(imbalance=imbalance)
     if phase == "decode":
         b = decode_step(mdl, sysm, dep, batch_per_die, kv_len)
     elif phase == "prefill":
@@ -107,7 +112,7 @@ def check_flags(**flags: float | None) -> None:
     """Every numeric flag finite and in range before anything is costed (NaN and inf never pass)."""
     from cloudmatrix.user_input import finite, positive, positive_int
 
-    for name in ("dies", "ep", "attn_tp", "nodes"):
+    for name in ("dies", "ep", "attn_tp", "moe_tp", "nodes"):
         if flags[name] is not None:
             positive_int(f"--{name.replace('_', '-')}", flags[name])
     for name in ("batch_per_die", "tokens_per_die", "prompt_len"):
@@ -123,23 +128,21 @@ def check_flags(**flags: float | None) -> None:
             finite(f"--{name.replace('_', '-')}", flags[name], minimum=0)
 
 
-def derived_imbalance(
-    mdl, dep: Deployment, tokens_per_die: float, popularity: str, zipf_s: float, placement: str
-) -> float:
-    """Busiest/mean expert-die load for one step, from a popularity and the redundant-expert placement."""
+def derived_expert_load(mdl, dep: Deployment, popularity: str, zipf_s: float, placement: str):
+    """Expert load statistics of the redundant-expert placement of a popularity (None: dense or no EP)."""
     from pathlib import Path
 
     from cloudmatrix.serving.eplb import ExpertPlacement
     from cloudmatrix.serving.eplb import popularity as make_popularity
 
     if not mdl.is_moe or dep.ep_degree <= 1:
-        return 1.0
+        return None
     if popularity in ("uniform", "zipf"):
         pop = make_popularity(popularity, mdl.routed_experts, s=zipf_s)
     else:
         pop = make_popularity("file", mdl.routed_experts, path=str(Path(popularity)))
     pl = ExpertPlacement.build(pop, dep.routed_dies, dep.slots_per_routed_die(mdl), placement)
-    return pl.step_imbalance(max(1, round(tokens_per_die * dep.dies)), mdl.top_k)
+    return pl.expert_load(mdl.top_k)
 
 
 def print_breakdown(b: StepBreakdown, dep: Deployment, console: Console | None = None) -> None:
@@ -167,7 +170,7 @@ def print_breakdown(b: StepBreakdown, dep: Deployment, console: Console | None =
         f"step time ({dep.microbatches} microbatch{'es' if dep.microbatches > 1 else ''})",
         f"{b.step_time * 1e3:.2f} ms",
     )
-    s.add_row("expert imbalance (busiest / mean die)", f"{dep.imbalance:.3f}")
+    s.add_row("expert imbalance (busiest / mean die)", f"{b.expert_load.get('imbalance', dep.imbalance):.3f}")
     s.add_row("dominant op", f"{b.dominant().group}/{b.dominant().name} ({b.dominant().time / b.serial_time:.0%})")
     if b.phase == "decode":
         s.add_row("sequences per chip", f"{b.seqs_per_die * b.dies_per_chip:g}")

@@ -32,6 +32,7 @@ class StepBreakdown:
     dies_per_chip: int
     seqs_per_die: float
     tokens_per_seq: float  # decode: output tokens per sequence per step (MTP); prefill: prompt length
+    instance_dies: int = 0  # dies in the instance the step was costed for
     memory: dict[str, float] = field(default_factory=dict)  # bytes per die by use
     expert_load: dict[str, float] = field(default_factory=dict)
 
@@ -64,6 +65,7 @@ class StepBreakdown:
             "serial_time_s": self.serial_time,
             "limit_time_s": self.limit_time,
             "tokens_per_die": self.tokens_per_die,
+            "instance_dies": self.instance_dies,
             "seqs_per_die": self.seqs_per_die,
             "tokens_per_s_per_chip": self.tokens_per_s_per_chip,
             "limit_tokens_per_s_per_chip": self.limit_tokens_per_s_per_chip,

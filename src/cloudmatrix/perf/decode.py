@@ -4,19 +4,22 @@ shared over the EP group, optionally two microbatches on two streams and MTP dra
 from __future__ import annotations
 
 from cloudmatrix.errors import CloudMatrixError
-from cloudmatrix.perf import layers as L
+from cloudmatrix.perf.attention import gqa_ops, mla_decode_ops
 from cloudmatrix.perf.breakdown import StepBreakdown
+from cloudmatrix.perf.context import DieContext
+from cloudmatrix.perf.dense import dense_ffn_ops, lm_head_op
 from cloudmatrix.perf.deployment import Deployment
 from cloudmatrix.perf.memory import check_fit, memory_per_die
+from cloudmatrix.perf.moe import dispatch_bytes_per_copy, moe_ops
 from cloudmatrix.perf.step import LayerGroup, assemble
 from cloudmatrix.specs.hardware import System
 from cloudmatrix.specs.model import ModelSpec
 
 
-def _attention(c: L.DieContext, tokens: float, seqs: float, kv_len: float):
+def _attention(c: DieContext, tokens: float, seqs: float, kv_len: float):
     if c.model.attention == "mla":
-        return L.mla_absorbed_ops(c, tokens, seqs, kv_len)
-    return L.gqa_ops(c, tokens, seqs, kv_len, causal_prefill=False)
+        return mla_decode_ops(c, tokens, seqs, kv_len)
+    return gqa_ops(c, tokens, seqs, kv_len, causal_prefill=False)
 
 
 def decode_step(
@@ -33,7 +36,7 @@ def decode_step(
     if kv_len < 0:
         raise CloudMatrixError(f"KV length must be >= 0, got {kv_len}")
     dep.validate(model, system)
-    c = L.DieContext(model, system, dep)
+    c = DieContext(model, system, dep)
     mb = dep.microbatches
     seqs = batch_per_die / mb  # one microbatch
     tokens = seqs * (1 + dep.mtp_depth)  # the last token plus the drafts to verify
@@ -41,22 +44,20 @@ def decode_step(
     loads: dict[str, float] = {}
     attn = _attention(c, tokens, seqs, kv_len)
     if model.is_moe:
-        moe, loads = L.moe_ops(c, tokens, tokens * dep.dies)
+        moe, loads = moe_ops(c, tokens, "decode")
         groups.append(LayerGroup("moe_layer", model.moe_layers, attn + moe))
-    dense_tp = dep.attn_tp if model.attention == "gqa" else 1
-    groups.append(
-        LayerGroup("dense_layer", model.layers - model.moe_layers, attn + L.dense_ffn_ops(c, tokens, dense_tp))
-    )
-    head = [L.lm_head_op(c, tokens)]
+    dense_tp = 1 if model.is_moe else dep.attn_tp  # a MoE model runs its dense layers on its own tokens
+    groups.append(LayerGroup("dense_layer", model.layers - model.moe_layers, attn + dense_ffn_ops(c, tokens, dense_tp)))
+    head = [lm_head_op(c, tokens)]
     if dep.mtp_depth:
         # each draft position runs the MTP module (eh_proj + one decoder layer + shared head) on one token per seq
         mtp_attn = _attention(c, seqs, seqs, kv_len)
-        mtp_ffn = L.moe_ops(c, seqs, seqs * dep.dies)[0] if model.is_moe else L.dense_ffn_ops(c, seqs, dense_tp)
-        eh = c.matmul("mtp_eh_proj", "attn", seqs, [(2 * model.hidden, model.hidden)])
+        mtp_ffn = moe_ops(c, seqs, "decode")[0] if model.is_moe else dense_ffn_ops(c, seqs, dense_tp)
+        eh = c.matmul("mtp_eh_proj", "attn", seqs, [(2 * model.hidden, model.hidden)], "attn_proj")
         groups.append(LayerGroup("mtp_layer", dep.mtp_depth, [eh, *mtp_attn, *mtp_ffn]))
-        head.append(L.lm_head_op(c, seqs * dep.mtp_depth, "mtp_head"))
+        head.append(lm_head_op(c, seqs * dep.mtp_depth, "mtp_head"))
     groups.append(LayerGroup("head", 1, head, overlappable=False))
-    disp = L.dispatch_bytes_per_copy(c) if model.is_moe else 0.0
+    disp = dispatch_bytes_per_copy(c) if model.is_moe else 0.0
     mem = memory_per_die(model, dep, batch_per_die * kv_len, tokens * mb, disp)
     if check_memory:
         check_fit(mem, system, dep, f"decode with {batch_per_die:g} sequences per die at KV length {kv_len:g}")
@@ -70,6 +71,7 @@ def decode_step(
         dep.attention_stream_share,
         tokens_per_die=batch_per_die * dep.tokens_per_step(),
         dies_per_chip=system.chip.dies,
+        instance_dies=dep.dies,
         seqs_per_die=batch_per_die,
         tokens_per_seq=dep.tokens_per_step(),
         memory=mem,

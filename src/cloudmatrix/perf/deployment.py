@@ -1,52 +1,84 @@
-"""A deployment of one model instance: how its dies split the work, at what precision.
+"""A deployment of one model instance: how its dies split the work, at what precision, and the one
+builder every caller uses (`build_deployment`).
 
 One *instance* is a group of dies serving one model replica within a pool. The
-fields are the knobs of CloudMatrix-Infer (and of DeepSeek's and SGLang's
-layouts on GPUs): expert-parallel degree, where shared experts live, redundant
-experts, attention parallelism, microbatches, MTP and precisions.
+fields are the knobs of CloudMatrix-Infer (and of DeepSeek's, SGLang's and TRT-LLM's
+layouts on GPUs): attention TP (heads split; attention DP = dies / attn_tp), MoE
+expert-parallel and tensor-parallel degrees, where shared experts live, redundant
+experts, microbatches, MTP and one precision per op class.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from cloudmatrix.errors import CloudMatrixError
 from cloudmatrix.specs.hardware import BYTES_PER_ELEMENT, System
 from cloudmatrix.specs.model import ModelSpec
 
+if TYPE_CHECKING:
+    from cloudmatrix.perf.expert_load import ExpertLoad
+
+# The matmul op classes a checkpoint quantises separately.
+MATMUL_CLASSES = ("attn_proj", "experts", "dense_ffn", "head")
+
 
 @dataclass(frozen=True)
 class Precisions:
-    weights: str = "int8"  # large matmuls (attention projections, FFN, experts); activations follow (W8A8)
+    """Precision per op class, as real checkpoints store them (not one weight precision for every matmul).
+
+    8-bit or narrower matmuls run W8A8/W4A4-style: the activations are quantised too, so the chip's
+    peak at that precision applies."""
+
+    attn_proj: str = "int8"  # attention projections (MLA prolog/epilog, QKV/O, MTP eh_proj)
+    experts: str = "int8"  # routed and shared experts
+    dense_ffn: str = "int8"  # dense FFN layers (DeepSeek's first three; every layer of a dense model)
+    head: str = "bf16"  # embeddings, LM head and router
     attention: str = "bf16"  # attention core (scores and values)
     kv_cache: str = "bf16"
-    dispatch: str = "int8"  # token hidden states sent to experts (+ one fp32 scale per token when quantised)
+    dispatch: str = "int8"  # token hidden states sent to experts (+ scales when quantised)
     combine: str = "bf16"  # expert outputs sent back
-    head: str = "bf16"  # embeddings, LM head, router and norms stay in higher precision
+
+    def label(self) -> str:
+        return (
+            f"attention proj {self.attn_proj}, experts {self.experts}, dense FFN {self.dense_ffn}, "
+            f"attention {self.attention}, KV {self.kv_cache}, dispatch {self.dispatch}"
+        )
 
 
 @dataclass(frozen=True)
 class Deployment:
     dies: int  # dies in the instance
-    ep: int | None = None  # expert-parallel degree in dies (default: all dies of the instance)
+    ep: int | None = None  # expert-parallel degree in dies (default: dies / moe_tp)
     shared_expert_dies: int = 0  # dies holding only shared-expert replicas (0: shared experts on every die)
     redundant_experts: int = 0  # extra routed-expert replicas for load balance (EPLB)
-    attn_tp: int = 1  # prefill: heads split over this many dies (SP -> TP -> SP when > 1)
+    attn_tp: int = 1  # attention heads split over this many dies (prefill MLA: SP -> TP -> SP)
+    moe_tp: int = 1  # each expert's intermediate dimension split over this many dies
     microbatches: int = 1  # 1 or 2 (two-stream overlap)
     attention_stream_share: float = 2 / 3  # decode, two microbatches: compute share of the attention stream
     mtp_depth: int = 0
     mtp_acceptance: float = 0.0  # probability a draft token is accepted
-    imbalance: float = 1.0  # expert load: busiest die / mean die (1.0 = perfect balance)
+    # expert load, busiest die / mean die, used when `expert_load` is None (1.0 = perfect balance)
+    imbalance: float = 1.0
     precision: Precisions = field(default_factory=Precisions)
     hbm_reserve: float = 0.05  # fraction of HBM kept free for the runtime and fragmentation (assumption)
+    # the placement's load statistics: when set, the step takes imbalance and distinct experts per die
+    # at each microbatch's own tokens from it (and ignores `imbalance`)
+    expert_load: ExpertLoad | None = field(default=None, compare=False, repr=False)
 
     @property
     def ep_degree(self) -> int:
-        return self.ep if self.ep is not None else self.dies
+        return self.ep if self.ep is not None else max(1, self.dies // self.moe_tp)
 
     @property
     def routed_dies(self) -> int:
         return self.ep_degree - self.shared_expert_dies
+
+    @property
+    def moe_group_dies(self) -> int:
+        """Dies that share one copy of the experts: EP x MoE TP."""
+        return self.ep_degree * self.moe_tp
 
     def tokens_per_step(self) -> float:
         """Output tokens a sequence gains per decode step: 1 + expected accepted drafts.
@@ -63,7 +95,7 @@ class Deployment:
         return (model.routed_experts + self.redundant_experts) // self.routed_dies
 
     def validate(self, model: ModelSpec, system: System) -> None:
-        """Raise CloudMatrixError naming the first impossible knob and how to fix it."""
+        """Raise CloudMatrixError naming the first impossible or unmodelled knob and how to fix it."""
         if self.dies <= 0:
             raise CloudMatrixError(f"an instance needs at least one die, got dies={self.dies}")
         if self.dies > system.dies:
@@ -86,27 +118,53 @@ class Deployment:
             raise CloudMatrixError(f"imbalance is busiest/mean expert load and cannot be below 1, got {self.imbalance}")
         if not 0 <= self.hbm_reserve < 1:
             raise CloudMatrixError(f"hbm_reserve must be in [0, 1), got {self.hbm_reserve}")
-        if self.dies % self.attn_tp:
+        self._validate_attention(model)
+        self._validate_precisions(system)
+        if model.is_moe:
+            self._validate_moe(model)
+        elif self.moe_tp > 1 or (self.ep is not None and self.ep > 1):
+            raise CloudMatrixError(f"{model.name} is a dense model: set ep and moe_tp to 1 (use attn_tp for TP)")
+
+    def _validate_attention(self, model: ModelSpec) -> None:
+        if self.attn_tp < 1 or self.dies % self.attn_tp:
             raise CloudMatrixError(f"attention TP degree {self.attn_tp} must divide the instance's {self.dies} dies")
-        if self.attn_tp > 1 and model.heads % self.attn_tp:
+        if model.heads % self.attn_tp:
             raise CloudMatrixError(f"attention TP degree {self.attn_tp} must divide {model.name}'s {model.heads} heads")
-        for name in ("weights", "attention", "kv_cache", "dispatch", "combine", "head"):
+        if model.attention == "gqa" and self.attn_tp > model.kv_heads and self.attn_tp % model.kv_heads:
+            raise CloudMatrixError(
+                f"attention TP degree {self.attn_tp} above {model.name}'s {model.kv_heads} KV heads must be a "
+                f"multiple of them (each KV head replicated on a whole number of dies)"
+            )
+
+    def _validate_precisions(self, system: System) -> None:
+        for name in (*MATMUL_CLASSES, "attention", "kv_cache", "dispatch", "combine"):
             p = getattr(self.precision, name)
             if p not in BYTES_PER_ELEMENT:
                 raise CloudMatrixError(f"unknown {name} precision {p!r}; use one of {', '.join(BYTES_PER_ELEMENT)}")
-        for name in ("weights", "attention"):
+        for name in (*MATMUL_CLASSES, "attention"):
             system.chip.peak(getattr(self.precision, name))  # raises if the chip lacks it
-        if not model.is_moe:
-            return
-        ep = self.ep_degree
-        if ep <= 0 or self.dies % ep:
-            raise CloudMatrixError(f"EP degree {ep} must be positive and divide the instance's {self.dies} dies")
+
+    def _validate_moe(self, model: ModelSpec) -> None:
+        ep, tp = self.ep_degree, self.moe_tp
+        if tp < 1 or model.moe_intermediate % tp:
+            raise CloudMatrixError(
+                f"MoE TP degree {tp} must divide {model.name}'s expert width {model.moe_intermediate}"
+            )
+        if ep <= 0 or self.dies % (ep * tp):
+            raise CloudMatrixError(
+                f"EP {ep} x MoE TP {tp} = {ep * tp} dies must divide the instance's {self.dies} dies"
+            )
         if not 0 <= self.shared_expert_dies < ep:
             raise CloudMatrixError(
                 f"shared_expert_dies={self.shared_expert_dies} must be in [0, EP={ep}); routed experts need dies too"
             )
         if self.shared_expert_dies and model.shared_experts == 0:
             raise CloudMatrixError(f"{model.name} has no shared experts; set shared_expert_dies = 0")
+        if self.shared_expert_dies and tp > 1:
+            raise CloudMatrixError(
+                "dedicated shared-expert dies with MoE TP > 1 are not modelled; set shared_expert_dies = 0 "
+                "(shared experts on every die) or moe_tp = 1"
+            )
         if self.redundant_experts < 0:
             raise CloudMatrixError(f"redundant_experts must be >= 0, got {self.redundant_experts}")
         slots = model.routed_experts + self.redundant_experts
@@ -118,13 +176,35 @@ class Deployment:
             )
 
 
-def precisions_for(name: str, kv_cache: str = "bf16") -> Precisions:
-    """The usual precision set for a headline weight precision: W8A8 INT8 (CloudMatrix-Infer), FP8
-    (DeepSeek on Hopper), FP4 weights with FP8 dispatch (Blackwell), or plain BF16."""
-    dispatch = {"int8": "int8", "fp8": "fp8", "fp4": "fp8", "bf16": "bf16", "fp16": "fp16"}
-    if name not in dispatch:
-        raise CloudMatrixError(f"unknown precision {name!r}; use one of {', '.join(dispatch)}")
-    return Precisions(weights=name, dispatch=dispatch[name], kv_cache=kv_cache)
+def precisions_for(name: str, kv_cache: str = "bf16", attention: str | None = None) -> Precisions:
+    """The precision set of a checkpoint family, by its headline name:
+
+    - "int8": CloudMatrix-Infer W8A8 (paper §4.4): INT8 attention and FFN/expert matmuls, INT8 dispatch.
+    - "fp8": DeepSeek's own FP8 checkpoint (block-scaled FP8 for every linear layer), FP8 dispatch (DeepEP).
+    - "fp4": NVIDIA's NVFP4 DeepSeek-R1 (nvidia/DeepSeek-R1-FP4, TensorRT Model Optimizer): the MLPs,
+      routed/shared experts and dense FFN, are FP4; `self_attn*` and `lm_head` are excluded from FP4
+      (its hf_quant_config.json), and serving stacks run attention projections in FP8 (LMSYS GB200
+      NVL72 blog, "FP8 attention + NVFP4 MoE").
+    - "bf16"/"fp16": unquantised.
+    Embeddings, LM head and router stay BF16 in all of them."""
+    table = {
+        "int8": ("int8", "int8", "int8", "int8"),
+        "fp8": ("fp8", "fp8", "fp8", "fp8"),
+        "fp4": ("fp8", "fp4", "fp4", "fp8"),
+        "bf16": ("bf16", "bf16", "bf16", "bf16"),
+        "fp16": ("fp16", "fp16", "fp16", "fp16"),
+    }
+    if name not in table:
+        raise CloudMatrixError(f"unknown precision {name!r}; use one of {', '.join(table)}")
+    attn_proj, experts, dense_ffn, dispatch = table[name]
+    return Precisions(
+        attn_proj=attn_proj,
+        experts=experts,
+        dense_ffn=dense_ffn,
+        dispatch=dispatch,
+        kv_cache=kv_cache,
+        attention=attention or "bf16",
+    )
 
 
 def default_expert_layout(model: ModelSpec, ep: int) -> tuple[int, int]:
@@ -143,3 +223,49 @@ def default_expert_layout(model: ModelSpec, ep: int) -> tuple[int, int]:
         return shared, spare - shared
     redundant = ep if (e + ep) % ep == 0 else (-e) % ep
     return 0, redundant
+
+
+def build_deployment(
+    model: ModelSpec,
+    *,
+    dies: int,
+    ep: int | None = None,
+    shared_expert_dies: int | None = None,
+    redundant_experts: int | None = None,
+    attn_tp: int = 1,
+    moe_tp: int = 1,
+    microbatches: int = 1,
+    mtp_depth: int = 0,
+    mtp_acceptance: float = 0.0,
+    imbalance: float = 1.0,
+    precision: Precisions | str = "int8",
+    kv_cache: str = "bf16",
+    expert_load: ExpertLoad | None = None,
+    system: System | None = None,
+) -> Deployment:
+    """The one place a Deployment is made from user-level knobs (scenario pools, published layouts, CLI flags).
+
+    `ep` defaults to dies / moe_tp; shared-expert dies and redundant experts left None follow
+    `default_expert_layout`; `precision` is a Precisions or a checkpoint family name ("int8", "fp8",
+    "fp4", "bf16"; `kv_cache` applies to a name only). With `system` the result is validated."""
+    if moe_tp < 1 or dies % moe_tp:
+        raise CloudMatrixError(f"MoE TP degree {moe_tp} must be >= 1 and divide the instance's {dies} dies")
+    ep = dies // moe_tp if ep is None else ep
+    auto_shared, auto_redundant = default_expert_layout(model, ep)
+    dep = Deployment(
+        dies=dies,
+        ep=ep if model.is_moe else None,
+        shared_expert_dies=auto_shared if shared_expert_dies is None else shared_expert_dies,
+        redundant_experts=auto_redundant if redundant_experts is None else redundant_experts,
+        attn_tp=attn_tp,
+        moe_tp=moe_tp if model.is_moe else 1,
+        microbatches=microbatches,
+        mtp_depth=mtp_depth,
+        mtp_acceptance=mtp_acceptance if mtp_depth else 0.0,
+        imbalance=imbalance,
+        precision=precisions_for(precision, kv_cache) if isinstance(precision, str) else precision,
+        expert_load=expert_load,
+    )
+    if system is not None:
+        dep.validate(model, system)
+    return dep

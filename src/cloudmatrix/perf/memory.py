@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from cloudmatrix.errors import CloudMatrixError
+from cloudmatrix.perf.attention import attention_params_per_die
+from cloudmatrix.perf.context import ACT_BYTES
 from cloudmatrix.perf.deployment import Deployment
-from cloudmatrix.perf.layers import ACT_BYTES
 from cloudmatrix.specs.hardware import BYTES_PER_ELEMENT, System
 from cloudmatrix.specs.model import ModelSpec
 
@@ -13,26 +14,27 @@ from cloudmatrix.specs.model import ModelSpec
 WORKSPACE_VECTORS_PER_TOKEN = 8
 
 
-def weight_bytes_per_die(model: ModelSpec, dep: Deployment) -> float:
-    """Weights one die holds: attention and dense FFN (replicated over DP, split over TP), its expert slots,
-    embeddings and head in BF16, and the MTP module."""
-    wb = BYTES_PER_ELEMENT[dep.precision.weights]
-    hb = BYTES_PER_ELEMENT[dep.precision.head]
-    tp = dep.attn_tp
-    attn = model.attention_params() / (tp if model.attention == "gqa" else 1)
+def weight_bytes_per_die(model: ModelSpec, dep: Deployment, phase: str = "decode") -> float:
+    """Weights one die holds, each op class at its own precision: attention (replicated over attention DP,
+    per-head parts split over attention TP), dense FFN (split over TP in a dense model), its expert slots
+    (split over MoE TP), embeddings, head and router, and the MTP module."""
+    p = dep.precision
+    b = {k: BYTES_PER_ELEMENT[getattr(p, k)] for k in ("attn_proj", "experts", "dense_ffn", "head")}
+    attn = attention_params_per_die(model, dep.attn_tp, phase)
+    ffn_tp = 1 if model.is_moe else dep.attn_tp
     layers = model.layers + model.mtp_layers
-    total = layers * attn * wb
-    total += (model.layers - model.moe_layers) * model.dense_ffn_params() / tp * wb
+    total = layers * attn * b["attn_proj"]
+    total += (model.layers - model.moe_layers) * model.dense_ffn_params() / ffn_tp * b["dense_ffn"]
     if model.is_moe:
         moe_layers = model.moe_layers + model.mtp_layers
         slots = dep.slots_per_routed_die(model)
         shared = model.shared_experts if dep.shared_expert_dies == 0 else 0
-        total += moe_layers * (slots + shared) * model.expert_params() * wb
-        total += moe_layers * model.router_params() * hb
+        total += moe_layers * (slots + shared) * model.expert_params() / dep.moe_tp * b["experts"]
+        total += moe_layers * model.router_params() * b["head"]
     elif model.mtp_layers:
-        total += model.mtp_layers * model.dense_ffn_params() / tp * wb
-    total += (model.embedding_params() + model.lm_head_params()) * hb  # a tied head adds nothing
-    total += model.mtp_layers * 2 * model.hidden * model.hidden * wb  # eh_proj
+        total += model.mtp_layers * model.dense_ffn_params() / ffn_tp * b["dense_ffn"]
+    total += (model.embedding_params() + model.lm_head_params()) * b["head"]  # a tied head adds nothing
+    total += model.mtp_layers * 2 * model.hidden * model.hidden * b["attn_proj"]  # eh_proj
     return total
 
 
@@ -51,13 +53,18 @@ def memory_per_die(
     kv_tokens_per_die: float,
     tokens_in_flight_per_die: float,
     dispatch_bytes: float,
+    phase: str = "decode",
 ) -> dict[str, float]:
+    """HBM per die by use. `kv_tokens_per_die` is the die's mean share; under attention TP a die holds the
+    KV of its whole TP group's sequences: all of it for MLA (one latent shared by every head), its share of
+    the KV heads for GQA."""
     kv_layers = model.layers + dep.mtp_depth * (1 if model.mtp_layers else 0)
     kv_per_token = kv_layers * model.kv_elements_per_token_per_layer() * BYTES_PER_ELEMENT[dep.precision.kv_cache]
-    if model.attention == "gqa" and dep.attn_tp > 1:
-        kv_per_token /= min(dep.attn_tp, model.kv_heads)
+    tp = dep.attn_tp
+    if tp > 1:
+        kv_per_token *= tp / (min(tp, model.kv_heads) if model.attention == "gqa" else 1)
     return {
-        "weights": weight_bytes_per_die(model, dep),
+        "weights": weight_bytes_per_die(model, dep, phase),
         "kv_cache": kv_tokens_per_die * kv_per_token,
         "ep_buffers": ep_buffer_bytes(model, dep, tokens_in_flight_per_die, dispatch_bytes),
         "workspace": tokens_in_flight_per_die * WORKSPACE_VECTORS_PER_TOKEN * model.hidden * ACT_BYTES,

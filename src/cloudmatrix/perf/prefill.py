@@ -4,19 +4,22 @@ MLA as multi-head attention (optionally SP -> TP -> SP), communication overlappe
 from __future__ import annotations
 
 from cloudmatrix.errors import CloudMatrixError
-from cloudmatrix.perf import layers as L
+from cloudmatrix.perf.attention import gqa_ops, mla_prefill_ops
 from cloudmatrix.perf.breakdown import StepBreakdown
+from cloudmatrix.perf.context import DieContext
+from cloudmatrix.perf.dense import dense_ffn_ops, lm_head_op
 from cloudmatrix.perf.deployment import Deployment
 from cloudmatrix.perf.memory import check_fit, memory_per_die
+from cloudmatrix.perf.moe import dispatch_bytes_per_copy, moe_ops
 from cloudmatrix.perf.step import LayerGroup, assemble
 from cloudmatrix.specs.hardware import System
 from cloudmatrix.specs.model import ModelSpec
 
 
-def _attention(c: L.DieContext, tokens: float, prompt_len: float):
+def _attention(c: DieContext, tokens: float, prompt_len: float):
     if c.model.attention == "mla":
-        return L.mla_naive_prefill_ops(c, tokens, prompt_len)
-    return L.gqa_ops(c, tokens, tokens / prompt_len, prompt_len, causal_prefill=True)
+        return mla_prefill_ops(c, tokens, prompt_len)
+    return gqa_ops(c, tokens, tokens / prompt_len, prompt_len, causal_prefill=True)
 
 
 def prefill_step(
@@ -33,31 +36,29 @@ def prefill_step(
             f"tokens per die and prompt length must be positive, got {tokens_per_die} and {prompt_len}"
         )
     dep.validate(model, system)
-    c = L.DieContext(model, system, dep)
+    c = DieContext(model, system, dep)
     mb = dep.microbatches
     tokens = tokens_per_die / mb
     seqs = tokens / prompt_len
     attn = _attention(c, tokens, prompt_len)
     groups = []
     loads: dict[str, float] = {}
-    dense_tp = dep.attn_tp if model.attention == "gqa" else 1
+    dense_tp = 1 if model.is_moe else dep.attn_tp  # a MoE model runs its dense layers on its own tokens
     if model.is_moe:
-        moe, loads = L.moe_ops(c, tokens, tokens * dep.dies)
+        moe, loads = moe_ops(c, tokens, "prefill")
         groups.append(LayerGroup("moe_layer", model.moe_layers, attn + moe))
-    groups.append(
-        LayerGroup("dense_layer", model.layers - model.moe_layers, attn + L.dense_ffn_ops(c, tokens, dense_tp))
-    )
+    groups.append(LayerGroup("dense_layer", model.layers - model.moe_layers, attn + dense_ffn_ops(c, tokens, dense_tp)))
     # logits only for the last position of each prompt
-    head = [L.lm_head_op(c, seqs)]
+    head = [lm_head_op(c, seqs)]
     if dep.mtp_depth:
         # the MTP module runs over the whole prompt to fill its own KV cache and draft the first token
-        mtp_ffn = moe if model.is_moe else L.dense_ffn_ops(c, tokens, dense_tp)
-        eh = c.matmul("mtp_eh_proj", "attn", tokens, [(2 * model.hidden, model.hidden)])
+        mtp_ffn = moe if model.is_moe else dense_ffn_ops(c, tokens, dense_tp)
+        eh = c.matmul("mtp_eh_proj", "attn", tokens, [(2 * model.hidden, model.hidden)], "attn_proj")
         groups.append(LayerGroup("mtp_layer", dep.mtp_depth, [eh, *attn, *mtp_ffn]))
-        head.append(L.lm_head_op(c, seqs * dep.mtp_depth, "mtp_head"))
+        head.append(lm_head_op(c, seqs * dep.mtp_depth, "mtp_head"))
     groups.append(LayerGroup("head", 1, head, overlappable=False))
-    disp = L.dispatch_bytes_per_copy(c) if model.is_moe else 0.0
-    mem = memory_per_die(model, dep, tokens_per_die, tokens, disp)
+    disp = dispatch_bytes_per_copy(c) if model.is_moe else 0.0
+    mem = memory_per_die(model, dep, tokens_per_die, tokens, disp, phase="prefill")
     if check_memory:
         check_fit(mem, system, dep, f"prefill of {tokens_per_die:g} tokens per die")
     return assemble(
@@ -70,6 +71,7 @@ def prefill_step(
         1.0,
         tokens_per_die=tokens_per_die,
         dies_per_chip=system.chip.dies,
+        instance_dies=dep.dies,
         seqs_per_die=tokens_per_die / prompt_len,
         tokens_per_seq=prompt_len,
         memory=mem,

@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from cloudmatrix.errors import CloudMatrixError
-from cloudmatrix.perf.deployment import Deployment, Precisions, default_expert_layout, precisions_for
+from cloudmatrix.perf.deployment import Deployment, Precisions, build_deployment, precisions_for
 from cloudmatrix.specs.model import ModelSpec
 
 # 16,384 prompt tokens per NPU per prefill batch [cm-paper] §5; used for every chip (assumption for GPUs).
@@ -43,12 +43,12 @@ class InstanceShape:
     shared_expert_dies: int | None = None
 
     def deployment(self, model: ModelSpec, layout: Layout) -> Deployment:
-        auto_shared, auto_redundant = default_expert_layout(model, self.ep)
-        return Deployment(
+        return build_deployment(
+            model,
             dies=self.dies,
             ep=self.ep,
-            shared_expert_dies=auto_shared if self.shared_expert_dies is None else self.shared_expert_dies,
-            redundant_experts=auto_redundant if self.redundant_experts is None else self.redundant_experts,
+            shared_expert_dies=self.shared_expert_dies,
+            redundant_experts=self.redundant_experts,
             microbatches=layout.microbatches,
             mtp_depth=layout.mtp_depth if model.mtp_layers else 0,
             mtp_acceptance=layout.mtp_acceptance if model.mtp_layers else 0.0,
@@ -73,14 +73,12 @@ class Layout:
 
     @property
     def precision_label(self) -> str:
-        p = self.precision
-        return f"weights {p.weights}, attention {p.attention}, KV {p.kv_cache}, dispatch {p.dispatch}"
+        return self.precision.label()
 
 
-# Blackwell published precision [lmsys-gb2]: NVFP4 MoE, FP8 attention and KV cache, FP8 token dispatch.
-# The cost model has one weight precision for all large matmuls, so attention projections are FP4 too
-# (slightly optimistic: SGLang keeps them in FP8).
-_BLACKWELL = Precisions(weights="fp4", attention="fp8", kv_cache="fp8", dispatch="fp8", combine="bf16")
+# Blackwell published precision [lmsys-gb2]: NVFP4 MoE (experts and dense FFN, nvidia/DeepSeek-R1-FP4),
+# FP8 attention projections, attention core and KV cache, FP8 token dispatch.
+_BLACKWELL: Precisions = precisions_for("fp4", kv_cache="fp8", attention="fp8")
 
 _CM384 = dict(
     precision=precisions_for("int8"),  # [cm-paper]: W8A8 INT8 matmuls, INT8 dispatch, BF16 combine/KV
@@ -124,7 +122,7 @@ _NVL72 = dict(
         "LMSYS, 'Deploying DeepSeek on GB200 NVL72 with PD and Large Scale EP (Part II)', Sep 2025",
         "decode on 56 or 32 GPUs, 32/24 redundant experts, MTP 1 @ 70% and 2 microbatches: assumptions "
         "(LMSYS ran without MTP)",
-        "NVFP4 applies to all large matmuls in the cost model (SGLang keeps attention projections in FP8)",
+        "NVFP4 for the experts and dense FFN, FP8 attention projections (nvidia/DeepSeek-R1-FP4 excludes self_attn)",
     ),
 )
 

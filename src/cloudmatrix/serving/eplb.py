@@ -25,6 +25,7 @@ from typing import Literal
 import numpy as np
 
 from cloudmatrix.errors import CloudMatrixError
+from cloudmatrix.perf.expert_load import ExpertLoad
 
 PlacementMode = Literal["none", "eplb", "perfect"]
 _MODES = ("none", "eplb", "perfect")
@@ -162,7 +163,7 @@ class ExpertPlacement:
         self.slots = slots
         self.rank_load = rank_load
         self.mode = mode
-        self._step_cache: dict[tuple[int, int, int, int], float] = {}
+        self._loads: dict[tuple[int, int, int, int], ExpertLoad] = {}
         self._share: np.ndarray | None = None
 
     @property
@@ -231,57 +232,45 @@ class ExpertPlacement:
         """
         return float(self.rank_load.max() * self.ranks)
 
-    def expected_step_imbalance(self, tokens: int, top_k: int, *, samples: int = 256, seed: int = 0) -> float:
-        """Expected max/mean rank load for one step of `tokens` tokens, each routed to `top_k` experts.
+    def expert_load(self, top_k: int, *, samples: int = 256, seed: int = 0, points_per_octave: int = 4) -> ExpertLoad:
+        """This placement's load statistics (cloudmatrix.perf.expert_load), memoised per argument set:
+        what the cost model reads at each microbatch's tokens."""
+        key = (int(top_k), int(samples), int(seed), int(points_per_octave))
+        load = self._loads.get(key)
+        if load is None:
+            load = ExpertLoad(
+                self.popularity,
+                self._expert_to_rank(),
+                top_k,
+                perfect=self.mode == "perfect",
+                samples=samples,
+                seed=seed,
+                points_per_octave=points_per_octave,
+            )
+            self._loads[key] = load
+        return load
 
-        Each expert's token count is drawn as Binomial(tokens, q_e), with q_e its
-        probability of being among a token's top_k (top_k x popularity, capped at 1
-        and renormalised); counts split evenly over replicas. Seeded Monte Carlo,
-        memoised per (tokens, top_k, samples, seed). Where top_k x popularity exceeds 1
-        the cap binds, so the large-batch limit sits below `static_imbalance`.
-        """
+    def expected_step_imbalance(self, tokens: int, top_k: int, *, samples: int = 256, seed: int = 0) -> float:
+        """Expected max/mean rank load for one step of `tokens` tokens, each routed to `top_k` experts
+        (seeded Monte Carlo in cloudmatrix.perf.expert_load; 1.0 for "perfect")."""
         if tokens < 1 or top_k < 1 or samples < 1:
             raise CloudMatrixError(
                 f"step imbalance needs tokens, top_k and samples >= 1, got {tokens}, {top_k}, {samples}."
             )
         if self.mode == "perfect":
             return 1.0
-        key = (int(tokens), int(top_k), int(samples), int(seed))
-        hit = self._step_cache.get(key)
-        if hit is not None:
-            return hit
-        q = _inclusion_probs(self.popularity, top_k)
-        rng = np.random.default_rng(seed)
-        counts = rng.binomial(int(tokens), q, size=(int(samples), q.size)).astype(np.float64)
-        loads = counts @ self._expert_to_rank()
-        mean = loads.sum(axis=1) / self.ranks
-        ok = mean > 0
-        val = float(np.mean(loads.max(axis=1)[ok] / mean[ok])) if ok.any() else 1.0
-        self._step_cache[key] = val
-        return val
+        return self.expert_load(top_k, samples=samples, seed=seed).imbalance_at(int(tokens))
 
     def step_imbalance(
         self, tokens: int, top_k: int, *, samples: int = 256, seed: int = 0, points_per_octave: int = 4
     ) -> float:
-        """`expected_step_imbalance` interpolated (linearly in log tokens) on a geometric grid.
-
-        For simulators whose batch size changes every step: at most `points_per_octave`
-        Monte Carlo estimates per doubling of `tokens` are ever computed.
-        """
+        """`expected_step_imbalance` interpolated (linearly in log tokens) on a geometric grid."""
         if tokens < 1:
             raise CloudMatrixError(f"step imbalance needs tokens >= 1, got {tokens}.")
         if points_per_octave < 1:
             raise CloudMatrixError(f"points_per_octave must be >= 1, got {points_per_octave}.")
-        x = np.log2(tokens) * points_per_octave
-        lo, hi = int(np.floor(x)), int(np.ceil(x))
-        t_lo = max(1, round(2.0 ** (lo / points_per_octave)))
-        t_hi = max(1, round(2.0 ** (hi / points_per_octave)))
-        v_lo = self.expected_step_imbalance(t_lo, top_k, samples=samples, seed=seed)
-        if t_hi == t_lo:
-            return v_lo
-        v_hi = self.expected_step_imbalance(t_hi, top_k, samples=samples, seed=seed)
-        w = (np.log2(tokens) - np.log2(t_lo)) / (np.log2(t_hi) - np.log2(t_lo))
-        return float(v_lo + (v_hi - v_lo) * w)
+        load = self.expert_load(top_k, samples=samples, seed=seed, points_per_octave=points_per_octave)
+        return load.imbalance(tokens)
 
     def _expert_to_rank(self) -> np.ndarray:
         """(experts, ranks) matrix: the share of an expert's tokens each rank serves."""
@@ -352,16 +341,3 @@ def _slot_share(p: np.ndarray, replicas: np.ndarray, slots: np.ndarray) -> np.nd
     """Expected load of each slot (0 for empty slots)."""
     per_replica = p / replicas
     return np.where(slots >= 0, per_replica[np.maximum(slots, 0)], 0.0)
-
-
-def _inclusion_probs(p: np.ndarray, top_k: int) -> np.ndarray:
-    """Probability that each expert is among a token's top_k: k*p capped at 1, rest renormalised."""
-    if top_k > np.count_nonzero(p):
-        raise CloudMatrixError(f"top_k={top_k} exceeds the {np.count_nonzero(p)} experts with non-zero popularity.")
-    q = top_k * p
-    capped = np.zeros(p.size, dtype=bool)
-    while (q > 1.0 + 1e-12).any():
-        capped |= q >= 1.0
-        free = ~capped
-        q = np.where(capped, 1.0, p * (top_k - capped.sum()) / p[free].sum())
-    return np.minimum(q, 1.0)

@@ -1,0 +1,188 @@
+"""Attention ops of one layer on one die: MLA absorbed (decode), MLA naive with SP -> TP -> SP (prefill), GQA.
+
+Attention TP (`attn_tp` = t) splits the heads over t dies; the t dies of a TP group share their
+tokens, so each die runs its heads for the group's t x tokens rows. MLA's latent KV is shared by
+all heads, so every die of the group reads the whole group's cache (TP does not shard MLA's KV).
+Leaving TP: a dense model all-reduces the o_proj output; a MoE model reduce-scatters it (each
+die keeps its own tokens for the experts) and all-gathers the next layer's input.
+Vector work is costed where the kernels are separate: norms and residual adds, RoPE, and the
+per-token quantisation of each quantised matmul's input (the decode MLA prolog fuses norm, RoPE
+and quantisation into one kernel on the 910C, paper §4.2.2, so decode adds only the epilog's).
+"""
+
+from __future__ import annotations
+
+from cloudmatrix.perf import kernels
+from cloudmatrix.perf.context import ACT_BYTES, DieContext, present
+from cloudmatrix.perf.op import OpCost, compute_op
+from cloudmatrix.specs.hardware import BYTES_PER_ELEMENT
+from cloudmatrix.specs.model import ModelSpec
+
+# Per token and layer, two RMSNorms (read + write) and two residual adds (2 reads + 1 write), BF16:
+# (2 * 2 + 2 * 3) hidden-size vectors.
+NORM_RESIDUAL_VECTORS = 10
+ROPE_BYTES_PER_ELEMENT = 2 * ACT_BYTES  # read and write each rotated element
+
+
+def _norms(c: DieContext, tokens: float) -> OpCost:
+    return c.vector("norms_residual", "attn", tokens * c.model.hidden, NORM_RESIDUAL_VECTORS * ACT_BYTES)
+
+
+def _tp_entry(c: DieContext, tokens: float) -> list[OpCost]:
+    """MoE model under attention TP: gather the group's tokens before the projections."""
+    tp = c.dep.attn_tp
+    if tp <= 1 or not c.model.is_moe:
+        return []
+    return [c.collective("all_gather", tokens * c.model.hidden * ACT_BYTES, tp, "attn_tp_all_gather", "attn")]
+
+
+def _tp_exit(c: DieContext, tokens: float) -> list[OpCost]:
+    """Sum the heads' partial o_proj outputs: reduce-scatter back to this die's tokens (MoE model) or
+    all-reduce (dense model, whose FFN is tensor-parallel too)."""
+    tp = c.dep.attn_tp
+    if tp <= 1:
+        return []
+    h = c.model.hidden
+    if c.model.is_moe:
+        return [c.collective("reduce_scatter", tokens * h * ACT_BYTES, tp, "attn_tp_reduce_scatter", "attn")]
+    return [c.collective("all_reduce", tokens * tp * h * ACT_BYTES, tp, "attn_all_reduce", "attn")]
+
+
+def mla_decode_ops(c: DieContext, tokens: float, seqs: float, context: float) -> list[OpCost]:
+    """Decode MLA: fused prolog (q down/up, kv down, W_UK folded into q), latent attention, W_UV + o_proj."""
+    m = c.model
+    tp = c.dep.attn_tp
+    h, heads = m.hidden, m.heads / tp
+    rows = tokens * tp
+    q = [(h, m.q_lora_rank), (m.q_lora_rank, heads * m.q_head_dim)] if m.q_lora_rank else [(h, heads * m.q_head_dim)]
+    kv_a = [(h, m.kv_lora_rank + m.qk_rope_head_dim)]
+    w_uk = [(heads * m.qk_nope_head_dim, m.kv_lora_rank)]  # per head nope -> latent; fused as one batched GEMM
+    w_uv = [(heads * m.kv_lora_rank, m.v_head_dim)]
+    o = [(heads * m.v_head_dim, h)]
+    core = kernels.mla_decode(
+        rows,
+        seqs * tp,
+        context,
+        heads,
+        m.kv_lora_rank,
+        m.qk_rope_head_dim,
+        c.dep.precision.attention,
+        c.dep.precision.kv_cache,
+        c.chip,
+    )
+    return present(
+        *_tp_entry(c, tokens),
+        _norms(c, tokens),
+        c.matmul("mla_prolog", "attn", rows, q + kv_a + w_uk, "attn_proj"),
+        core,
+        c.quantise("o_proj_quant", "attn", rows * heads * m.kv_lora_rank, "attn_proj"),
+        c.matmul("mla_epilog_o_proj", "attn", rows, w_uv + o, "attn_proj"),
+        *_tp_exit(c, tokens),
+    )
+
+
+def mla_prefill_ops(c: DieContext, tokens: float, prompt_len: float) -> list[OpCost]:
+    """Prefill MLA as multi-head attention (no absorption), staged SP -> TP -> SP when attn_tp > 1
+    (paper §4.3.1): down-projections and o_proj on this die's tokens with full weights, an all-gather
+    of the compressed q/kv, up-projections and attention for heads/tp over the group's tokens, and an
+    all-to-all of the head outputs back to the tokens' own dies. FLOPs per die do not depend on tp."""
+    m = c.model
+    tp = c.dep.attn_tp
+    h, heads = m.hidden, m.heads / tp
+    rows = tokens * tp
+    q_in = m.q_lora_rank or h
+    down = ([(h, m.q_lora_rank)] if m.q_lora_rank else []) + [(h, m.kv_lora_rank + m.qk_rope_head_dim)]
+    up = [(m.q_lora_rank, heads * m.q_head_dim)] if m.q_lora_rank else [(h, heads * m.q_head_dim)]
+    up += [(m.kv_lora_rank, heads * (m.qk_nope_head_dim + m.v_head_dim))]
+    o = [(m.heads * m.v_head_dim, h)]
+    ops = present(
+        _norms(c, tokens),
+        c.quantise("down_proj_quant", "attn", tokens * h, "attn_proj"),
+        c.matmul("mla_down_proj", "attn", tokens, down, "attn_proj"),
+    )
+    if tp > 1:
+        latent = tokens * (q_in + m.kv_lora_rank + m.qk_rope_head_dim) * ACT_BYTES
+        ops.append(c.collective("all_gather", latent, tp, "sp_to_tp_all_gather", "moe"))
+    # latent norms (q and kv) and RoPE on the query and key rope parts
+    latent_norm = rows * ((m.q_lora_rank or 0) + m.kv_lora_rank)
+    rope = rows * (heads + 1) * m.qk_rope_head_dim
+    ops += present(
+        c.quantise("up_proj_quant", "attn", rows * ((m.q_lora_rank or 0) + m.kv_lora_rank), "attn_proj"),
+        c.matmul("mla_up_proj", "attn", rows, up, "attn_proj"),
+        c.vector("rope_latent_norm", "attn", latent_norm + rope, ROPE_BYTES_PER_ELEMENT),
+        kernels.mla_prefill(
+            rows, (prompt_len + 1) / 2, heads, m.q_head_dim, m.v_head_dim, c.dep.precision.attention, c.chip
+        ),
+    )
+    if tp > 1:
+        heads_out = tokens * m.heads * m.v_head_dim * ACT_BYTES
+        ops.append(c.collective("all_to_all", heads_out, tp, "tp_to_sp_all_to_all", "moe"))
+    ops += present(
+        c.quantise("o_proj_quant", "attn", tokens * m.heads * m.v_head_dim, "attn_proj"),
+        c.matmul("o_proj", "attn", tokens, o, "attn_proj"),
+    )
+    return ops
+
+
+def gqa_ops(c: DieContext, tokens: float, seqs: float, context: float, causal_prefill: bool) -> list[OpCost]:
+    """GQA/MHA attention with heads split over attn_tp dies (KV heads split too, or replicated when there are
+    fewer KV heads than dies)."""
+    m = c.model
+    tp = c.dep.attn_tp
+    rows = tokens * tp  # a TP group shares its tokens; each die computes 1/tp of the heads
+    kv_heads = m.kv_heads / tp if m.kv_heads >= tp else 1
+    qkv = [(m.hidden, (m.heads / tp + 2 * kv_heads) * m.head_dim)]
+    o = [(m.heads * m.head_dim / tp, m.hidden)]
+    ctx = (context + 1) / 2 if causal_prefill else context
+    flops = 2.0 * rows * (m.heads / tp) * ctx * 2 * m.head_dim
+    if causal_prefill:
+        kv = rows * (m.heads / tp) * 4 * m.head_dim * ACT_BYTES
+    else:
+        kv = seqs * tp * context * 2 * kv_heads * m.head_dim * BYTES_PER_ELEMENT[c.dep.precision.kv_cache]
+    eff = c.chip.efficiency
+    core = compute_op(
+        "attention_core",
+        "attn",
+        1,
+        flops,
+        kv,
+        c.chip.peak(c.dep.precision.attention),
+        eff.attention_prefill if causal_prefill else eff.attention_compute,
+        c.chip.die.hbm_bandwidth,
+        eff.attention_memory,
+        eff.kernel_latency,
+    )
+    return present(
+        *_tp_entry(c, tokens),
+        _norms(c, tokens),
+        c.quantise("qkv_quant", "attn", rows * m.hidden, "attn_proj"),
+        c.matmul("qkv_proj", "attn", rows, qkv, "attn_proj"),
+        c.vector("rope", "attn", rows * (m.heads / tp + kv_heads) * m.head_dim, ROPE_BYTES_PER_ELEMENT),
+        core,
+        c.quantise("o_proj_quant", "attn", rows * m.heads / tp * m.head_dim, "attn_proj"),
+        c.matmul("o_proj", "attn", rows, o, "attn_proj"),
+        *_tp_exit(c, tokens),
+    )
+
+
+def attention_params_per_die(model: ModelSpec, tp: int, phase: str = "decode") -> float:
+    """Attention weights one die holds under attention TP. MLA: the down-projections (q_a, kv_a and their
+    norms) are replicated; the per-head up-projections (q_b, kv_b) are split; o_proj is split in decode
+    (TP) and replicated in prefill (SP -> TP -> SP runs o_proj on the die's own tokens). GQA: all split,
+    KV heads replicated when fewer than the dies."""
+    if tp <= 1:
+        return float(model.attention_params())
+    h = model.hidden
+    if model.attention == "mla":
+        r = model.q_lora_rank
+        qd = model.heads * model.q_head_dim
+        down = (h * r + r if r else 0) + h * (model.kv_lora_rank + model.qk_rope_head_dim) + model.kv_lora_rank
+        q_up = r * qd if r else h * qd
+        kv_b = model.kv_lora_rank * model.heads * (model.qk_nope_head_dim + model.v_head_dim)
+        o = model.heads * model.v_head_dim * h
+        return down + (q_up + kv_b) / tp + (o if phase == "prefill" else o / tp)
+    kv_heads = model.kv_heads / tp if model.kv_heads >= tp else 1
+    q = h * model.heads * model.head_dim / tp
+    kv = 2 * h * kv_heads * model.head_dim
+    o = model.heads * model.head_dim * h / tp
+    return q + kv + o

@@ -1,0 +1,132 @@
+"""The MoE block of one layer on one die: router, dispatch, routed experts, shared experts, combine.
+
+The MoE group is EP x MoE-TP dies sharing one copy of the experts. With MoE TP = t > 1 each
+expert's intermediate dimension is split over t dies: the t dies all-gather their tokens, each
+computes its slice for every copy routed to its EP shard, and a reduce-scatter sums the slices
+back onto the tokens' own dies.
+
+Expert-parallel synchronisation: every dispatch/combine and the expert stage wait for the busiest
+die. The load statistics are taken at this microbatch's tokens (fewer tokens, more skew): the hot
+die's routed rows and its receive (dispatch) / send (combine) volume are the mean's times the
+expected max/mean over the EP group (`perf/expert_load.py`). Per-die expert time is affine in its
+rows, so scaling the rows by E[max]/mean gives the expected maximum of the per-die time.
+
+Weights read: only the experts expected to receive at least one token this microbatch.
+Vector work, where real stacks run separate kernels (prefill): quantising tokens before dispatch,
+permuting received copies into expert order, SwiGLU, and the weighted combine sum. In decode the
+fused dispatch/combine kernels (CloudMatrix-Infer FusedDispatch/FusedCombine, DeepEP low-latency)
+quantise and reduce inside the communication kernel; SwiGLU is still its own kernel.
+"""
+
+from __future__ import annotations
+
+from cloudmatrix.perf import comm
+from cloudmatrix.perf.context import ACT_BYTES, DieContext, present, swiglu_shapes
+from cloudmatrix.perf.expert_load import uniform_distinct_per_die
+from cloudmatrix.perf.op import OpCost, comm_op
+from cloudmatrix.specs.hardware import BYTES_PER_ELEMENT
+
+
+def dispatch_bytes_per_copy(c: DieContext) -> float:
+    """One token's hidden state as sent to one expert die."""
+    h = c.model.hidden
+    p = c.dep.precision.dispatch
+    if p == "int8":
+        return h + 512.0  # paper §4.2.1: 7,168 B of INT8 + 512 B scale/metadata = 7.5 KB per token
+    if p == "fp8":
+        return h + 4.0 * h / 128  # DeepEP: one fp32 scale per 128 channels (7,392 B for DeepSeek-V3)
+    return h * BYTES_PER_ELEMENT[p]
+
+
+def expert_stats(c: DieContext, group_tokens: float) -> tuple[float, float]:
+    """(imbalance, distinct experts per die) for one microbatch of `group_tokens` tokens over the group."""
+    m, dep = c.model, c.dep
+    if dep.expert_load is not None:
+        return dep.expert_load.imbalance(group_tokens), dep.expert_load.distinct_per_die(group_tokens)
+    slots = dep.slots_per_routed_die(m)
+    total = m.routed_experts + dep.redundant_experts
+    return dep.imbalance, uniform_distinct_per_die(slots, total, m.top_k, group_tokens)
+
+
+def moe_ops(c: DieContext, tokens: float, phase: str) -> tuple[list[OpCost], dict]:
+    """The MoE block for `tokens` tokens on this die (one microbatch). Returns the ops and the per-die
+    expert loads for reports."""
+    m, dep = c.model, c.dep
+    h = m.hidden
+    ep, tp = dep.ep_degree, dep.moe_tp
+    group_tokens = tokens * dep.moe_group_dies
+    imbalance, distinct = expert_stats(c, group_tokens)
+    mean_rows = group_tokens * m.top_k / dep.routed_dies  # routed copies per expert die (each on 1/tp of I)
+    hot_rows = mean_rows * imbalance
+    inter = m.moe_intermediate / tp
+    prefill = phase == "prefill"
+    disp_b = dispatch_bytes_per_copy(c)
+    copies = m.top_k + (1 if dep.shared_expert_dies else 0)
+    send_tokens = tokens * tp  # after the MoE-TP all-gather each die dispatches its TP group's tokens
+
+    ops = [c.matmul("router", "moe", tokens, [(h, m.routed_experts)], "head")]
+    if tp > 1:
+        ops.append(c.collective("all_gather", tokens * h * ACT_BYTES, tp, "moe_tp_all_gather", "moe"))
+    if prefill and BYTES_PER_ELEMENT[dep.precision.dispatch] < ACT_BYTES and ep > 1:
+        ops.append(c.vector("dispatch_quant", "moe", send_tokens * h, ACT_BYTES + disp_b / h))
+    ops.append(_all_to_all(c, "dispatch", send_tokens, copies, disp_b, prefill, imbalance))
+    if prefill:
+        # gather the received copies into expert-contiguous rows (read + write each copy)
+        ops.append(c.vector("token_permute", "moe", hot_rows * h, 2 * disp_b / h))
+    routed = c.grouped("routed_experts", hot_rows, distinct, swiglu_shapes(h, inter))
+    swiglu = _swiglu(c, "routed_swiglu", hot_rows, inter)
+    if dep.shared_expert_dies:
+        shared_rows = group_tokens * m.shared_experts / dep.shared_expert_dies
+        shared_inter = m.moe_intermediate * m.shared_experts
+        shared = c.matmul("shared_expert_dies", "moe", shared_rows, swiglu_shapes(h, shared_inter), "experts")
+        shared_sw = _swiglu(c, "shared_swiglu", shared_rows, shared_inter)
+        # the expert stage lasts as long as its slowest die: routed or shared
+        if routed.time + swiglu.time >= shared.time + shared_sw.time:
+            ops += [routed, swiglu]
+        else:
+            ops += [shared, shared_sw]
+    else:
+        shared_rows = send_tokens
+        ops += [routed, swiglu]
+        if m.shared_experts:
+            shared_inter = m.moe_intermediate * m.shared_experts / tp
+            ops += [
+                c.matmul("shared_experts", "moe", send_tokens, swiglu_shapes(h, shared_inter), "experts"),
+                _swiglu(c, "shared_swiglu", send_tokens, shared_inter),
+            ]
+    comb_b = h * BYTES_PER_ELEMENT[dep.precision.combine]
+    ops.append(_all_to_all(c, "combine", send_tokens, copies, comb_b, prefill, imbalance))
+    if prefill:
+        # weighted sum of each token's top-k expert outputs (+ shared), read BF16, write BF16
+        ops.append(c.vector("combine_sum", "moe", send_tokens * h, (copies + 1) * ACT_BYTES))
+    if tp > 1:
+        ops.append(c.collective("reduce_scatter", tokens * h * ACT_BYTES, tp, "moe_tp_reduce_scatter", "moe"))
+    loads = {
+        "routed_rows_per_die": hot_rows,
+        "mean_routed_rows_per_die": mean_rows,
+        "routed_slots_per_die": dep.slots_per_routed_die(m),
+        "experts_hit_per_die": distinct,
+        "imbalance": imbalance,
+        "shared_rows_per_die": shared_rows,
+    }
+    return present(*ops), loads
+
+
+def _swiglu(c: DieContext, name: str, rows: float, inter: float) -> OpCost:
+    """SiLU(gate) * up: read the two BF16 halves, write the down-projection's input (quantised with it)."""
+    out = min(ACT_BYTES, BYTES_PER_ELEMENT[c.dtype("experts")])
+    return c.vector(name, "moe", rows * inter, 2 * ACT_BYTES + out)
+
+
+def _all_to_all(
+    c: DieContext, op: str, tokens: float, copies: float, nbytes: float, prefill: bool, imbalance: float
+) -> OpCost:
+    """EP dispatch or combine; prefill on a group spanning nodes over the scale-out plane forwards through
+    the node (DeepEP normal kernels); decode sends each copy directly (low-latency kernels)."""
+    ep = c.dep.ep_degree
+    fabric = comm.fabric_for_group(c.system, ep)
+    if prefill and fabric is c.system.spec.scale_out:
+        t, lim = comm.hierarchical_ep_all_to_all(c.system, ep, tokens, copies, nbytes, op, imbalance)
+    else:
+        t, lim = comm.ep_all_to_all(c.system, ep, tokens, copies, nbytes, op, hot_factor=imbalance)
+    return comm_op(op, "moe", 1, tokens * copies * nbytes, t, lim)

@@ -1,0 +1,118 @@
+"""Mechanisms of the step model: distinct experts, attention TP, MoE TP, precision per op class,
+EP synchronisation at the microbatch's tokens, hierarchical prefill dispatch."""
+
+from dataclasses import replace
+
+import pytest
+
+from cloudmatrix.perf import decode_step, prefill_step
+from cloudmatrix.perf.deployment import build_deployment, precisions_for
+from cloudmatrix.perf.expert_load import uniform_distinct_per_die
+from cloudmatrix.serving.eplb import ExpertPlacement, popularity
+from cloudmatrix.specs.hardware import load_system
+from cloudmatrix.specs.model import load_model
+
+R1 = load_model("deepseek-r1")
+CM = load_system("cloudmatrix384")
+B200 = load_system("hgx-b200")
+
+
+def _row(b, name, group="moe_layer"):
+    return next(r for r in b.rows if r.name == name and r.group == group)
+
+
+def test_expected_distinct_experts_formula():
+    # one token hits exactly top_k of E slots; many tokens hit them all
+    assert uniform_distinct_per_die(256, 256, 8, 1) == pytest.approx(8)
+    assert uniform_distinct_per_die(8, 256, 8, 1e6) == pytest.approx(8)
+    assert uniform_distinct_per_die(8, 256, 8, 10) == pytest.approx(8 * (1 - (1 - 8 / 256) ** 10))
+
+
+def test_few_tokens_read_only_the_experts_they_hit():
+    dep = build_deployment(R1, dies=8, ep=8, redundant_experts=0, precision="fp8")  # 32 experts per die
+    h200 = load_system("hgx-h200")
+    small = decode_step(R1, h200, dep, 1, 1024)
+    big = decode_step(R1, h200, dep, 64, 1024)
+    assert small.expert_load["experts_hit_per_die"] < 0.5 * big.expert_load["experts_hit_per_die"]
+    # weight bytes of the routed experts follow the experts hit, not the slots held
+    per_expert = 3 * R1.hidden * R1.moe_intermediate  # fp8: one byte per parameter
+    read = _row(small, "routed_experts").bytes / _row(small, "routed_experts").runs
+    assert read == pytest.approx(small.expert_load["experts_hit_per_die"] * per_expert, rel=0.05)
+
+
+def test_mla_decode_attention_tp_splits_heads_and_replicates_the_latent_cache():
+    dp = build_deployment(R1, dies=32, precision="int8")
+    tp = dp.with_(attn_tp=4)
+    a = decode_step(R1, CM, dp, 16, 4096, check_memory=False)
+    b = decode_step(R1, CM, tp, 16, 4096, check_memory=False)
+    names = {r.name for r in b.rows}
+    assert {"attn_tp_reduce_scatter", "attn_tp_all_gather"} <= names
+    assert not names & {"attn_tp_reduce_scatter", "attn_tp_all_gather"} & {r.name for r in a.rows}
+    # attention FLOPs per die unchanged (heads / 4 over 4x the rows), cache bytes read 4x (latent shared by heads)
+    assert _row(b, "attention_core").flops == pytest.approx(_row(a, "attention_core").flops)
+    assert _row(b, "attention_core").bytes == pytest.approx(4 * _row(a, "attention_core").bytes, rel=0.01)
+    assert b.memory["kv_cache"] == pytest.approx(4 * a.memory["kv_cache"])
+    assert b.memory["weights"] < a.memory["weights"]
+
+
+def test_moe_tp_shards_experts_and_adds_its_collectives():
+    ep = build_deployment(R1, dies=8, ep=8, redundant_experts=0, precision="fp8")
+    tp = build_deployment(R1, dies=8, ep=1, moe_tp=8, precision="fp8")
+    h200 = load_system("hgx-h200")
+    a = decode_step(R1, h200, ep, 32, 2048, check_memory=False)
+    b = decode_step(R1, h200, tp, 32, 2048, check_memory=False)
+    # routed experts: 1/8 of all 256 either way; the shared expert is split too under MoE TP
+    shared = (R1.moe_layers + R1.mtp_layers) * R1.expert_params() * 7 / 8
+    assert a.memory["weights"] - b.memory["weights"] == pytest.approx(shared, rel=1e-6)
+    names = {r.name for r in b.rows}
+    assert {"moe_tp_all_gather", "moe_tp_reduce_scatter"} <= names
+    assert _row(b, "dispatch").time == 0.0  # EP 1: no all-to-all
+    # the same routed FLOPs per die: 1/8 of every expert for all copies vs all of 1/8 of the experts
+    assert _row(b, "routed_experts").flops == pytest.approx(_row(a, "routed_experts").flops, rel=1e-6)
+
+
+def test_blackwell_fp4_keeps_attention_projections_in_fp8():
+    dep = build_deployment(R1, dies=8, ep=8, redundant_experts=0, precision="fp4", system=B200)
+    all_fp4 = dep.with_(precision=replace(precisions_for("fp4"), attn_proj="fp4"))
+    a = decode_step(R1, B200, dep, 16, 2048)
+    b = decode_step(R1, B200, all_fp4, 16, 2048)
+    weights = 58 * (R1.heads * R1.kv_lora_rank * R1.v_head_dim + R1.heads * R1.v_head_dim * R1.hidden)
+    assert _row(a, "mla_epilog_o_proj").bytes - _row(b, "mla_epilog_o_proj").bytes == pytest.approx(0.5 * weights, rel=0.02)
+    assert _row(a, "routed_experts").time == pytest.approx(_row(b, "routed_experts").time)
+    assert a.memory["weights"] > b.memory["weights"]
+
+
+def test_imbalance_is_taken_at_each_microbatchs_tokens():
+    pop = popularity("zipf", R1.routed_experts, s=1.0)
+    dep = build_deployment(R1, dies=32, microbatches=1)
+    pl = ExpertPlacement.build(pop, dep.routed_dies, dep.slots_per_routed_die(R1), "eplb")
+    dep = dep.with_(expert_load=pl.expert_load(R1.top_k))
+    one = prefill_step(R1, CM, dep, 2048, 4096)
+    two = prefill_step(R1, CM, dep.with_(microbatches=2), 2048, 4096)
+    # half the tokens per microbatch: more skew on the busiest die
+    assert two.expert_load["imbalance"] > one.expert_load["imbalance"] > 1.0
+    assert one.expert_load["imbalance"] == pytest.approx(pl.step_imbalance(2048 * 32, R1.top_k))
+    # the hot die receives more: dispatch slower than at perfect balance
+    flat = prefill_step(R1, CM, dep.with_(expert_load=None), 2048, 4096)
+    assert _row(one, "dispatch").time > _row(flat, "dispatch").time
+
+
+def test_prefill_dispatch_across_nodes_sends_once_per_node():
+    h800 = load_system("hgx-h800")
+    dep = build_deployment(R1, dies=32, ep=32, redundant_experts=32, precision="fp8")
+    pre = prefill_step(R1, h800, dep, 4096, 4096, check_memory=False)
+    dec = decode_step(R1, h800, dep, 64, 4096, check_memory=False)
+    # per token copy, prefill's hierarchical dispatch beats sending all top-k copies over RDMA
+    pre_d, dec_d = _row(pre, "dispatch"), _row(dec, "dispatch")
+    tokens_pre = 4096 / 1
+    tokens_dec = 64 * 1
+    assert pre_d.time / pre_d.runs / tokens_pre < dec_d.time / dec_d.runs / tokens_dec
+
+
+def test_prefill_costs_its_vector_work():
+    dep = build_deployment(R1, dies=32, microbatches=1)
+    b = prefill_step(R1, CM, dep, 8192, 4096)
+    names = {r.name for r in b.rows}
+    assert {"token_permute", "routed_swiglu", "combine_sum", "dispatch_quant", "rope_latent_norm"} <= names
+    vec = sum(r.time for r in b.rows if r.name in names and r.flops == 0 and r.bound != "comm")
+    assert vec > 0.05 * b.serial_time
