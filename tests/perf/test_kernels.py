@@ -104,31 +104,57 @@ def test_mla_decode_and_prefill():
 
 
 def test_memory_and_vector_ops():
-    c = chip(vector=0.5)
+    c = chip(vector=0.5, vector_latency=1 * US)
     assert K.memory_op(8e6, c).time == pytest.approx(5 * US + 8e6 / 3.2e12)
-    assert K.vector_op(1e6, 3.0, c).time == pytest.approx(5 * US + 3e6 / 2e12)
-    assert chip().efficiency.vector == 0.8  # defaults to the memory fraction
+    assert K.vector_op(1e6, 3.0, c).time == pytest.approx(1 * US + 3e6 / 2e12)
+    e = chip().efficiency
+    assert (e.vector, e.vector_latency, e.attention_latency) == (0.8, 5 * US, 5 * US)  # defaults from siblings
 
 
-def test_collective_ring_volumes_and_latency():
-    s = load_system("hgx-h800")
+def test_attention_and_grouped_gemm_have_their_own_latency():
+    c = chip(attention_latency=12 * US, grouped_gemm={"peak": 0.6, "latency": 15 * US})
+    assert K.mla_decode(1, 1, 16, 128, 512, 64, "bf16", "bf16", c).latency == pytest.approx(12 * US)
+    assert K.grouped_gemm(8, 8, ((7168, 4096), (2048, 7168)), "fp8", c).latency == pytest.approx(30 * US)
+    assert K.gemm(8, 4096, 7168, "fp8", c).latency == pytest.approx(5 * US)
+
+
+def _plane(fabric):
+    if fabric.collective_latency is not None:
+        return fabric.collective_latency, 0.0, fabric.collective_efficiency
+    return fabric.latency, fabric.sync_per_log2_rank, fabric.combine_efficiency
+
+
+def test_collective_volumes_follow_nccl_tests_convention():
+    s = load_system("hgx-h200")
     f = s.spec.scale_up
-    lat = f.collective_latency if f.collective_latency is not None else f.latency
-    eff = f.collective_efficiency if f.collective_efficiency is not None else f.combine_efficiency
+    lat, sync, eff = _plane(f)
+    twice = 1 if f.in_switch_reduction else 2
     op = K.collective("all_reduce", 1e6, 8, s)
-    vol = 2 * 7 / 8 * 1e6
-    assert op.comm_time == pytest.approx(lat + 2 * f.sync_per_log2_rank * 3 + vol / (200e9 * eff))
-    ag = K.collective("all_gather", 1e6, 4, s)
-    assert ag.bytes == 3e6
+    vol = twice * 7 / 8 * 1e6
+    assert op.bytes == pytest.approx(vol)
+    assert op.comm_time == pytest.approx(lat + twice * sync * 3 + vol / (450e9 * eff))
+    assert K.collective("all_gather", 1e6, 4, s).bytes == pytest.approx(0.75e6)  # nbytes = gathered output
     assert K.collective("all_reduce", 1e6, 1, s).time == 0.0
-    # 16 dies leave the 8-GPU NVLink island: the scale-out plane sets the rate
-    far = K.collective("all_to_all", 1e6, 16, s)
-    o = s.spec.scale_out
-    o_lat = o.collective_latency if o.collective_latency is not None else o.latency
-    o_eff = o.collective_efficiency if o.collective_efficiency is not None else o.combine_efficiency
-    assert far.comm_time == pytest.approx(o_lat + o.sync_per_log2_rank * 4 + 15 / 16 * 1e6 / (50e9 * o_eff))
     with pytest.raises(ValueError, match="unknown collective"):
         K.collective("broadcast", 1e6, 8, s)
+
+
+def test_collective_off_the_nvlink_island_uses_scale_out():
+    s = load_system("hgx-h800")  # no fitted collective parameters: the EP kernels' latency, sync and efficiency
+    o = s.spec.scale_out
+    lat, sync, eff = _plane(o)
+    far = K.collective("all_to_all", 1e6, 16, s)
+    assert far.comm_time == pytest.approx(lat + sync * 4 + 15 / 16 * 1e6 / (50e9 * eff))
+
+
+def test_in_switch_reduction_halves_all_reduce_volume():
+    s = load_system("hgx-h800")
+    fabric = s.spec.scale_up
+    nvls = s.spec.model_copy(update={"scale_up": fabric.model_copy(update={"in_switch_reduction": True})})
+    s2 = type(s)(nvls, s.chip, s.source)
+    a = K.collective("all_reduce", 1e6, 8, s).bytes
+    b = K.collective("all_reduce", 1e6, 8, s2).bytes
+    assert a == pytest.approx(2 * b)
 
 
 def test_share_slows_compute_not_latency():

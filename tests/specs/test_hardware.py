@@ -9,8 +9,8 @@ from cloudmatrix.errors import CloudMatrixError
 from cloudmatrix.specs.hardware import catalog_names, load_chip, load_system
 
 CATALOG = Path(__file__).parents[2] / "src" / "cloudmatrix" / "specs" / "catalog" / "hardware"
-NVIDIA_CHIPS = ["h100-sxm", "h800-sxm", "h200-sxm", "b200", "gb200", "gb300"]
-NVIDIA_SYSTEMS = ["gb200-nvl72", "gb300-nvl72", "hgx-h100", "hgx-h800", "hgx-h200", "hgx-b200"]
+NVIDIA_CHIPS = ["h100-sxm", "h800-sxm", "h200-sxm", "b200", "b300", "gb200", "gb300"]
+NVIDIA_SYSTEMS = ["gb200-nvl72", "gb300-nvl72", "hgx-h100", "hgx-h800", "hgx-h200", "hgx-b200", "hgx-b300"]
 
 
 def test_catalog_lists_the_shipped_files():
@@ -55,6 +55,10 @@ def test_pinned_datasheet_figures():
     # Blackwell keeps full-rate INT8; Blackwell Ultra cut it to a small fraction
     assert b200.peak("int8") == b200.peak("fp8")
     assert gb300.peak("int8") < 0.05 * gb300.peak("fp8")
+    b300 = load_chip("b300")  # Blackwell Ultra data sheet, HGX column
+    assert (b300.peak("bf16"), b300.peak("fp8"), b300.peak("fp4")) == (2.25e15, 4.5e15, 14e15)
+    assert b300.hbm_capacity == 288e9 and b300.tdp == 1100 and b300.peak("int8") == 153.5e12
+    assert load_system("hgx-b300").spec.scale_out.bandwidth_per_chip == pytest.approx(100e9)  # 800 Gb/s CX8
     with pytest.raises(CloudMatrixError, match="no native fp4"):
         h100.peak("fp4")
 
@@ -148,6 +152,9 @@ def test_user_system_with_relative_chip_loads(tmp_path):
         (CHIP, SYSTEM.replace("[scale_up]", "[scale_upp]"), "scale_upp: unknown field"),
         (CHIP, SYSTEM.replace("nodes = 2", "nodes = [2"), "not valid TOML"),
         (CHIP.replace("[die]", "[die"), SYSTEM, "my-chip.toml: not valid TOML"),
+        (CHIP + "[efficiency.gemm_by_precision.fp9]\npeak = 0.5\n", SYSTEM, "unknown precision(s) ['fp9']"),
+        (CHIP + "[efficiency.grouped_gemm]\npeak = 1.2\n", SYSTEM, "efficiency.grouped_gemm.peak"),
+        (CHIP + 'kernel_latency = "-3 us"\n', SYSTEM, "efficiency.kernel_latency"),
     ],
     ids=[
         "missing",
@@ -162,6 +169,9 @@ def test_user_system_with_relative_chip_loads(tmp_path):
         "typo",
         "system-toml",
         "chip-toml",
+        "gemm-precision",
+        "grouped-fraction",
+        "negative-latency",
     ],
 )
 def test_bad_files_give_one_line_naming_file_and_field(tmp_path, chip, system, needle):

@@ -57,3 +57,8 @@ MLA_COMPUTE_UTILISATION = {"ascend-910c": 0.654, "h800-sxm": 0.667}
 MLA_MEMORY_BANDWIDTH = {"ascend-910c": 1346e9, "h800-sxm": 3000e9}
 INT8_GEMM_SHAPES = ((7168, 4096, 4096), (2048, 7168, 4096), (7168, 4096, 8192), (2048, 7168, 8192))  # M x N x K
 INT8_GEMM_UTILISATION = (0.774, 0.827)  # range over those shapes on one 910C die
+
+# FP8 GEMM on H800 with DeepGEMM (deepseek-ai/DeepGEMM README, 2025-04): up to ~1,550 of 1,979 TFLOPS on large
+# shapes. A measurement on the chip itself with DeepSeek's kernel: it sets the H800's large-shape fp8 fraction,
+# while the curve's shape (half_rows, half_k) comes from the H100 fit (benchmarks/calibrate/run.py).
+DEEPGEMM_FP8_FRACTION = {"h800-sxm": 1550 / 1979}

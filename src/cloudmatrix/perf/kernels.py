@@ -24,6 +24,7 @@ from cloudmatrix.perf.op import OpCost, comm_op
 from cloudmatrix.specs.hardware import BYTES_PER_ELEMENT, ChipSpec, GemmEfficiency, System
 
 ACT_BYTES = 2.0  # activations between kernels stay BF16
+COLLECTIVES = ("all_reduce", "all_gather", "reduce_scatter", "all_to_all")
 
 
 def gemm_params(chip: ChipSpec, dtype: str) -> GemmEfficiency:
@@ -102,7 +103,7 @@ def gemms(
         0.0,
         max(flops / peak, nbytes / bw),
         "compute",
-        eff.kernel_latency * len(shapes),
+        (p.latency if p.latency is not None else eff.kernel_latency) * len(shapes),
     )
 
 
@@ -147,7 +148,7 @@ def grouped_gemm(
         0.0,
         max(flops / peak, nbytes / bw),
         "compute",
-        eff.kernel_latency * len(shapes),
+        (p.latency if p.latency is not None else eff.kernel_latency) * len(shapes),
     )
 
 
@@ -212,44 +213,39 @@ def vector_op(
     bw = chip.die.hbm_bandwidth
     nbytes = elements * bytes_per_element
     return OpCost(
-        name, stream, 1, 0.0, nbytes, 0.0, nbytes / (bw * eff.vector), 0.0, nbytes / bw, "compute", eff.kernel_latency
+        name, stream, 1, 0.0, nbytes, 0.0, nbytes / (bw * eff.vector), 0.0, nbytes / bw, "compute", eff.vector_latency
     )
-
-
-# NCCL ring volumes per rank, as a multiple of `nbytes` (the per-rank tensor; for all_gather the per-rank
-# input shard, for reduce_scatter the per-rank output shard): bytes each rank sends over its link.
-_RING_VOLUME = {
-    "all_reduce": lambda n: 2.0 * (n - 1) / n,
-    "all_gather": lambda n: float(n - 1),
-    "reduce_scatter": lambda n: float(n - 1),
-    "all_to_all": lambda n: (n - 1) / n,
-}
 
 
 def collective(
     kind: str, nbytes: float, ranks: int, system: System, *, name: str | None = None, stream: str = "attn"
 ) -> OpCost:
-    """A plain (NCCL-style) collective of `nbytes` per rank over the plane the group of `ranks` dies sits on:
+    """A plain (NCCL-style) collective over the plane the group of `ranks` dies sits on. `nbytes` is the
+    whole tensor, as NCCL's tests count it: the per-rank tensor of an all-reduce, the gathered output of an
+    all-gather, the input of a reduce-scatter, each rank's send buffer of an all-to-all. Per rank the link
+    carries (n-1)/n of it (twice for a ring all-reduce; once when the switch reduces):
 
-    t = collective_latency + sync_per_log2_rank * log2(ranks) + volume / (die link rate * collective_eff)
+        t = collective_latency + volume / (die link rate * collective_efficiency)
+
+    Planes without fitted collective parameters fall back to the EP kernels' latency, sync and combine efficiency.
     """
-    if kind not in _RING_VOLUME:
-        raise ValueError(f"unknown collective {kind!r}; one of {sorted(_RING_VOLUME)}")
+    if kind not in COLLECTIVES:
+        raise ValueError(f"unknown collective {kind!r}; one of {COLLECTIVES}")
     name = name or kind
     if ranks <= 1 or nbytes <= 0:
         return comm_op(name, stream, 1, 0.0, 0.0, 0.0)
     fabric = comm.fabric_for_group(system, ranks)
     bw = comm.die_bandwidth(system, fabric)
-    volume = nbytes * _RING_VOLUME[kind](ranks)
-    lat = fabric.collective_latency if fabric.collective_latency is not None else fabric.latency
+    share = (ranks - 1) / ranks
+    twice = kind == "all_reduce" and not fabric.in_switch_reduction
+    volume = nbytes * share * (2.0 if twice else 1.0)
+    if fabric.collective_latency is not None:
+        lat = fabric.collective_latency
+    else:
+        lat = fabric.latency + (2 if twice else 1) * fabric.sync_per_log2_rank * math.log2(ranks)
     eff = fabric.collective_efficiency if fabric.collective_efficiency is not None else fabric.combine_efficiency
-    steps = 2 if kind == "all_reduce" else 1  # reduce-scatter then all-gather
-    t = lat + steps * fabric.sync_per_log2_rank * _log2(ranks) + volume / (bw * eff)
+    t = lat + volume / (bw * eff)
     return comm_op(name, stream, 1, volume, t, volume / bw)
-
-
-def _log2(n: int) -> float:
-    return math.log2(n)
 
 
 def _roofline(
@@ -268,5 +264,5 @@ def _roofline(
         0.0,
         max(flops / peak, nbytes / bw),
         "compute",
-        chip.efficiency.kernel_latency,
+        chip.efficiency.attention_latency,
     )

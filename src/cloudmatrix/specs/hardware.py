@@ -77,6 +77,7 @@ class GemmEfficiency(_Frozen):
     peak: Fraction  # large-shape fraction of the precision's peak
     half_rows: float = Field(default=0.0, ge=0)  # m (rows per expert for grouped GEMMs) at half of `peak`
     half_k: float = Field(default=0.0, ge=0)  # k at half of `peak`
+    latency: Seconds | None = None  # fixed cost per launch; default: the chip's kernel_latency
 
 
 class Efficiency(_Frozen):
@@ -94,7 +95,9 @@ class Efficiency(_Frozen):
     attention_prefill: Fraction  # MLA prefill core (compute-bound); default: attention_compute
     memory: Fraction  # streaming weights / activations from HBM
     vector: Fraction  # element-wise vector kernels (quantise, activation, permute), HBM fraction; default: memory
-    kernel_latency: Seconds = 0.0  # fixed cost per kernel: launch, prologue, tail wave
+    kernel_latency: Seconds = 0.0  # fixed cost per GEMM / memory kernel: launch, prologue, tail wave
+    attention_latency: Seconds  # fixed cost per attention-core kernel; default: kernel_latency
+    vector_latency: Seconds  # fixed cost per element-wise vector kernel; default: kernel_latency
 
     @model_validator(mode="before")
     @classmethod
@@ -105,6 +108,8 @@ class Efficiency(_Frozen):
                 data["attention_prefill"] = data["attention_compute"]
             if "vector" not in data and "memory" in data:
                 data["vector"] = data["memory"]
+            for key in ("attention_latency", "vector_latency"):
+                data.setdefault(key, data.get("kernel_latency", 0.0))
         return data
 
     @model_validator(mode="after")
@@ -161,6 +166,7 @@ class FabricSpec(_Frozen):
     # combine efficiency.
     collective_latency: Seconds | None = None
     collective_efficiency: Fraction | None = None
+    in_switch_reduction: bool = False  # the switch reduces (NVLink SHARP): all-reduce sends each byte once
 
 
 class CpuPoolSpec(_Frozen):

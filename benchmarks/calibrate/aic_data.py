@@ -1,0 +1,71 @@
+"""Read aiconfigurator-core's op-level measurements into plain tables (latency in seconds).
+
+The tables live in the installed package under systems/data/<system>/<op>/<backend>/<version>/*.parquet;
+aiconfigurator's own loader (compiled, sdk/engine_table_view.py) reads the same files. Columns, as the
+package's DeepSeek model (sdk/models/deepseek.py) uses them:
+
+- gemm_perf: gemm_dtype, m, n, k, latency (ms): one (m x k) @ (k x n) GEMM.
+- generation_mla_perf / context_mla_perf: num_heads is the heads on one GPU (128 / tp_size), batch_size,
+  isl (prompt length; generation rows use isl = 1 and `step` = tokens already in the cache), kv_cache_dtype.
+- moe_perf: num_tokens on the EP group, hidden_size, inter_size (whole expert, split by moe_tp_size), topk,
+  num_experts (split by moe_ep_size), distribution ("balanced", power laws), moe_dtype.
+- scale_matrix_perf: quantising an m x k BF16 matrix to quant_dtype.
+- nccl_perf: op_name, num_gpus, message_size in elements of nccl_dtype ("half" = 2 bytes).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import metadata, resources
+from pathlib import Path
+
+import pandas as pd
+
+PACKAGE = "aiconfigurator-core"
+
+# One backend/version per op, the same on every system: TensorRT-LLM 1.3.0rc20 for the compute kernels
+# (present for all six NVIDIA systems) and NCCL 2.29.2 for collectives.
+SOURCES = {
+    "gemm": ("gemm", "trtllm", "1.3.0rc20", "gemm_perf.parquet"),
+    "mla_generation": ("mla", "trtllm", "1.3.0rc20", "generation_mla_perf.parquet"),
+    "mla_context": ("mla", "trtllm", "1.3.0rc20", "context_mla_perf.parquet"),
+    "moe": ("moe", "trtllm", "1.3.0rc20", "moe_perf.parquet"),
+    "quantize": ("quantize", "trtllm", "1.3.0rc20", "scale_matrix_perf.parquet"),
+    "nccl": ("comm", "nccl", "2.29.2", "nccl_perf.parquet"),
+}
+
+# aiconfigurator's dtype names -> the twin's precisions. fp8 is DeepSeek's block-scaled FP8 (fp8_block, the
+# format of the DeepSeek-V3/R1 checkpoints); nvfp4 is W4A4 NVFP4 (Blackwell only).
+DTYPES = {"bfloat16": "bf16", "fp8_block": "fp8", "nvfp4": "fp4"}
+
+
+@dataclass(frozen=True)
+class Table:
+    frame: pd.DataFrame
+    path: str  # relative to the package's systems/ directory
+
+    @property
+    def rows(self) -> int:
+        return len(self.frame)
+
+
+def data_root() -> Path:
+    return Path(str(resources.files("aiconfigurator_core") / "systems" / "data"))
+
+
+def package_version() -> str:
+    return metadata.version(PACKAGE)
+
+
+def load(system: str, what: str, root: Path | None = None) -> Table | None:
+    """The table `what` (a SOURCES key) of `system`, latency converted to seconds; None if not shipped."""
+    op, backend, version, name = SOURCES[what]
+    root = root or data_root()
+    path = root / system / op / backend / version / name
+    if not path.exists():
+        return None
+    df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    df = df.copy()
+    df["t"] = df["latency"].astype(float) * 1e-3  # ms -> s
+    df = df[df["t"] > 0]
+    return Table(df, f"data/{system}/{op}/{backend}/{version}/{name}")

@@ -1,0 +1,269 @@
+"""Least-squares fits of a chip's few physical parameters to kernel rows, in the twin's own kernel formulas.
+
+Each model below is the vectorised twin of a function in cloudmatrix.perf.kernels (same flops, bytes and
+efficiency curves); tests/perf/test_calibration.py checks the two agree row by row. Residuals are relative
+(log of predicted / measured), with a soft-L1 loss so that a handful of outlier rows (kernel-selection
+glitches in the measurements) do not drag the fit. Every fit trains on 80% of the rows and reports its
+error on the held-back 20% (fixed seed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import least_squares
+
+from cloudmatrix.specs.hardware import BYTES_PER_ELEMENT
+
+ACT = 2.0  # BF16 activations and outputs
+SEED = 10
+KV_LORA, ROPE, QK_HEAD, V_HEAD = 512, 64, 192, 128  # DeepSeek-V3 MLA dimensions, as the aic MLA tables use
+
+
+@dataclass
+class Fit:
+    params: dict[str, float]
+    train_rows: int
+    test_rows: int
+    mape: float  # held-out mean |pred/meas - 1|
+    median_signed: float  # held-out median (pred/meas - 1)
+    extra: dict = field(default_factory=dict)
+
+
+def split(df: pd.DataFrame, seed: int = SEED) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """80/20 split, fixed seed."""
+    rng = np.random.default_rng(seed)
+    mask = rng.random(len(df)) < 0.8
+    return df[mask], df[~mask]
+
+
+def errors(pred: np.ndarray, meas: np.ndarray) -> tuple[float, float]:
+    r = pred / meas - 1
+    return float(np.mean(np.abs(r))), float(np.median(r))
+
+
+def _sig(x):
+    return 1 / (1 + np.exp(-x))
+
+
+def _logit(p):
+    return float(np.log(p / (1 - p)))
+
+
+def _solve(residual, x0):
+    return least_squares(residual, x0, loss="soft_l1", f_scale=0.05, max_nfev=400).x
+
+
+# ------------------------------------------------------------------ GEMM
+
+
+def gemm_model(df: pd.DataFrame, peaks: dict[str, float], bw: float, p: dict[str, float]) -> np.ndarray:
+    """kernels.gemm for every row: latency + max(compute at the saturating efficiency, HBM time)."""
+    m, n, k = (df[c].to_numpy(float) for c in ("m", "n", "k"))
+    out = np.empty(len(df))
+    for prec in df["prec"].unique():
+        s = (df["prec"] == prec).to_numpy()
+        wb = BYTES_PER_ELEMENT[prec]
+        in_b = wb if wb <= 1 else ACT
+        eff = p[f"{prec}.peak"] * m[s] / (m[s] + p[f"{prec}.half_rows"]) * k[s] / (k[s] + p[f"{prec}.half_k"])
+        comp = 2 * m[s] * n[s] * k[s] / (peaks[prec] * eff)
+        mem = (m[s] * k[s] * in_b + k[s] * n[s] * wb + m[s] * n[s] * ACT) / (bw * p["memory"])
+        out[s] = p["kernel_latency"] + np.maximum(comp, mem)
+    return out
+
+
+def fit_gemm(df: pd.DataFrame, peaks: dict[str, float], bw: float) -> Fit:
+    """kernel_latency and memory shared; peak, half_rows, half_k per precision."""
+    precs = sorted(df["prec"].unique())
+    train, test = split(df)
+
+    def unpack(x):
+        p = {"kernel_latency": float(np.exp(x[0])), "memory": float(_sig(x[1]))}
+        for i, prec in enumerate(precs):
+            a, b, c = x[2 + 3 * i : 5 + 3 * i]
+            p[f"{prec}.peak"] = float(_sig(a))
+            p[f"{prec}.half_rows"] = float(np.exp(b))
+            p[f"{prec}.half_k"] = float(np.exp(c))
+        return p
+
+    t = train["t"].to_numpy()
+    x0 = [np.log(5e-6), _logit(0.85)] + [_logit(0.8), np.log(32.0), np.log(256.0)] * len(precs)
+    x = _solve(lambda x: np.log(gemm_model(train, peaks, bw, unpack(x)) / t), x0)
+    p = unpack(x)
+    mape, med = errors(gemm_model(test, peaks, bw, p), test["t"].to_numpy())
+    per = {}
+    for prec in precs:
+        s = test[test["prec"] == prec]
+        per[prec] = errors(gemm_model(s, peaks, bw, p), s["t"].to_numpy())
+    return Fit(p, len(train), len(test), mape, med, {"per_precision": per})
+
+
+# ------------------------------------------------------------------ vector (quantise)
+
+
+def quant_model(df: pd.DataFrame, bw: float, vector: float, latency: float) -> np.ndarray:
+    """kernels.vector_op: read BF16, write the 1-byte quantised copy, 3 bytes per element."""
+    return latency + df["m"].to_numpy(float) * df["k"].to_numpy(float) * 3.0 / (bw * vector)
+
+
+def fit_vector(df: pd.DataFrame, bw: float) -> Fit:
+    train, test = split(df)
+    t = train["t"].to_numpy()
+    x = _solve(lambda x: np.log(quant_model(train, bw, _sig(x[0]), np.exp(x[1])) / t), [_logit(0.8), np.log(2e-6)])
+    v, lat = float(_sig(x[0])), float(np.exp(x[1]))
+    mape, med = errors(quant_model(test, bw, v, lat), test["t"].to_numpy())
+    return Fit({"vector": v, "vector_latency": lat}, len(train), len(test), mape, med)
+
+
+# ------------------------------------------------------------------ MLA
+
+
+def mla_gen_model(df: pd.DataFrame, peak: float, bw: float, ac: float, am: float, latency: float) -> np.ndarray:
+    """kernels.mla_decode: one query token per sequence, context = step + isl tokens in the cache."""
+    b = df["batch_size"].to_numpy(float)
+    ctx = df["step"].to_numpy(float) + df["isl"].to_numpy(float)
+    h = df["num_heads"].to_numpy(float)
+    kvb = np.where(df["kv_cache_dtype"].to_numpy() == "fp8", 1.0, 2.0)
+    flops = 2 * b * h * ctx * (2 * KV_LORA + ROPE)
+    nbytes = b * ctx * (KV_LORA + ROPE) * kvb
+    return latency + np.maximum(flops / (peak * ac), nbytes / (bw * am))
+
+
+def mla_ctx_model(df: pd.DataFrame, peak: float, bw: float, ap: float, am: float, latency: float) -> np.ndarray:
+    """kernels.mla_prefill: causal, mean context (isl + 1) / 2."""
+    b, isl, h = (df[c].to_numpy(float) for c in ("batch_size", "isl", "num_heads"))
+    tokens = b * isl
+    flops = 2 * tokens * h * (isl + 1) / 2 * (QK_HEAD + V_HEAD)
+    nbytes = tokens * h * (2 * QK_HEAD + 2 * V_HEAD) * ACT
+    return latency + np.maximum(flops / (peak * ap), nbytes / (bw * am))
+
+
+def fit_mla(gen: pd.DataFrame, ctx: pd.DataFrame, peak: float, bw: float) -> tuple[Fit, Fit]:
+    """Decode: attention_compute, attention_memory and the attention kernels' fixed latency; prefill:
+    attention_prefill with that latency and memory fraction."""
+    gtr, gte = split(gen)
+    t = gtr["t"].to_numpy()
+    x = _solve(
+        lambda x: np.log(mla_gen_model(gtr, peak, bw, _sig(x[0]), _sig(x[1]), np.exp(x[2])) / t),
+        [_logit(0.6), _logit(0.85), np.log(10e-6)],
+    )
+    ac, am, latency = float(_sig(x[0])), float(_sig(x[1])), float(np.exp(x[2]))
+    g = Fit(
+        {"attention_compute": ac, "attention_memory": am, "attention_latency": latency},
+        len(gtr),
+        len(gte),
+        *errors(mla_gen_model(gte, peak, bw, ac, am, latency), gte["t"].to_numpy()),
+    )
+    ctr, cte = split(ctx)
+    t = ctr["t"].to_numpy()
+    x = _solve(lambda x: np.log(mla_ctx_model(ctr, peak, bw, _sig(x[0]), am, latency) / t), [_logit(0.5)])
+    ap = float(_sig(x[0]))
+    c = Fit(
+        {"attention_prefill": ap},
+        len(ctr),
+        len(cte),
+        *errors(mla_ctx_model(cte, peak, bw, ap, am, latency), cte["t"].to_numpy()),
+    )
+    return g, c
+
+
+# ------------------------------------------------------------------ MoE (grouped GEMM)
+
+
+def moe_per_die(df: pd.DataFrame) -> pd.DataFrame:
+    """The per-GPU grouped GEMM of an aic MoE row: local experts, local intermediate size, token copies.
+    Balanced routing: every GPU receives num_tokens * topk / ep copies; the experts that receive any are
+    min(local experts, copies)."""
+    out = pd.DataFrame(index=df.index)
+    out["rows"] = df["num_tokens"] * df["topk"] / df["moe_ep_size"]
+    local = df["num_experts"] / df["moe_ep_size"]
+    out["experts"] = np.minimum(local, np.maximum(out["rows"], 1.0))
+    out["hidden"] = df["hidden_size"].astype(float)
+    out["inter"] = df["inter_size"] / df["moe_tp_size"]
+    out["prec"] = df["prec"]
+    out["t"] = df["t"]
+    return out
+
+
+def moe_model(d: pd.DataFrame, peaks: dict[str, float], bw: float, p: dict[str, float], memory: float) -> np.ndarray:
+    """kernels.grouped_gemm with shapes ((hidden, 2 inter), (inter, hidden)): two launches."""
+    rows, e, h, i = (d[c].to_numpy(float) for c in ("rows", "experts", "hidden", "inter"))
+    per = rows / e
+    out = np.empty(len(d))
+    for prec in d["prec"].unique():
+        s = (d["prec"] == prec).to_numpy()
+        wb = BYTES_PER_ELEMENT[prec]
+        in_b = wb if wb <= 1 else ACT
+        comp = np.zeros(s.sum())
+        params = np.zeros(s.sum())
+        act = np.zeros(s.sum())
+        for k, n in ((h[s], 2 * i[s]), (i[s], h[s])):
+            eff = p["peak"] * per[s] / (per[s] + p["half_rows"]) * k / (k + p["half_k"])
+            comp += 2 * rows[s] * k * n / (peaks[prec] * eff)
+            params += k * n
+            act += rows[s] * (k * in_b + n * ACT)
+        mem = (params * e[s] * wb + act) / (bw * memory)
+        out[s] = 2 * p["latency"] + np.maximum(comp, mem)
+    return out
+
+
+def fit_moe(df: pd.DataFrame, peaks: dict[str, float], bw: float, memory: float) -> Fit:
+    """peak, half_rows (rows per expert), half_k and the per-launch latency of the grouped GEMM; the MoE op's
+    other kernels (routing, permutation, activation) are folded into that latency and efficiency."""
+    d = moe_per_die(df)
+    train, test = split(d)
+    t = train["t"].to_numpy()
+
+    def unpack(x):
+        return {
+            "peak": float(_sig(x[0])),
+            "half_rows": float(np.exp(x[1])),
+            "half_k": float(np.exp(x[2])),
+            "latency": float(np.exp(x[3])),
+        }
+
+    x = _solve(
+        lambda x: np.log(moe_model(train, peaks, bw, unpack(x), memory) / t),
+        [_logit(0.6), np.log(16.0), np.log(256.0), np.log(10e-6)],
+    )
+    p = unpack(x)
+    mape, med = errors(moe_model(test, peaks, bw, p, memory), test["t"].to_numpy())
+    per = {}
+    for prec in sorted(test["prec"].unique()):
+        s = test[test["prec"] == prec]
+        per[prec] = errors(moe_model(s, peaks, bw, p, memory), s["t"].to_numpy())
+    return Fit(p, len(train), len(test), mape, med, {"per_precision": per})
+
+
+# ------------------------------------------------------------------ collectives
+
+
+def volume_factor(kind: np.ndarray, n: np.ndarray, in_switch_reduction: bool) -> np.ndarray:
+    """kernels.collective's per-rank link volume as a multiple of the tensor size (NCCL-tests convention)."""
+    ar = (n - 1) / n if in_switch_reduction else 2 * (n - 1) / n
+    return np.where(kind == "all_reduce", ar, (n - 1) / n)
+
+
+def nccl_model(df: pd.DataFrame, bw: float, lat: float, eff: float, in_switch: bool) -> np.ndarray:
+    n = df["num_gpus"].to_numpy(float)
+    nbytes = df["message_size"].to_numpy(float) * 2.0  # half
+    return lat + nbytes * volume_factor(df["kind"].to_numpy(), n, in_switch) / (bw * eff)
+
+
+def fit_nccl(df: pd.DataFrame, bw: float, in_switch: bool) -> Fit:
+    train, test = split(df)
+    t = train["t"].to_numpy()
+    x = _solve(
+        lambda x: np.log(nccl_model(train, bw, np.exp(x[0]), _sig(x[1]), in_switch) / t), [np.log(10e-6), _logit(0.7)]
+    )
+    lat, eff = float(np.exp(x[0])), float(_sig(x[1]))
+    mape, med = errors(nccl_model(test, bw, lat, eff, in_switch), test["t"].to_numpy())
+    per = {}
+    for kind in sorted(test["kind"].unique()):
+        s = test[test["kind"] == kind]
+        per[kind] = errors(nccl_model(s, bw, lat, eff, in_switch), s["t"].to_numpy())
+    return Fit(
+        {"collective_latency": lat, "collective_efficiency": eff}, len(train), len(test), mape, med, {"per_kind": per}
+    )
