@@ -77,7 +77,8 @@ def test_blackwell_fp4_keeps_attention_projections_in_fp8():
     a = decode_step(R1, B200, dep, 16, 2048)
     b = decode_step(R1, B200, all_fp4, 16, 2048)
     weights = 58 * (R1.heads * R1.kv_lora_rank * R1.v_head_dim + R1.heads * R1.v_head_dim * R1.hidden)
-    assert _row(a, "mla_epilog_o_proj").bytes - _row(b, "mla_epilog_o_proj").bytes == pytest.approx(0.5 * weights, rel=0.02)
+    saved = _row(a, "mla_epilog_o_proj").bytes - _row(b, "mla_epilog_o_proj").bytes
+    assert saved == pytest.approx(0.5 * weights, rel=0.02)
     assert _row(a, "routed_experts").time == pytest.approx(_row(b, "routed_experts").time)
     assert a.memory["weights"] > b.memory["weights"]
 
@@ -116,3 +117,21 @@ def test_prefill_costs_its_vector_work():
     assert {"token_permute", "routed_swiglu", "combine_sum", "dispatch_quant", "rope_latent_norm"} <= names
     vec = sum(r.time for r in b.rows if r.name in names and r.flops == 0 and r.bound != "comm")
     assert vec > 0.05 * b.serial_time
+
+
+def test_comm_kernels_take_cores_from_the_compute_stream():
+    from cloudmatrix.perf.op import comm_op, compute_op
+    from cloudmatrix.perf.overlap import CommCores, layer_time
+
+    cube = compute_op("gemm", "attn", 1, 1e12, 0.0, 1e15, 1.0, 1e12, 1.0)  # 1 ms compute
+    vec = compute_op("swiglu", "attn", 1, 0.0, 1e9, 1e15, 1.0, 1e12, 1.0)  # 1 ms memory-bound vector work
+    comm = comm_op("dispatch", "moe", 1, 1e9, 1.5e-3, 1e-3)
+    ops = [cube, vec, comm]
+    free, _ = layer_time(ops, 2, "comm-compute", 1.0, CommCores())
+    vector, _ = layer_time(ops, 2, "comm-compute", 1.0, CommCores(vector_cores=True))
+    sms, _ = layer_time(ops, 2, "comm-compute", 1.0, CommCores(sm_share=0.2))
+    assert free == pytest.approx(2 * 2e-3)  # comm hidden behind 2 ms of compute
+    assert vector == pytest.approx(2 * 2.5e-3)  # vector work and comm share the vector cores
+    # 1.5 ms of comm while the GEMM runs at 80% of the cores, then the rest at full speed
+    a_shared = 1e-3 / 0.8 + 1e-3
+    assert sms == pytest.approx(2 * (1.5e-3 + 2e-3 * (1 - 1.5e-3 / a_shared)))

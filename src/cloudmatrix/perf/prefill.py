@@ -11,6 +11,7 @@ from cloudmatrix.perf.dense import dense_ffn_ops, lm_head_op
 from cloudmatrix.perf.deployment import Deployment
 from cloudmatrix.perf.memory import check_fit, memory_per_die
 from cloudmatrix.perf.moe import dispatch_bytes_per_copy, moe_ops
+from cloudmatrix.perf.overlap import comm_cores_for
 from cloudmatrix.perf.step import LayerGroup, assemble
 from cloudmatrix.specs.hardware import System
 from cloudmatrix.specs.model import ModelSpec
@@ -69,6 +70,7 @@ def prefill_step(
         mb,
         "comm-compute",
         1.0,
+        comm_cores_for(system.chip),
         tokens_per_die=tokens_per_die,
         dies_per_chip=system.chip.dies,
         instance_dies=dep.dies,

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from cloudmatrix.perf.breakdown import OpRow, StepBreakdown
 from cloudmatrix.perf.op import OpCost
-from cloudmatrix.perf.overlap import layer_time
+from cloudmatrix.perf.overlap import CommCores, layer_time
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,7 @@ def assemble(
     microbatches: int,
     overlap_mode: str,
     attn_share: float,
+    comm_cores: CommCores | None = None,
     **fields,
 ) -> StepBreakdown:
     step = serial = limit = 0.0
@@ -35,7 +36,7 @@ def assemble(
         if g.count == 0:
             continue
         if g.overlappable:
-            per_layer, f = layer_time(g.ops, microbatches, overlap_mode, attn_share)
+            per_layer, f = layer_time(g.ops, microbatches, overlap_mode, attn_share, comm_cores)
             fill = max(fill, f)
         else:
             per_layer = microbatches * sum(op.time for op in g.ops)
