@@ -33,6 +33,8 @@ COMMAND_MODULES = (
     "simulate_cmd",
     "reproduce_cmd",
     "compare_cmd",
+    "validate_cmd",
+    "generate_cmd",
 )
 
 QUICK_START = """\

@@ -1,0 +1,122 @@
+"""The silicon suite: every deduplicated DeepSeek point of aiconfigurator-core's measured set, run
+through the twin the way it was measured (closed loop at the row's concurrency), in a process pool."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor
+from functools import partial
+
+import numpy as np
+
+from cloudmatrix.errors import CloudMatrixError
+from cloudmatrix.validate.rows import ValidationRow
+from cloudmatrix.validate.silicon_csv import Measurement
+from cloudmatrix.validate.silicon_translate import SIM_FAILED, TWIN_SYSTEMS, Refused, classify, translate
+
+
+def slice_of(m: Measurement) -> str:
+    r = m.row
+    return f"{r.system} {r.backend} {r.mode}"
+
+
+def base_row(m: Measurement) -> ValidationRow:
+    r = m.row
+    return ValidationRow(
+        suite="silicon",
+        id=r.id,
+        slice=slice_of(m),
+        # end-to-end measurements never set a parameter (kernel tables calibrate; docs/calibration.md)
+        tag="validation",
+        conditions=(
+            f"{r.model} {r.precision} {r.isl}/{r.osl} c{r.concurrency} {r.describe_layout()}"
+            + (f"; median of {m.repeats} measurements" if m.repeats > 1 else "")
+        ),
+        measured={"ttft": m.ttft_s, "tpot": m.tpot_s},
+        source=f"aiconfigurator-core silicon_sample.csv ids {', '.join(m.ids)}",
+    )
+
+
+def predict(m: Measurement, side_by_side: bool = False) -> ValidationRow:
+    """Simulate one measured point; a refusal (with its reason) when the twin cannot express it.
+    With `side_by_side`, AIC's own estimate of the same point too (on every row it can take)."""
+    row = base_row(m)
+    if side_by_side:
+        if m.row.complete and m.row.concurrency is not None:
+            from cloudmatrix.validate.aic_estimate import aic_estimate
+
+            row.reference, row.reference_note = aic_estimate(m.row)
+        else:
+            row.reference_note = "layout incomplete in the CSV"
+    return _twin(m, row)
+
+
+def _twin(m: Measurement, row: ValidationRow) -> ValidationRow:
+    from cloudmatrix.sim.runtime import simulate
+
+    t0 = time.perf_counter()
+    try:
+        tr = translate(m)
+    except Refused as e:
+        row.refused, row.detail = e.reason, e.detail
+        return row
+    row.deployment, row.route = tr.deployment, "simulation"
+    try:
+        res = simulate(tr.scenario)
+    except CloudMatrixError as e:
+        row.refused, row.detail = classify(str(e)), str(e)
+        return row
+    rec = res.records
+    sel = slice(tr.measure_from, tr.measure_to)
+    ttft, tpot = np.asarray(rec.ttft)[sel], np.asarray(rec.tpot)[sel]
+    if np.isnan(ttft).any() or np.isnan(tpot).any():
+        row.refused, row.detail = SIM_FAILED, "some measured requests did not finish"
+        return row
+    row.predicted = {"ttft": float(ttft.mean()), "tpot": float(tpot.mean())}
+    row.wall_s = time.perf_counter() - t0
+    return row
+
+
+def _init_worker() -> None:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def run_silicon(
+    measurements: Iterable[Measurement],
+    workers: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    side_by_side: bool = False,
+) -> list[ValidationRow]:
+    """Predict every point, in the order given; `workers` processes (1: in this process)."""
+    ms = list(measurements)
+    workers = workers or os.cpu_count() or 1
+    done = 0
+    out: list[ValidationRow] = []
+    if workers == 1 or len(ms) <= 1:
+        for m in ms:
+            out.append(predict(m, side_by_side))
+            done += 1
+            if progress:
+                progress(done, len(ms))
+        return out
+    with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker) as pool:
+        # the slow rows first would balance better, but the order of the file keeps results reproducible
+        for r in pool.map(partial(predict, side_by_side=side_by_side), ms, chunksize=1):
+            out.append(r)
+            done += 1
+            if progress:
+                progress(done, len(ms))
+    return out
+
+
+def systems_filter(ms: list[Measurement], system: str | None) -> list[Measurement]:
+    """Points of one system, named the CSV's way (h200_sxm) or the twin's (hgx-h200)."""
+    if system is None:
+        return ms
+    keep = [m for m in ms if system in (m.row.system, TWIN_SYSTEMS.get(m.row.system))]
+    if not keep:
+        known = sorted({m.row.system for m in ms})
+        raise CloudMatrixError(f"no silicon rows on system {system!r}; the set has {', '.join(known)}")
+    return keep

@@ -1,0 +1,335 @@
+"""aiconfigurator-core's measured set (`systems/silicon_sample.csv`): read, keep DeepSeek-V3/R1, deduplicate.
+
+The file is read from the installed package (the `validate` extra), never copied into this repo.
+Each row is one benchmark point: a model on a system with one backend, aggregated (`agg`, one
+pool) or disaggregated (`disagg`, prefill and decode pools), its parallel layout, ISL/OSL, client
+concurrency and the measured mean TTFT and TPOT (ms).
+
+Deduplication, in two steps (docs/accuracy.md explains why):
+
+1. *Copies.* The same measurement appears up to three times (the file merges several dumps).
+   Rows whose system, backend, mode, precision, ISL, OSL, concurrency and both measured values
+   agree exactly are copies of one measurement: independent runs never agree to every digit of
+   two floats. Of the copies we keep one: a complete one (worker counts and batch present, a
+   recorded attention layout), then one whose layout adds up (MoE TP x EP = attention TP x DP),
+   then the one with the fewest GPUs (some copies inflate the aggregated count, e.g. TP64 where
+   another copy of the same numbers says TP8 + EP8), then the newest dump (`db-dump` first).
+2. *Repeats.* Distinct measurements of the same point (same conditions and layout as kept in 1)
+   differ, for reasons the file does not record (MTP on or off, software version). They become
+   one point whose TTFT and TPOT are the medians of the repeats.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import re
+import statistics
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from cloudmatrix.errors import CloudMatrixError
+
+PACKAGE = "aiconfigurator_core"
+CSV_NAME = "systems/silicon_sample.csv"
+INSTALL_HINT = "pip install 'cloudmatrix[validate]'"
+
+
+@dataclass(frozen=True)
+class PoolLayout:
+    """One worker shape of a measured deployment (AIC's naming: tp = attention TP, attention_dp = attention DP).
+
+    `batch` is AIC's batch size: sequences per attention-DP rank of one worker. None = not recorded.
+    """
+
+    workers: int | None
+    batch: int | None
+    tp: int | None
+    pp: int | None
+    attention_dp: int | None
+    moe_tp: int | None
+    moe_ep: int | None
+
+    @property
+    def gpus(self) -> int | None:
+        """GPUs of one worker: attention TP x DP x PP."""
+        if self.tp is None or self.attention_dp is None:
+            return None
+        return self.tp * self.attention_dp * (self.pp or 1)
+
+    @property
+    def complete(self) -> bool:
+        return None not in (self.workers, self.batch, self.tp, self.attention_dp, self.moe_tp, self.moe_ep)
+
+    @property
+    def consistent(self) -> bool:
+        """MoE TP x EP covers the same GPUs as attention TP x DP (the rule AIC's own config checks)."""
+        return (
+            self.gpus is not None
+            and self.moe_tp is not None
+            and self.moe_ep is not None
+            and (
+                self.moe_tp * self.moe_ep == self.tp * self.attention_dp  # type: ignore[operator]
+            )
+        )
+
+    def describe(self) -> str:
+        def v(x: int | None) -> str:
+            return "?" if x is None else str(x)
+
+        return (
+            f"{v(self.workers)} x [tp{v(self.tp)} dp{v(self.attention_dp)} moe_tp{v(self.moe_tp)} "
+            f"ep{v(self.moe_ep)}, batch {v(self.batch)}]"
+        )
+
+
+@dataclass(frozen=True)
+class SiliconRow:
+    """One line of the CSV, parsed."""
+
+    id: str
+    source: str
+    backend: str
+    backend_version: str
+    model: str  # HF model path
+    system: str  # AIC system name (h200_sxm, gb200, ...)
+    precision: str  # fp8, fp4, ...
+    mode: str  # agg or disagg
+    isl: int
+    osl: int
+    concurrency: int | None
+    gemm_quant: str
+    moe_quant: str
+    agg: PoolLayout | None
+    prefill: PoolLayout | None
+    decode: PoolLayout | None
+    ttft_s: float
+    tpot_s: float
+
+    @property
+    def pools(self) -> tuple[PoolLayout, ...]:
+        return tuple(p for p in (self.agg, self.prefill, self.decode) if p is not None)
+
+    @property
+    def total_gpus(self) -> int | None:
+        total = 0
+        for p in self.pools:
+            if p.gpus is None:
+                return None
+            total += p.gpus * (p.workers or 1)
+        return total
+
+    @property
+    def complete(self) -> bool:
+        return all(p.complete for p in self.pools)
+
+    @property
+    def consistent(self) -> bool:
+        return all(p.consistent for p in self.pools)
+
+    def conditions(self) -> tuple:
+        """What was measured, without the layout: copies of one measurement share this and both values."""
+        return (self.model_family, self.system, self.backend, self.mode, self.precision, self.isl, self.osl,
+                self.concurrency)  # fmt: skip
+
+    def layout_key(self) -> tuple:
+        """The measured point: conditions, quantisation and layout (repeats of a point share this)."""
+        return (*self.conditions(), self.gemm_quant, self.moe_quant, self.agg, self.prefill, self.decode)
+
+    @property
+    def model_family(self) -> str:
+        return model_family(self.model)
+
+    def describe_layout(self) -> str:
+        if self.mode == "agg" and self.agg is not None:
+            return "agg " + self.agg.describe()
+        p = self.prefill.describe() if self.prefill else "?"
+        d = self.decode.describe() if self.decode else "?"
+        return f"prefill {p} + decode {d}"
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """A distinct measured point after deduplication: one kept copy, medians over its repeats."""
+
+    row: SiliconRow  # the kept copy of the first repeat (its layout and conditions)
+    ttft_s: float  # median over repeats
+    tpot_s: float
+    ids: tuple[str, ...] = field(default=())  # every CSV row id folded into this point
+    copies: int = 1  # CSV rows that were copies of kept measurements
+    repeats: int = 1  # distinct measurements of this point
+
+    @property
+    def id(self) -> str:
+        return self.row.id
+
+
+@dataclass(frozen=True)
+class SiliconSet:
+    """What the reader found: every row read, the DeepSeek points kept, and what was set aside."""
+
+    path: str
+    rows_read: int
+    deepseek_rows: int
+    other_models: dict[str, int]  # model path -> rows (outside this suite)
+    measurements: list[Measurement]
+
+
+def model_family(model_path: str) -> str:
+    """A CSV model path -> the architecture it measures. DeepSeek-V3, V3.1 and R1 (and their quantised
+    checkpoints) share one architecture and one config; the file labels one measurement 'V3' in one dump
+    and 'R1' in another, so copies are matched on the architecture."""
+    return "deepseek-v3-arch" if is_deepseek(model_path) else model_path
+
+
+def is_deepseek(model_path: str) -> bool:
+    return "deepseek" in model_path.lower()
+
+
+def installed_csv_path() -> Path:
+    """The CSV inside the installed aiconfigurator-core, or a one-line error naming the extra."""
+    try:
+        root = resources.files(PACKAGE)
+    except ModuleNotFoundError:
+        raise CloudMatrixError(
+            f"the silicon suite reads aiconfigurator-core's measured set, which is not installed; "
+            f"run `{INSTALL_HINT}` (or use --suite paper)"
+        ) from None
+    p = Path(str(root / CSV_NAME))
+    if not p.exists():
+        raise CloudMatrixError(f"{PACKAGE} is installed but has no {CSV_NAME}; reinstall it with `{INSTALL_HINT}`")
+    return p
+
+
+# ------------------------------------------------------------------ parsing
+def _int(s: str | None) -> int | None:
+    if s is None or s.strip() == "":
+        return None
+    v = float(s)
+    if not math.isfinite(v):
+        return None
+    return int(round(v))
+
+
+def _layout(r: dict[str, str], prefix: str) -> PoolLayout:
+    batch_key = f"{prefix}batch_size"
+    return PoolLayout(
+        workers=_int(r.get(f"{prefix}num_workers")) if prefix else 1,
+        batch=_int(r.get(batch_key)),
+        tp=_int(r.get(f"{prefix}tp_size")),
+        pp=_int(r.get(f"{prefix}pp_size")),
+        attention_dp=_int(r.get(f"{prefix}attention_dp_size")),
+        moe_tp=_int(r.get(f"{prefix}moe_tp_size")),
+        moe_ep=_int(r.get(f"{prefix}moe_ep_size")),
+    )
+
+
+_CONCURRENCY = re.compile(r"silicon_concurrency=(\d+)")
+
+
+def parse_row(r: dict[str, str]) -> SiliconRow:
+    m = _CONCURRENCY.search(r.get("silicon_data_source", ""))
+    mode = r["mode"].strip()
+    agg = _layout(r, "") if mode == "agg" else None
+    return SiliconRow(
+        id=r["id"],
+        source=r.get("silicon_data_source", ""),
+        backend=r["backend"].strip(),
+        backend_version=r.get("backend_version", "").strip(),
+        model=r["model_path"].strip(),
+        system=r["system"].strip(),
+        precision=r["precision"].strip(),
+        mode=mode,
+        isl=int(float(r["isl"])),
+        osl=int(float(r["osl"])),
+        concurrency=int(m.group(1)) if m else None,
+        gemm_quant=r.get("gemm_quant_mode", "").strip(),
+        moe_quant=r.get("moe_quant_mode", "").strip(),
+        agg=agg,
+        prefill=_layout(r, "prefill_") if mode == "disagg" else None,
+        decode=_layout(r, "decode_") if mode == "disagg" else None,
+        ttft_s=float(r["silicon_ttft_ms"]) / 1e3,
+        tpot_s=float(r["silicon_tpot_ms"]) / 1e3,
+    )
+
+
+def read_rows(path: str | Path) -> list[SiliconRow]:
+    """Every row of a silicon_sample-format CSV."""
+    try:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            missing = {"id", "mode", "system", "model_path", "silicon_ttft_ms", "silicon_tpot_ms"} - set(
+                reader.fieldnames or ()
+            )
+            if missing:
+                raise CloudMatrixError(f"{path}: not a silicon_sample CSV (no column {', '.join(sorted(missing))})")
+            rows = []
+            for n, r in enumerate(reader, start=2):
+                try:
+                    rows.append(parse_row(r))
+                except (KeyError, ValueError) as e:
+                    raise CloudMatrixError(f"{path}:{n}: cannot read row {r.get('id', '?')!r} ({e})") from None
+            return rows
+    except OSError as e:
+        raise CloudMatrixError(f"cannot read {path} ({e.strerror})") from None
+
+
+# ------------------------------------------------------------------ deduplication
+def _copy_preference(r: SiliconRow) -> tuple:
+    """Sort key: the best copy of a measurement sorts first."""
+    gpus = r.total_gpus
+    return (
+        not r.complete,
+        not r.consistent,
+        gpus if gpus is not None else math.inf,
+        not r.source.startswith("db-dump"),
+        r.id,
+    )
+
+
+def fold_copies(rows: Iterable[SiliconRow]) -> list[tuple[SiliconRow, list[SiliconRow]]]:
+    """Group rows that are copies of one measurement; (kept copy, all copies) per measurement, in file order."""
+    groups: dict[tuple, list[SiliconRow]] = {}
+    for r in rows:
+        groups.setdefault((*r.conditions(), r.ttft_s, r.tpot_s), []).append(r)
+    return [(min(g, key=_copy_preference), g) for g in groups.values()]
+
+
+def fold_repeats(kept: list[tuple[SiliconRow, list[SiliconRow]]]) -> list[Measurement]:
+    """One point per measured layout: median TTFT and TPOT over its distinct measurements."""
+    points: dict[tuple, list[tuple[SiliconRow, list[SiliconRow]]]] = {}
+    for best, copies in kept:
+        points.setdefault(best.layout_key(), []).append((best, copies))
+    out = []
+    for members in points.values():
+        first = members[0][0]
+        ids = tuple(r.id for _, copies in members for r in copies)
+        out.append(
+            Measurement(
+                row=first,
+                ttft_s=statistics.median(b.ttft_s for b, _ in members),
+                tpot_s=statistics.median(b.tpot_s for b, _ in members),
+                ids=ids,
+                copies=len(ids) - len(members),
+                repeats=len(members),
+            )
+        )
+    return out
+
+
+def deduplicate(rows: Iterable[SiliconRow]) -> list[Measurement]:
+    return fold_repeats(fold_copies(rows))
+
+
+def load_silicon_set(path: str | Path | None = None) -> SiliconSet:
+    """The DeepSeek-V3/R1 points of the installed CSV (or of `path`), deduplicated."""
+    p = Path(path) if path is not None else installed_csv_path()
+    rows = read_rows(p)
+    deepseek = [r for r in rows if is_deepseek(r.model)]
+    others: dict[str, int] = {}
+    for r in rows:
+        if not is_deepseek(r.model):
+            others[r.model] = others.get(r.model, 0) + 1
+    return SiliconSet(str(p), len(rows), len(deepseek), others, deduplicate(deepseek))

@@ -1,0 +1,235 @@
+"""One measured silicon point -> the twin scenario that runs it the way it was measured, or a refusal.
+
+A measured row is a benchmark client holding `concurrency` requests in flight (closed loop) of
+ISL input and OSL output tokens against one deployment. The twin runs the same: a closed-loop
+workload with the row's client count and constant lengths, a colocated pool for `agg` rows, and
+prefill and decode pools with the row's worker counts and layouts for `disagg` rows.
+
+AIC's layout names, per worker: `tp` = attention TP, `attention_dp` = attention DP, and the MoE
+spread over the same GPUs as `moe_tp` x `moe_ep`; `batch` = sequences per attention-DP rank.
+A worker is one twin instance of tp x attention_dp dies; the twin's attention TP is `tp`, its EP
+degree `moe_ep`. What the CSV does not record is fixed here and listed in docs/accuracy.md:
+no MTP, one microbatch stream, no redundant experts, BF16 KV cache, 8,192-token chunked prefill.
+
+Every refusal carries a reason from a fixed list, taken from what the twin itself rejects
+(scenario and deployment validation, memory fit) or from a probe of what its cost model does,
+so that coverage rises by itself as the twin learns a mechanism.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+from pydantic import ValidationError
+
+from cloudmatrix.errors import CloudMatrixError
+from cloudmatrix.validate.silicon_csv import Measurement, PoolLayout, SiliconRow
+
+# AIC system name -> the twin's catalog system file
+TWIN_SYSTEMS = {
+    "h100_sxm": "hgx-h100",
+    "h200_sxm": "hgx-h200",
+    "b200_sxm": "hgx-b200",
+    "b300_sxm": "hgx-b300",
+    "gb200": "gb200-nvl72",
+    "gb300": "gb300-nvl72",
+}
+# DeepSeek-V3, V3.1 and R1 share one architecture; the catalog's deepseek-r1 config stands for all three.
+TWIN_MODEL = "deepseek-r1"
+TWIN_PRECISIONS = {"fp8": "fp8", "fp4": "fp4", "bf16": "bf16", "int8": "int8"}
+# Per attention-DP rank tokens per scheduler step of colocated serving: TRT-LLM's max_num_tokens and
+# SGLang's chunked_prefill_size both default to 8,192 (their server argument docs).
+CHUNK_TOKENS = 8192
+# Requests per client: the first wave warms the loop up, the second is measured, the third keeps the
+# load on while the second finishes.
+WAVES = 3
+
+# Refusal reasons (the report counts them; docs/accuracy.md explains each).
+MODEL = "model not DeepSeek-V3/R1"
+SYSTEM_UNMAPPED = "system unknown to the twin"
+SYSTEM_MISSING = "system not in the twin's catalog"
+NO_CONCURRENCY = "client concurrency not recorded"
+INCOMPLETE = "layout incomplete in the CSV (worker counts or batch not recorded)"
+INCONSISTENT = "layout does not add up (MoE TP x EP != attention TP x DP)"
+PIPELINE = "pipeline parallelism not modelled"
+PRECISION = "precision not supported by the twin"
+ATTN_TP = "attention TP not modelled (decode step ignores attn_tp)"
+MOE_TP = "MoE TP not modelled"
+TOO_LARGE = "more GPUs than the system has"
+NO_FIT = "twin: does not fit in memory"
+REJECTED = "twin rejects the deployment"
+SIM_FAILED = "simulation failed"
+
+# CloudMatrixError message -> reason, first match wins
+_CLASSIFY = (
+    (re.compile(r"moe_tp", re.I), MOE_TP),
+    (re.compile(r"does not fit|holds .* KV tokens|KV for about|HBM|memory", re.I), NO_FIT),
+    (re.compile(r"dies \(|but .* has \d+", re.I), TOO_LARGE),
+    (re.compile(r"unknown (system|hardware)|no such system", re.I), SYSTEM_MISSING),
+    (re.compile(r"precision|does not support", re.I), PRECISION),
+    (re.compile(r"attention TP", re.I), ATTN_TP),
+)
+
+
+def classify(message: str) -> str:
+    """The refusal reason for a CloudMatrixError raised while building or running a row."""
+    for pattern, reason in _CLASSIFY:
+        if pattern.search(message):
+            return reason
+    return REJECTED
+
+
+class Refused(Exception):
+    """The twin cannot express this row: `reason` from the list above, `detail` the twin's own words."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason, self.detail = reason, detail
+
+
+@dataclass(frozen=True)
+class Translation:
+    scenario: Any  # cloudmatrix.sim.scenario.Scenario
+    deployment: str  # the exact twin deployment, in words
+    measure_from: int  # first request index of the measured wave
+    measure_to: int  # one past its last
+
+
+# ------------------------------------------------------------------ capability probes
+@cache
+def decode_reads_attn_tp(system_name: str) -> bool:
+    """Whether the cost model's decode step changes when attention is split over TP ranks.
+
+    If it does not, a TP-attention row would be costed as DP attention, silently; such rows are
+    refused until the cost model models attention TP (issue 10, item 4)."""
+    from cloudmatrix.perf import Deployment, decode_step
+    from cloudmatrix.perf.deployment import precisions_for
+    from cloudmatrix.specs.hardware import load_system
+    from cloudmatrix.specs.model import load_model
+
+    system, model = load_system(system_name), load_model(TWIN_MODEL)
+    dies = min(8, system.dies)
+    base = Deployment(dies=dies, ep=dies, precision=precisions_for("fp8"))
+    t1 = decode_step(model, system, base, 8, 2048, check_memory=False).step_time
+    t_tp = decode_step(model, system, base.with_(attn_tp=dies), 8, 2048, check_memory=False).step_time
+    return not math.isclose(t1, t_tp, rel_tol=1e-9)
+
+
+@cache
+def catalog_systems() -> frozenset[str]:
+    from cloudmatrix.specs.hardware import catalog_names
+
+    return frozenset(catalog_names("system"))
+
+
+# ------------------------------------------------------------------ translation
+def _pool(layout: PoolLayout, role: str, isl: int) -> tuple[dict[str, Any], str]:
+    """A twin [pool] section for one worker shape, and its description."""
+    tp, dp = layout.tp or 1, layout.attention_dp or 1
+    dies = tp * dp
+    batch = layout.batch or 1
+    seqs = batch * dp  # sequences of one worker
+    pool: dict[str, Any] = {
+        "instances": layout.workers or 1,
+        "dies": dies,
+        "ep": layout.moe_ep or 1,
+        "shared_expert_dies": 0,
+        "redundant_experts": 0,
+        "attn_tp": tp,
+        "microbatches": 1,
+    }
+    if (layout.moe_tp or 1) > 1:
+        pool["moe_tp"] = layout.moe_tp  # refused by the scenario until the twin has MoE TP
+    if role in ("decode", "colocated"):
+        pool["batch_per_die"] = max(1, math.ceil(seqs / dies))
+    if role == "prefill":
+        pool["tokens_per_die"] = max(1, math.ceil(isl * seqs / dies))
+    if role == "colocated":
+        pool["tokens_per_die"] = max(1, math.ceil(CHUNK_TOKENS * dp / dies))
+    words = (
+        f"{pool['instances']} x {dies} dies (attn TP{tp} x DP{dp}, EP{pool['ep']}"
+        + (f", MoE TP{layout.moe_tp}" if (layout.moe_tp or 1) > 1 else "")
+        + ")"
+        + (f", batch {pool['batch_per_die']}/die" if "batch_per_die" in pool else "")
+        + (f", {pool['tokens_per_die']} tokens/die per step" if "tokens_per_die" in pool else "")
+    )
+    return pool, words
+
+
+def check_expressible(row: SiliconRow) -> None:
+    """Refuse what the CSV cannot tell us or what the twin cannot take, before building anything."""
+    if not row.model.lower().count("deepseek"):
+        raise Refused(MODEL, row.model)
+    # what the CSV does not tell first: these rows are out of reach of any estimator
+    if row.concurrency is None:
+        raise Refused(NO_CONCURRENCY, row.id)
+    if not row.complete:
+        raise Refused(INCOMPLETE, row.describe_layout())
+    if not row.consistent:
+        raise Refused(INCONSISTENT, row.describe_layout())
+    twin = TWIN_SYSTEMS.get(row.system)
+    if twin is None:
+        raise Refused(SYSTEM_UNMAPPED, row.system)
+    if twin not in catalog_systems():
+        raise Refused(SYSTEM_MISSING, f"{row.system} -> {twin}")
+    if any((p.pp or 1) > 1 for p in row.pools):
+        raise Refused(PIPELINE, row.describe_layout())
+    if row.precision not in TWIN_PRECISIONS:
+        raise Refused(PRECISION, row.precision)
+    decode_pools = (row.agg,) if row.mode == "agg" else (row.decode,)
+    if any((p.tp or 1) > 1 for p in decode_pools if p is not None) and not decode_reads_attn_tp(twin):
+        raise Refused(ATTN_TP, row.describe_layout())
+
+
+def translate(m: Measurement) -> Translation:
+    """The closed-loop scenario of a measured point; raises Refused with a reason."""
+    from cloudmatrix.sim.scenario import Scenario
+
+    row = m.row
+    check_expressible(row)
+    twin = TWIN_SYSTEMS[row.system]
+    conc = row.concurrency or 1
+    data: dict[str, Any] = {
+        "name": row.id,
+        "description": f"{row.system} {row.backend} {row.mode} {row.isl}/{row.osl} c{conc}",
+        "system": twin,
+        "model": TWIN_MODEL,
+        "experts": {"popularity": "uniform", "placement": "none"},
+        "precision": {"weights": TWIN_PRECISIONS[row.precision], "kv_cache": "bf16"},
+        "workload": {
+            "kind": "closed",
+            "concurrency": conc,
+            "num_requests": WAVES * conc,
+            "input_len": row.isl,
+            "output_len": row.osl,
+        },
+    }
+    if row.mode == "agg":
+        data["mode"] = "colocated"
+        data["colocated"], words = _pool(row.agg, "colocated", row.isl)  # type: ignore[arg-type]
+        words = "colocated " + words
+    else:
+        data["mode"] = "disaggregated"
+        data["prefill"], pw = _pool(row.prefill, "prefill", row.isl)  # type: ignore[arg-type]
+        data["decode"], dw = _pool(row.decode, "decode", row.isl)  # type: ignore[arg-type]
+        words = f"prefill {pw} + decode {dw}"
+    total = sum(p["instances"] * p["dies"] for k, p in data.items() if k in ("colocated", "prefill", "decode"))
+    if twin.startswith("hgx-"):
+        data["nodes"] = max(1, math.ceil(total / 8))  # HGX clusters grow by 8-GPU nodes
+    try:
+        sc = Scenario.model_validate(data)
+        sc.check()
+    except ValidationError as e:
+        msg = "; ".join(f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}" for err in e.errors())
+        raise Refused(classify(msg), msg) from None
+    except CloudMatrixError as e:
+        raise Refused(classify(str(e)), str(e)) from None
+    words += (
+        f"; {row.precision} weights, BF16 KV, no MTP; closed loop {conc} clients x {WAVES} requests of "
+        f"{row.isl}/{row.osl} tokens, measured on requests {conc}..{2 * conc - 1}"
+    )
+    return Translation(sc, words, conc, 2 * conc)

@@ -1,0 +1,132 @@
+"""A measured silicon point -> the twin scenario that runs it, and the reasons it is refused."""
+
+import pytest
+from silicon_rows import agg, disagg, write
+
+from cloudmatrix.sim.scenario import PoolSpec
+from cloudmatrix.validate import silicon_translate as T
+from cloudmatrix.validate.silicon import predict
+from cloudmatrix.validate.silicon_csv import deduplicate, read_rows
+
+
+def point(tmp_path, row):
+    (m,) = deduplicate(read_rows(write(tmp_path / "s.csv", [row])))
+    return m
+
+
+def test_agg_row_runs_colocated_closed_loop_at_its_concurrency(tmp_path):
+    tr = T.translate(point(tmp_path, agg("a", conc=96, tp=1, dp=8, ep=8, batch=12, isl=2048, osl=256)))
+    sc = tr.scenario
+    assert sc.mode == "colocated" and sc.system == "hgx-h200" and sc.nodes == 1
+    pool = sc.colocated
+    assert (pool.instances, pool.dies, pool.ep, pool.attn_tp) == (1, 8, 8, 1)
+    assert pool.batch_per_die == 12  # AIC's batch is per attention-DP rank = per die under DP attention
+    assert pool.tokens_per_die == T.CHUNK_TOKENS
+    assert (pool.redundant_experts, pool.shared_expert_dies, pool.microbatches) == (0, 0, 1)
+    w = sc.workload
+    assert (w.kind, w.concurrency, w.num_requests) == ("closed", 96, T.WAVES * 96)
+    assert (w.input_len.value, w.output_len.value) == (2048, 256)
+    assert sc.precision.weights == "fp8" and sc.mtp.depth == 0
+    assert (tr.measure_from, tr.measure_to) == (96, 192)
+    assert "EP8" in tr.deployment and "96 clients" in tr.deployment
+
+
+def test_disagg_row_gets_both_pools_with_their_worker_counts(tmp_path):
+    row = disagg("d", conc=512, p_workers=3, p=(1, 4, 1, 4), d_workers=2, d=(1, 16, 1, 16), d_batch=16, isl=8192)
+    sc = T.translate(point(tmp_path, row)).scenario
+    assert sc.mode == "disaggregated"
+    assert (sc.prefill.instances, sc.prefill.dies, sc.prefill.ep) == (3, 4, 4)
+    assert sc.prefill.tokens_per_die == 8192  # one prompt per attention-DP rank
+    assert (sc.decode.instances, sc.decode.dies, sc.decode.ep, sc.decode.batch_per_die) == (2, 16, 16, 16)
+    assert sc.nodes == 6  # 3 x 4 + 2 x 16 = 44 GPUs on 8-GPU nodes
+
+
+def test_fp4_rows_run_fp4_weights(tmp_path):
+    sc = T.translate(point(tmp_path, agg("f", precision="fp4", system="b200_sxm"))).scenario
+    assert sc.precision.weights == "fp4" and sc.system == "hgx-b200"
+
+
+@pytest.mark.parametrize(
+    "row, reason",
+    [
+        (disagg("nw", p_workers=None, d_workers=None), T.INCOMPLETE),
+        (agg("nc", conc=None), T.NO_CONCURRENCY),
+        (agg("bad", tp=1, dp=8, moe_tp=1, ep=4), T.INCONSISTENT),
+        (agg("sys", system="a100_sxm"), T.SYSTEM_UNMAPPED),
+        (agg("prec", precision="int4_wo"), T.PRECISION),
+    ],
+)
+def test_refusal_reasons(tmp_path, row, reason):
+    with pytest.raises(T.Refused) as e:
+        T.translate(point(tmp_path, row))
+    assert e.value.reason == reason
+
+
+def test_system_missing_from_the_catalog_is_a_reason(tmp_path, monkeypatch):
+    monkeypatch.setitem(T.TWIN_SYSTEMS, "h200_sxm", "hgx-not-there")
+    with pytest.raises(T.Refused) as e:
+        T.translate(point(tmp_path, agg("a")))
+    assert e.value.reason == T.SYSTEM_MISSING and "hgx-not-there" in e.value.detail
+
+
+def test_attention_tp_is_refused_only_while_the_decode_step_ignores_it(tmp_path, monkeypatch):
+    m = point(tmp_path, agg("tp", tp=8, dp=1, moe_tp=1, ep=8, batch=16))
+    monkeypatch.setattr(T, "decode_reads_attn_tp", lambda system: False)
+    with pytest.raises(T.Refused) as e:
+        T.translate(m)
+    assert e.value.reason == T.ATTN_TP
+    monkeypatch.setattr(T, "decode_reads_attn_tp", lambda system: True)
+    pool = T.translate(m).scenario.colocated
+    assert (pool.dies, pool.attn_tp, pool.batch_per_die) == (8, 8, 2)  # 16 sequences shared by 8 dies
+
+
+def test_attention_tp_probe_matches_the_cost_model():
+    from cloudmatrix.perf import Deployment, decode_step
+    from cloudmatrix.specs.hardware import load_system
+    from cloudmatrix.specs.model import load_model
+
+    system, model = load_system("hgx-h200"), load_model(T.TWIN_MODEL)
+    dep = Deployment(dies=8, ep=8)
+    same = decode_step(model, system, dep, 8, 2048, check_memory=False).step_time == pytest.approx(
+        decode_step(model, system, dep.with_(attn_tp=8), 8, 2048, check_memory=False).step_time, rel=1e-9
+    )
+    assert T.decode_reads_attn_tp("hgx-h200") is (not same)
+
+
+def test_moe_tp_follows_what_the_scenario_accepts(tmp_path, monkeypatch):
+    monkeypatch.setattr(T, "decode_reads_attn_tp", lambda system: True)
+    m = point(tmp_path, agg("mt", tp=8, dp=1, moe_tp=2, ep=4, batch=8))
+    if "moe_tp" in PoolSpec.model_fields:  # the twin has learned MoE TP: the row must carry it
+        assert T.translate(m).scenario.colocated.moe_tp == 2
+    else:
+        with pytest.raises(T.Refused) as e:
+            T.translate(m)
+        assert e.value.reason == T.MOE_TP
+
+
+@pytest.mark.parametrize(
+    "message, reason",
+    [
+        ("colocated.moe_tp: Extra inputs are not permitted", T.MOE_TP),
+        ("[decode] batch_per_die = 64 does not fit: at this workload's mean context ...", T.NO_FIT),
+        ("a decode instance holds 1,000 KV tokens but the longest request needs 9,000", T.NO_FIT),
+        ("scenario 'x' uses 96 dies (colocated 1 x 96) but gb200-nvl72 has 72; shrink the pools", T.TOO_LARGE),
+        ("something new the twin says", T.REJECTED),
+    ],
+)
+def test_classify_the_twins_own_words(message, reason):
+    assert T.classify(message) == reason
+
+
+def test_a_batch_the_twin_cannot_hold_is_refused_with_its_reason(tmp_path):
+    row = predict(point(tmp_path, agg("big", conc=8192, batch=1024, isl=8192, osl=8192)))
+    assert row.refused == T.NO_FIT and row.predicted == {}
+    assert "does not fit" in row.detail
+
+
+def test_predict_simulates_the_measured_wave(tmp_path):
+    row = predict(point(tmp_path, agg("small", conc=4, batch=1, isl=256, osl=32, ttft=100, tpot=10)))
+    assert row.refused is None and row.route == "simulation"
+    assert row.predicted["ttft"] > 0 and row.predicted["tpot"] > 0
+    assert row.error("tpot") == pytest.approx(row.predicted["tpot"] / 0.010 - 1)
+    assert row.slice == "h200_sxm trtllm agg" and row.tag == "validation"
