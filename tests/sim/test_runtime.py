@@ -47,8 +47,8 @@ def test_every_request_finishes_and_tokens_are_conserved(small):
     res = simulate(small())
     r = res.records
     assert r.finished.all()
-    assert res.output_events[1].sum() == r.output_len.sum()
-    assert res.input_events[1].sum() == r.input_len.sum()
+    assert res.output_events[-1].sum() == r.output_len.sum()
+    assert res.input_events[-1].sum() == r.input_len.sum()
     assert (r.first_token_time >= r.arrival).all()
     assert (r.finish_time >= r.first_token_time).all()
     multi = r.output_len > 1
@@ -58,7 +58,7 @@ def test_every_request_finishes_and_tokens_are_conserved(small):
 def test_a_horizon_leaves_requests_in_flight_but_none_lost(small):
     res = simulate(small(duration=2.0))
     s = res.summary["requests"]
-    finished = int(res.records.finished.sum())
+    finished = int((res.records.finish_time <= res.end_time).sum())
     assert finished + s["in_flight_at_end"] + s["never_issued"] == 300
     assert s["in_flight_at_end"] > 0
 
@@ -157,7 +157,7 @@ def test_colocated_mode_conserves_tokens(small, tmp_path):
     path.write_text(text)
     res = simulate(load_scenario(path))
     assert res.records.finished.all()
-    assert res.output_events[1].sum() == res.records.output_len.sum()
+    assert res.output_events[-1].sum() == res.records.output_len.sum()
 
 
 def test_zipf_experts_without_eplb_are_more_imbalanced(small, tmp_path):
@@ -249,6 +249,8 @@ def test_shortest_prompt_first_lowers_mean_ttft_under_load(small):
         sc = small(
             **{"prefill.policy": policy, "prefill.instances": 1, "prefill.tokens_per_die": 64, "workload.rate": 200.0}
         )
-        ttft[policy] = simulate(sc).summary["ttft_s"]
-    assert ttft["shortest"]["mean"] < 0.9 * ttft["fcfs"]["mean"]
-    assert ttft["shortest"]["p99"] >= ttft["fcfs"]["p99"] * 0.9  # long prompts pay for it
+        r = simulate(sc).records
+        longest = r.input_len >= np.percentile(r.input_len, 90)
+        ttft[policy] = (np.nanmean(r.ttft), np.nanmean(r.ttft[longest]))
+    assert ttft["shortest"][0] < 0.9 * ttft["fcfs"][0]
+    assert ttft["shortest"][1] > ttft["fcfs"][1]  # the longest prompts pay for it

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -142,7 +143,7 @@ def _ms(x: float) -> str:
 
 def print_summary(sc, s: dict[str, Any], console: Console | None = None) -> None:
     console = console or Console(width=None if Console().is_terminal else 120)
-    console.print(f"[bold]{sc.name}[/]: {sc.description or sc.system + ' / ' + sc.model}")
+    console.print(f"[bold]{escape(sc.name)}[/]: {escape(sc.description or sc.system + ' / ' + sc.model)}")
     w0, w1 = s["window_s"]
     console.print(
         f"simulated {s['simulated_s']:.0f} s, measured over [{w0:.0f}, {w1:.0f}] s; "
@@ -208,6 +209,22 @@ def print_summary(sc, s: dict[str, Any], console: Console | None = None) -> None
             v = s[key]
             lat.add_row(label, _ms(v["mean"]), _ms(v["p50"]), _ms(v["p90"]), _ms(v["p99"]))
     console.print(lat)
+    if "ttft_components_s" in s:
+        parts = Table(title="where TTFT goes (ms)")
+        for col in ("part", "mean", "p50"):
+            parts.add_column(col, justify="left" if col == "part" else "right")
+        for key, label in (
+            ("front_end", "front end (request, tokenise, detokenise)"),
+            ("prefill_queue", "prefill queue"),
+            ("prefill", "prefill compute"),
+            ("kv_transfer", "KV transfer prefill -> decode"),
+            ("decode_slot_wait", "wait for a decode slot"),
+        ):
+            v = s["ttft_components_s"].get(key)
+            if v is not None:
+                parts.add_row(label, _ms(v["mean"]), _ms(v["p50"]))
+        console.print(parts)
+    console.print(f"latency over {s['latency_population']}", markup=False)
     if "goodput_requests_per_s" in s:
         slo = s["slo"]
         parts = [
@@ -216,7 +233,7 @@ def print_summary(sc, s: dict[str, Any], console: Console | None = None) -> None
         ]
         console.print(
             f"goodput ({', '.join(p for p in parts if p) or 'no SLO'}): "
-            f"{s['goodput_requests_per_s']:,.1f} requests/s, {s['slo_attainment']:.1%} of finished requests"
+            f"{s['goodput_requests_per_s']:,.1f} requests/s, {s['slo_attainment']:.1%} of the requests above"
         )
     if "cache" in s:
         c = s["cache"]
@@ -234,3 +251,5 @@ def print_summary(sc, s: dict[str, Any], console: Console | None = None) -> None
             f"${e['usd_per_million_output_tokens']:.3f} per million output tokens, "
             f"{e['joules_per_output_token']:.2f} J per output token"
         )
+    if "slo_verdict" in s:
+        console.print(s["slo_verdict"], markup=False, highlight=False)

@@ -30,7 +30,7 @@ class ColocatedSimulation(ServingSimulation):
 
     def _start_step(self, i: int, t: float) -> None:
         d, q = self.decoders[i], self.queues[i]
-        d.admit()
+        self._admit(d, t)
         n = d.running
         batch = q.next_batch()
         if n == 0 and batch is None:
@@ -40,20 +40,22 @@ class ColocatedSimulation(ServingSimulation):
         # a mixed step runs the decode batch and the prefill chunk; their costs add
         dt = cost.decode_time(*d.busiest_die()) if n else 0.0
         if batch is not None:
-            dt += cost.prefill_time(batch.tokens, batch.context_sum)
+            dt += cost.prefill_time(batch.tokens, batch.context_sum, self._longest_chunk(batch))
             dt += self._cache_read_time(batch.cached_tokens, cost.dep.dies)
+            self._prefill_started(batch, t, dt)
         self._book_step("colocated", d, n, dt, t)
-        self.loop.at(t + dt, self._step_done, (i, batch, n > 0))
+        self.loop.at(t + dt, self._step_done, (i, batch, n > 0, dt))
 
-    def _step_done(self, arg: tuple[int, PrefillBatch | None, bool], t: float) -> None:
-        i, batch, decoded = arg
+    def _step_done(self, arg: tuple[int, PrefillBatch | None, bool, float], t: float) -> None:
+        i, batch, decoded, dt = arg
         d = self.decoders[i]
         if decoded:
-            self._apply_decode_step(d, t)
+            self._apply_decode_step(d, t, dt)
         if batch is not None:
-            for r in self._first_token(batch, t):
+            for r in self._prompts_done(batch, t, dt):
+                self.kv_ready[r] = t  # the KV is already on this instance
                 if self.wl.output_len[r] <= 1:
-                    self._finish(r, t)
+                    self._one_token_done(r, t)
                 else:
-                    d.enqueue(r, int(self.wl.input_len[r]) + 1, int(self.wl.output_len[r]) - 1, t)
+                    self._to_decode(d, r)
         self._start_step(i, t)

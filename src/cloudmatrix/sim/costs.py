@@ -21,6 +21,15 @@ from cloudmatrix.specs.model import ModelSpec
 
 _CTX_ROUND = 16
 _PREFILL_ROUND = 64
+# ops of a prefill step that work on what the EP group's dies receive (the instance's mean load),
+# as perf names them; every other op runs on the die's own tokens
+_EXPERT_SIDE_OPS = frozenset({"routed_experts", "shared_experts", "shared_expert_dies", "token_permute"})
+
+
+def _expert_share(b) -> float:
+    """Share of a step's serial time spent in the expert GEMMs (receive side)."""
+    expert = sum(r.time for r in b.rows if r.name in _EXPERT_SIDE_OPS)
+    return expert / b.serial_time if b.serial_time > 0 else 0.0
 
 
 class PoolCosts:
@@ -40,7 +49,7 @@ class PoolCosts:
             slots = dep.slots_per_routed_die(model)
             self.placement = ExpertPlacement.build(pop, dep.routed_dies, slots, experts.placement)
         self._decode: dict[tuple[int, int], float] = {}
-        self._prefill: dict[tuple[int, int], float] = {}
+        self._prefill: dict[tuple[int, int, int], float] = {}
         self.disp_bytes = dispatch_bytes_per_copy(DieContext(model, system, dep)) if model.is_moe else 0.0
 
     def imbalance(self, tokens_per_die: float) -> float:
@@ -60,16 +69,35 @@ class PoolCosts:
             self._decode[key] = t
         return t
 
-    def prefill_time(self, tokens: int, context_sum: float) -> float:
-        """A batch of `tokens` computed tokens whose causal contexts sum to `context_sum`."""
-        per_die = math.ceil(tokens / self.dep.dies / _PREFILL_ROUND) * _PREFILL_ROUND
+    def prefill_time(self, tokens: int, context_sum: float, longest: int | None = None) -> float:
+        """A batch of `tokens` computed tokens whose causal contexts sum to `context_sum`; `longest` is
+        its longest prompt chunk (default: the batch spreads evenly over the dies).
+
+        Attention is data-parallel: a prompt chunk runs on one DP rank (its attention-TP group), so
+        the busiest rank holds max(mean, longest chunk / attn_tp) tokens and paces attention, the dense
+        layers, the router and the sending side of dispatch/combine. The experts' GEMMs work on what
+        the EP group receives, which is the instance's mean. A lone prompt on a 32-die instance
+        therefore costs its attention on one die, not a 32nd of it.
+        """
+        dies = self.dep.dies
+        mean = math.ceil(tokens / dies / _PREFILL_ROUND) * _PREFILL_ROUND
+        busiest = mean
+        if longest is not None:
+            rank = math.ceil(min(longest, tokens) / self.dep.attn_tp / _PREFILL_ROUND) * _PREFILL_ROUND
+            busiest = max(mean, rank)
         # the prompt length that gives the same attention work: tokens * (L + 1) / 2 = context_sum
         eff_len = max(1, round((2 * context_sum / tokens - 1) / _PREFILL_ROUND)) * _PREFILL_ROUND
-        key = (per_die, eff_len)
+        key = (busiest, mean, eff_len)
         t = self._prefill.get(key)
         if t is None:
-            dep = self.dep.with_(imbalance=self.imbalance(per_die))
-            t = prefill_step(self.model, self.system, dep, per_die, eff_len, check_memory=False).step_time
+            # the step's expert imbalance follows the tokens the instance really routes
+            dep = self.dep.with_(imbalance=self.imbalance(mean))
+            at_busiest = prefill_step(self.model, self.system, dep, busiest, eff_len, check_memory=False)
+            if busiest == mean:
+                t = at_busiest.step_time
+            else:
+                at_mean = prefill_step(self.model, self.system, dep, mean, eff_len, check_memory=False)
+                t = at_busiest.step_time * (1 - _expert_share(at_busiest)) + at_mean.step_time * _expert_share(at_mean)
             self._prefill[key] = t
         return t
 

@@ -37,21 +37,20 @@ class DisaggregatedSimulation(ServingSimulation):
             queue.busy = False
             return
         cost = self.costs["prefill"]
-        dt = cost.prefill_time(batch.tokens, batch.context_sum) + self._cache_read_time(
-            batch.cached_tokens, cost.dep.dies
-        )
+        dt = cost.prefill_time(batch.tokens, batch.context_sum, self._longest_chunk(batch))
+        dt += self._cache_read_time(batch.cached_tokens, cost.dep.dies)
         queue.busy = True
-        self.busy_time["prefill"] += dt
-        self.steps["prefill"] += 1
-        self.loop.at(t + dt, self._prefill_done, (q, batch))
+        self._book("prefill", t, dt)
+        self._prefill_started(batch, t, dt)
+        self.loop.at(t + dt, self._prefill_done, (q, batch, dt))
 
-    def _prefill_done(self, arg: tuple[int, PrefillBatch], t: float) -> None:
-        q, batch = arg
+    def _prefill_done(self, arg: tuple[int, PrefillBatch, float], t: float) -> None:
+        q, batch, dt = arg
         # KV of finished prompts goes to the decode pool over RDMA; prompts of one length land together
         by_length: dict[int, list[int]] = {}
-        for r in self._first_token(batch, t):
+        for r in self._prompts_done(batch, t, dt):
             if self.wl.output_len[r] <= 1:
-                self._finish(r, t)
+                self._one_token_done(r, t)
             else:
                 by_length.setdefault(int(self.wl.input_len[r]), []).append(r)
         for length, reqs in by_length.items():
@@ -62,24 +61,25 @@ class DisaggregatedSimulation(ServingSimulation):
 
     # ------------------------------------------------------------ decode pool
     def _transfer_done(self, reqs: list[int], t: float) -> None:
+        self.kv_ready[reqs] = t
         for r in reqs:
-            d = self.decoders[pick_decode_instance(self.decoders)]
-            d.enqueue(r, int(self.wl.input_len[r]) + 1, int(self.wl.output_len[r]) - 1, float(self.first_token[r]))
+            self._to_decode(self.decoders[pick_decode_instance(self.decoders)], r)
         for j, d in enumerate(self.decoders):
             if not d.busy and d.queued:
                 self._start_decode(j, t)
 
     def _start_decode(self, j: int, t: float) -> None:
         d = self.decoders[j]
-        d.admit()
+        self._admit(d, t)
         n = d.running
         if n == 0:
             d.busy = False
             return
         dt = self.costs["decode"].decode_time(*d.busiest_die())
         self._book_step("decode", d, n, dt, t)
-        self.loop.at(t + dt, self._decode_done, j)
+        self.loop.at(t + dt, self._decode_done, (j, dt))
 
-    def _decode_done(self, j: int, t: float) -> None:
-        self._apply_decode_step(self.decoders[j], t)
+    def _decode_done(self, arg: tuple[int, float], t: float) -> None:
+        j, dt = arg
+        self._apply_decode_step(self.decoders[j], t, dt)
         self._start_decode(j, t)

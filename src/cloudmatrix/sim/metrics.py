@@ -1,10 +1,12 @@
 """Serving metrics from per-request arrays: latency percentiles, throughput, goodput, time series.
 
 Times are seconds of simulated time (the run starts at 0); NaN marks a request that has
-not reached that point (no first token / not finished). Where the runtime does not pass
-token event arrays, token timing is approximated per request: the prompt's tokens count
-at the first token, the first output token at `first_token_time`, and the other
-`output_len - 1` tokens spread evenly up to `finish_time`.
+not reached that point (no first token / not finished). Token events are either instants
+(times, counts) or spans (starts, ends, counts): a span's tokens are spread evenly over it, so
+a prefill batch that runs for seconds fills every bin it covers rather than landing where it
+ends. Where the runtime does not pass token events, token timing is approximated per request:
+the prompt's tokens count at the first token, the first output token at `first_token_time`,
+and the other `output_len - 1` tokens spread evenly up to `finish_time`.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import numpy as np
 from cloudmatrix.errors import CloudMatrixError
 
 PERCENTILES = (50, 90, 99)
-Events = tuple[np.ndarray, np.ndarray]  # (times [s], counts or levels)
+Events = tuple[np.ndarray, ...]  # (times [s], counts or levels) or (starts [s], ends [s], counts)
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,7 @@ class SLO:
 
     ttft: float | None = None
     tpot: float | None = None
+    target: float = 0.9  # share of requests that must meet every target (goodput)
 
 
 @dataclass(eq=False)
@@ -135,13 +138,30 @@ def _output_token_curve(r: RequestRecords, t: np.ndarray) -> np.ndarray:
 
 
 def _event_curve(events: Events, t: np.ndarray) -> np.ndarray:
-    """Cumulative count of (time, count) events at or before each t."""
-    times, counts = (np.asarray(a, dtype=np.float64) for a in events)
-    if times.shape != counts.shape:
-        raise CloudMatrixError(f"event arrays differ in shape: {times.shape} vs {counts.shape}.")
+    """Cumulative count by each t of (time, count) instants or (start, end, count) spans."""
+    arrays = [np.asarray(a, dtype=np.float64) for a in events]
+    if len(arrays) not in (2, 3) or any(a.shape != arrays[-1].shape for a in arrays):
+        raise CloudMatrixError(f"events need 2 or 3 arrays of one shape, got {[a.shape for a in arrays]}.")
+    if len(arrays) == 3:
+        start, end, counts = arrays
+        ramp = end > start
+        instant = _event_curve((end[~ramp], counts[~ramp]), t)
+        rate = counts[ramp] / (end[ramp] - start[ramp])
+        return instant + _ramp_integral(start[ramp], end[ramp], rate, np.asarray(t, dtype=np.float64))
+    times, counts = arrays
     order = np.argsort(times, kind="stable")
     cum = np.concatenate([[0.0], np.cumsum(counts[order])])
     return cum[np.searchsorted(times[order], t, side="right")]
+
+
+def busy_fraction(starts: np.ndarray, durations: np.ndarray, t0: float, t1: float, servers: int) -> float:
+    """Share of [t0, t1] that `servers` parallel servers spent in the given steps (each clipped to the window)."""
+    if not t1 > t0 or servers < 1:
+        return 0.0
+    s = np.asarray(starts, dtype=np.float64)
+    e = s + np.asarray(durations, dtype=np.float64)
+    busy = np.clip(np.minimum(e, t1) - np.maximum(s, t0), 0.0, None).sum()
+    return float(busy / (servers * (t1 - t0)))
 
 
 def _window(r: RequestRecords, warmup: float, end: float | None) -> tuple[float, float]:
@@ -167,14 +187,16 @@ def summarize(
     slo: SLO | None = None,
     output_events: Events | None = None,
     input_events: Events | None = None,
+    ttft_parts: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """Headline metrics over the window [warmup, end] s (end defaults to the last finish).
 
-    Latency percentiles cover finished requests that arrived in the window; request
-    throughput and goodput count requests finishing in it; token throughput counts
-    tokens produced in it. `chips`: a total, or chips per pool (e.g. {"prefill": 96,
-    "decode": 160}), for tokens/s per chip. Event arrays, when given, replace the
-    per-request token timing approximation.
+    Latency percentiles, SLO attainment and goodput cover the requests that arrived in the
+    window and finished (the runtime runs them to completion); request throughput counts
+    requests finishing in the window; token throughput counts tokens produced in it.
+    `chips`: a total, or chips per pool (e.g. {"prefill": 96, "decode": 160}), for tokens/s
+    per chip. Event arrays, when given, replace the per-request token timing approximation.
+    `ttft_parts`: per-request seconds of each part of TTFT (mean and p50 of each are reported).
     """
     start, stop = _window(r, warmup, end)
     span = stop - start
@@ -193,6 +215,14 @@ def summarize(
     finished_in = r.finished & (r.finish_time >= start) & (r.finish_time <= stop)
     out: dict[str, Any] = {
         "window_s": [start, stop],
+        "latency_population": (
+            f"the {int(sel.sum()):,} requests that arrived in [{start:g}, {stop:g}] s and finished"
+            + (
+                f" ({int((arrived & ~r.finished).sum()):,} more never finished)"
+                if (arrived & ~r.finished).any()
+                else ""
+            )
+        ),
         "requests": {
             "total": len(r),
             "arrived_in_window": int(arrived.sum()),
@@ -206,6 +236,11 @@ def summarize(
         "input_tokens_per_s": in_tok / span,
         "output_tokens_per_s": out_tok / span,
     }
+    if ttft_parts is not None:
+        out["ttft_components_s"] = {
+            name: {k: v for k, v in latency_stats(np.asarray(x)[sel]).items() if k in ("mean", "p50")}
+            for name, x in ttft_parts.items()
+        }
     if r.mean_itl is not None:
         w = np.clip(r.output_len[sel] - 1, 0, None).astype(np.float64)
         m = r.mean_itl[sel]
@@ -218,11 +253,45 @@ def summarize(
     if chips is not None:
         out["per_chip"] = _per_chip(chips, in_tok / span, out_tok / span)
     if slo is not None:
-        good = finished_in & meets_slo(r, slo)
-        out["slo"] = {"ttft_s": slo.ttft, "tpot_s": slo.tpot}
+        good = sel & meets_slo(r, slo)
+        out["slo"] = {"ttft_s": slo.ttft, "tpot_s": slo.tpot, "target": slo.target}
         out["goodput_requests_per_s"] = float(good.sum() / span)
-        out["slo_attainment"] = float(good.sum() / finished_in.sum()) if finished_in.any() else math.nan
+        out["slo_attainment"] = float(good.sum() / sel.sum()) if sel.any() else math.nan
+        out["slo_verdict"] = slo_verdict(r, sel, slo)
     return out
+
+
+def slo_verdict(r: RequestRecords, sel: np.ndarray, slo: SLO) -> str:
+    """One line: are the SLOs met (at least `target` of the requests within every limit), which
+    metric binds, and by how much (its percentile at the target share against its limit)."""
+    n = int(sel.sum())
+    limits = {"TTFT": (slo.ttft, r.ttft), "TPOT": (slo.tpot, r.tpot)}
+    limits = {k: v for k, v in limits.items() if v[0] is not None}
+    if not limits:
+        return "no SLO set; add [slo] ttft and/or tpot (seconds) to the scenario for a verdict"
+    if n == 0:
+        return "no request of the window finished; run longer for a verdict"
+    share = float((sel & meets_slo(r, slo)).sum() / n)
+    q = slo.target * 100
+    worst = None
+    for name, (limit, x) in limits.items():
+        v = x[sel]
+        v = v[~np.isnan(v)]
+        at = float(np.percentile(v, q)) if v.size else 0.0
+        ratio = at / limit
+        if worst is None or ratio > worst[1]:
+            worst = (name, ratio, at, limit)
+    name, ratio, at, limit = worst  # type: ignore[misc]
+
+    def fmt(x: float) -> str:
+        return f"{x * 1e3:,.1f} ms" if x < 1 else f"{x:,.2f} s"
+
+    met = share >= slo.target
+    head = f"SLOs {'met' if met else 'NOT met'}: {share:.1%} of {n:,} requests within every limit"
+    head += f" (target {slo.target:.0%})"
+    if ratio <= 1:
+        return f"{head}; binding: {name} p{q:g} {fmt(at)} is {1 - ratio:.0%} under its {fmt(limit)} limit"
+    return f"{head}; binding: {name} p{q:g} {fmt(at)} is {ratio - 1:.0%} over its {fmt(limit)} limit"
 
 
 def meets_slo(r: RequestRecords, slo: SLO) -> np.ndarray:

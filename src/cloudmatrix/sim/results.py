@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cloudmatrix.sim.metrics import SLO, RequestRecords, summarize
+from cloudmatrix.sim.metrics import SLO, RequestRecords, busy_fraction, summarize
 from cloudmatrix.sim.scenario import Scenario
 
 if TYPE_CHECKING:
@@ -27,6 +27,8 @@ class SimResult:
 
 
 def build_result(sim: ServingSimulation, end: float) -> SimResult:
+    """`end` is the horizon: throughput and utilisation are measured over [warmup, end]; requests that
+    arrived by then may finish later (the drain) and count in the latency figures."""
     sc = sim.sc
     steps_out = np.asarray(sim.wl.output_len - 1, dtype=np.float64)
     steps_out[steps_out < 1] = np.nan
@@ -37,42 +39,44 @@ def build_result(sim: ServingSimulation, end: float) -> SimResult:
     )  # fmt: skip
     dies_per_chip = sim.system.chip.dies
     chips = {name: max(1, round(p.instances * p.dies / dies_per_chip)) for name, p in sc.pools().items()}
-    out_ev = (np.asarray(sim.out_t), np.asarray(sim.out_n, dtype=np.float64))
-    in_ev = (np.asarray(sim.in_t), np.asarray(sim.in_n, dtype=np.float64))
-    run_ev = (np.asarray(sim.run_t), np.asarray(sim.run_n, dtype=np.float64))
-    span = max(end - sc.warmup, 1e-9)
+    out_ev = (np.asarray(sim.out_s), np.asarray(sim.out_e), np.asarray(sim.out_n, dtype=np.float64))
+    in_ev = (np.asarray(sim.in_s), np.asarray(sim.in_e), np.asarray(sim.in_n, dtype=np.float64))
+    dname = sim.decode_pool
+    run_ev = (np.asarray(sim.step_start[dname]), np.asarray(sim.run_n, dtype=np.float64))
+    t0 = min(sc.warmup, end)
     summary = summarize(
         records,
-        warmup=min(sc.warmup, end),
+        warmup=t0,
         end=end,
         chips=chips,
-        slo=SLO(sc.slo.ttft, sc.slo.tpot),
+        slo=SLO(sc.slo.ttft, sc.slo.tpot, sc.slo.target),
         output_events=out_ev,
         input_events=in_ev,
+        ttft_parts=ttft_components(sim),
     )
     pools: dict[str, dict[str, Any]] = {}
     for name, p in sc.pools().items():
+        starts, dts = np.asarray(sim.step_start[name]), np.asarray(sim.step_dt[name])
+        in_window = (starts < end) & (starts + dts > t0)
         pools[name] = {
             "instances": p.instances,
             "dies_per_instance": p.dies,
             "chips": chips[name],
-            "utilisation": sim.busy_time[name] / (p.instances * end) if end > 0 else 0.0,
-            "steps": sim.steps[name],
+            # busy time inside the window over instance-time in it: the window throughput is measured in
+            "utilisation": busy_fraction(starts, dts, t0, end, p.instances),
+            "steps": int(in_window.sum()),
         }
-    dname = sim.decode_pool
-    busy = sim.busy_time[dname]
+    busy = float(np.sum(sim.step_dt[dname]))
     pools[dname]["kv_occupancy_mean"] = sim.kv_occupancy_sum / busy if busy else 0.0
     pools[dname]["kv_capacity_tokens_per_instance"] = sim.kv_capacity_tokens
-    if sim.run_n:
-        # time-weighted batch over the measurement window: each step holds its batch for its duration
-        t0 = min(sc.warmup, end)
-        starts = np.clip(run_ev[0], t0, end)
-        stops = np.clip(run_ev[0] + np.asarray(sim.run_dt), t0, end)
-        w = stops - starts
-        dpool = sc.pools()[dname]
-        pools[dname]["mean_batch_per_die"] = float(
-            np.sum(run_ev[1] * w) / max(end - t0, 1e-12) / dpool.dies / dpool.instances
-        )
+    dpool = sc.pools()[dname]
+    if sim.run_n and end > t0:
+        # time-weighted batch over the window: each step holds its batch for its duration
+        s0 = run_ev[0]
+        w = np.clip(np.minimum(s0 + np.asarray(sim.step_dt[dname]), end) - np.maximum(s0, t0), 0.0, None)
+        pools[dname]["mean_batch_per_die"] = float(np.sum(run_ev[1] * w) / (end - t0) / dpool.dies / dpool.instances)
+    else:
+        pools[dname]["mean_batch_per_die"] = 0.0
     in_tps, out_tps = summary["input_tokens_per_s"], summary["output_tokens_per_s"]
     prefill_pool = "prefill" if sc.mode == "disaggregated" else dname
     summary["prefill_tokens_per_s_per_chip"] = in_tps / chips[prefill_pool]
@@ -80,12 +84,29 @@ def build_result(sim: ServingSimulation, end: float) -> SimResult:
     summary["pools"] = pools
     summary["kv_transfer_gb"] = sim.transfer_bytes / 1e9
     summary["simulated_s"] = end
-    summary["measured_s"] = span
+    summary["measured_s"] = end - t0
+    summary["drained_to_s"] = float(np.nanmax(np.append(sim.finish, end)))
     if sim.cache is not None:
         summary["cache"] = sim.cache.stats()
         summary["cache"]["prefill_tokens_saved"] = int(sim.cached[~np.isnan(sim.first_token)].sum())
-    summary["requests"]["in_flight_at_end"] = int(
-        np.sum(~np.isnan(sim.arrival) & np.isnan(sim.finish) & (sim.arrival <= end))
-    )
-    summary["requests"]["never_issued"] = int(np.sum(np.isnan(sim.arrival) | (sim.arrival > end)))
+    issued = ~np.isnan(sim.arrival) & (sim.arrival <= end)
+    summary["requests"]["in_flight_at_end"] = int(np.sum(issued & ~(sim.finish <= end)))
+    summary["requests"]["never_issued"] = int(np.sum(~issued))
     return SimResult(sc, records, end, summary, out_ev, in_ev, run_ev, pools)
+
+
+def ttft_components(sim: ServingSimulation) -> dict[str, np.ndarray]:
+    """Each request's TTFT split into what it waited for [s]; the parts sum to its TTFT.
+
+    One-token answers never reach a decode slot: their first token leaves at prefill end.
+    """
+    one = np.isnan(sim.admitted)
+    kv_ready = np.where(one, sim.prefill_end, sim.kv_ready)
+    slot = np.where(one, sim.prefill_end, sim.admitted)
+    return {
+        "front_end": (sim.queued - sim.arrival) + (sim.first_token - slot),
+        "prefill_queue": sim.prefill_start - sim.queued,
+        "prefill": sim.prefill_end - sim.prefill_start,
+        "kv_transfer": kv_ready - sim.prefill_end,
+        "decode_slot_wait": slot - kv_ready,
+    }

@@ -19,6 +19,7 @@ class EventLoop:
     def __init__(self) -> None:
         self._heap: list[tuple[float, int, Handler, Any]] = []
         self._order = itertools.count()
+        self._stopped = False
 
     def at(self, t: float, handler: Handler, arg: Any = None) -> None:
         """Call `handler(arg, t)` at simulated time `t`."""
@@ -27,12 +28,17 @@ class EventLoop:
     def __len__(self) -> int:
         return len(self._heap)
 
+    def stop(self) -> None:
+        """End the current `run` once the running handler returns."""
+        self._stopped = True
+
     def run(self, horizon: float = float("inf"), progress: Callable[[float], None] | None = None) -> float:
         """Run events up to `horizon` [s]; returns the time the run stopped (the horizon, or the last event)."""
         heap, pop = self._heap, heapq.heappop
+        self._stopped = False
         t = 0.0
         next_tick = 1.0
-        while heap:
+        while heap and not self._stopped:
             if heap[0][0] > horizon:
                 return horizon
             t, _, handler, arg = pop(heap)

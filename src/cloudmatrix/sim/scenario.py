@@ -15,14 +15,15 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from cloudmatrix.errors import CloudMatrixError
-from cloudmatrix.perf.deployment import Deployment, default_expert_layout, precisions_for
+from cloudmatrix.perf.deployment import Deployment, build_deployment
 from cloudmatrix.sim.workload import WorkloadSpec, describe_errors
 from cloudmatrix.specs.hardware import System, load_system
 from cloudmatrix.specs.model import ModelSpec, load_model
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: `instances = true` or `"6"` is an error, not 1 or 6; no float may be inf or NaN
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class PoolSpec(_Section):
@@ -33,7 +34,8 @@ class PoolSpec(_Section):
     ep: int | None = Field(default=None, ge=1)  # default: all dies of the instance
     shared_expert_dies: int | None = Field(default=None, ge=0)  # default: the CloudMatrix-Infer layout rule
     redundant_experts: int | None = Field(default=None, ge=0)
-    attn_tp: int = Field(default=1, ge=1)
+    attn_tp: int = Field(default=1, ge=1)  # attention heads split over this many dies
+    moe_tp: int = Field(default=1, ge=1)  # each expert split over this many dies (EP x moe_tp divides dies)
     microbatches: Literal[1, 2] = 2
     batch_per_die: int | None = Field(default=None, ge=1)  # decode / colocated: max sequences per die
     tokens_per_die: int | None = Field(default=None, ge=1)  # prefill: token budget per die per batch
@@ -55,21 +57,44 @@ class ExpertsSpec(_Section):
     zipf_s: float = Field(default=1.0, ge=0)
     path: str | None = None
     placement: Literal["eplb", "none", "perfect"] = "eplb"
-    seed: int = 0
+    seed: int = Field(default=0, ge=0)
 
 
 class CachingSpec(_Section):
     enabled: bool = False
-    capacity_gb: float | None = Field(default=None, gt=0)  # default: the system's CPU DRAM pool
+    capacity_gb: float | None = Field(default=None, gt=0, le=1e9)  # default: the system's CPU DRAM pool
     block_size: int = Field(default=128, ge=1)  # tokens per EMS block (paper: 128-512)
     # plane the prefill dies read cached KV over: the scale-up fabric to the CPU pool (UB on
     # CloudMatrix384), or the VPC/front-end network, for the comparison the paper makes
     plane: Literal["scale-up", "vpc"] = "scale-up"
 
 
+class FrontEndSpec(_Section):
+    """What the serving front end adds to a request's TTFT, per request [s].
+
+    Defaults measured on this project's machine by benchmarks/frontend_costs.py (docs/simulation.md):
+    Hugging Face `tokenizers` byte-level BPE encoding, FastAPI + uvicorn request handling, one-token
+    detokenisation. Set all three to 0 for the server-side TTFT alone.
+    """
+
+    tokenize_s_per_token: float = Field(default=3.1e-6, ge=0, le=1e-3)
+    request_s: float = Field(default=1.1e-3, ge=0, le=10)  # HTTP + JSON handling and scheduling hand-off
+    detokenize_s: float = Field(default=0.7e-6, ge=0, le=1)  # per streamed token
+
+    def ingress(self, input_len: int) -> float:
+        """From the client's send to the prompt's arrival in a prefill queue."""
+        return self.request_s + self.tokenize_s_per_token * input_len
+
+    @property
+    def egress(self) -> float:
+        """From a token's existence on the server to the client holding it."""
+        return self.detokenize_s
+
+
 class SloSpec(_Section):
     ttft: float | None = Field(default=None, gt=0)  # seconds
     tpot: float | None = Field(default=None, gt=0)
+    target: float = Field(default=0.9, gt=0, le=1)  # share of requests that must meet both (goodput)
 
 
 class Scenario(_Section):
@@ -86,16 +111,29 @@ class Scenario(_Section):
     precision: PrecisionSpec = PrecisionSpec()
     experts: ExpertsSpec = ExpertsSpec()
     caching: CachingSpec = CachingSpec()
+    frontend: FrontEndSpec = FrontEndSpec()
     slo: SloSpec = SloSpec()
     workload: WorkloadSpec
     duration: float | None = Field(default=None, gt=0)  # simulated seconds; default: until the workload ends
     warmup: float = Field(default=0.0, ge=0)  # seconds excluded from throughput and latency figures
-    seed: int = 0
-    kv_block_size: int = Field(default=128, ge=1)  # paged KV block on the decode dies
+    seed: int = Field(default=0, ge=0)
+    kv_block_size: int = Field(default=128, ge=1, le=1 << 24)  # paged KV block on the decode dies
     base_dir: str = Field(default=".", exclude=True)
 
     @model_validator(mode="after")
     def _pools_match_mode(self) -> Scenario:
+        if self.duration is not None and self.warmup >= self.duration:
+            raise ValueError(
+                f"warmup ({self.warmup:g} s) must be shorter than duration ({self.duration:g} s); "
+                "set --set warmup=SECONDS below the duration"
+            )
+        # keys a pool accepts but that do nothing in that role are errors, not silently ignored
+        unused = {"prefill": ("batch_per_die",), "decode": ("tokens_per_die", "policy")}
+        for pool_name, keys in unused.items() if self.mode == "disaggregated" else ():
+            pool = getattr(self, pool_name)
+            for key in keys:
+                if pool is not None and key in pool.model_fields_set:
+                    raise ValueError(f"[{pool_name}] {key} does nothing in a {pool_name} pool; remove it")
         if self.mode == "disaggregated":
             if self.prefill is None or self.decode is None:
                 raise ValueError("mode 'disaggregated' needs [prefill] and [decode] sections")
@@ -127,18 +165,19 @@ class Scenario(_Section):
         return str(p) if (ref.endswith((".toml", ".json")) or "/" in ref) and p.exists() else ref
 
     def deployment(self, pool: PoolSpec, model: ModelSpec) -> Deployment:
-        ep = pool.ep or pool.dies
-        auto_shared, auto_redundant = default_expert_layout(model, ep)
-        return Deployment(
+        return build_deployment(
+            model,
             dies=pool.dies,
-            ep=ep,
-            shared_expert_dies=auto_shared if pool.shared_expert_dies is None else pool.shared_expert_dies,
-            redundant_experts=auto_redundant if pool.redundant_experts is None else pool.redundant_experts,
+            ep=pool.ep,
+            shared_expert_dies=pool.shared_expert_dies,
+            redundant_experts=pool.redundant_experts,
             attn_tp=pool.attn_tp,
+            moe_tp=pool.moe_tp,
             microbatches=pool.microbatches,
             mtp_depth=self.mtp.depth,
             mtp_acceptance=self.mtp.acceptance,
-            precision=precisions_for(self.precision.weights, self.precision.kv_cache),
+            precision=self.precision.weights,
+            kv_cache=self.precision.kv_cache,
         )
 
     def pools(self) -> dict[str, PoolSpec]:
@@ -174,11 +213,15 @@ def load_scenario(path_or_name: str | Path, overrides: dict[str, Any] | None = N
                 f"no scenario file {str(path_or_name)!r}; give a TOML path or one of: {', '.join(scenario_names())}"
             )
         p = shipped
+    if p.is_dir():
+        raise CloudMatrixError(f"{p} is a directory; give a scenario TOML file or a shipped scenario name")
     try:
         with p.open("rb") as f:
             data = tomllib.load(f)
     except tomllib.TOMLDecodeError as e:
         raise CloudMatrixError(f"{p}: not valid TOML ({e})") from None
+    except UnicodeDecodeError:
+        raise CloudMatrixError(f"{p} is not UTF-8 text; save the scenario as UTF-8") from None
     for key, value in (overrides or {}).items():
         _set(data, key, value)
     data["base_dir"] = str(p.parent)
@@ -190,8 +233,11 @@ def load_scenario(path_or_name: str | Path, overrides: dict[str, Any] | None = N
 
 def _set(data: dict[str, Any], dotted: str, value: Any) -> None:
     *parents, last = dotted.split(".")
-    for k in parents:
+    for i, k in enumerate(parents):
         data = data.setdefault(k, {})
+        if not isinstance(data, dict):
+            where = ".".join(parents[: i + 1])
+            raise CloudMatrixError(f"--set {dotted}: {where} is a value ({data!r}), not a section; set {where}=VALUE")
     data[last] = value
 
 

@@ -4,6 +4,17 @@ pool's instances, the caching pool, MTP draws, finishing a request, and the run 
 Per-request state is numpy arrays indexed by request id; a decode step updates all its sequences
 at once. A mode (`disaggregated.py`, `colocated.py`) supplies where an arriving prompt goes and how
 its instances step.
+
+TTFT is what a client measures. A request is sent at `arrival`; the front end handles and tokenises
+it (`queued`); it waits for and runs prefill (`prefill_start`, `prefill_end`); its KV reaches a
+decode instance (`kv_ready`, the P->D transfer; the same instant when colocated); it waits for a
+decode slot (`admitted`), where the instance streams the prefill's token; detokenising it gives the
+client its first token (`first_token`). Every later token reaches the client one detokenisation
+after its step ends, so TPOT is unchanged by the constant front-end delay.
+
+A run with a duration keeps going past it until every request that arrived in the measurement
+window has finished (with the load still arriving), so latency percentiles cover a defined
+population: the requests that arrived in the window, run until they finish.
 """
 
 from __future__ import annotations
@@ -23,6 +34,11 @@ from cloudmatrix.sim.results import SimResult, build_result
 from cloudmatrix.sim.runtime import EventLoop
 from cloudmatrix.sim.scenario import PoolSpec, Scenario
 
+# a waiting request's "last token" time, so that admission can find and stamp the new slots
+_WAITING = -1.0
+# the drain after the horizon stops at this multiple of the horizon even if requests remain
+DRAIN_LIMIT = 4.0
+
 
 class ServingSimulation:
     decode_pool = "decode"  # the pool whose instances decode (a mode overrides it)
@@ -37,31 +53,42 @@ class ServingSimulation:
         self.n = n
         self.loop = EventLoop()
         self.arrival = self.wl.arrival_time.copy()
+        self.queued = np.full(n, np.nan)
+        self.prefill_start = np.full(n, np.nan)
+        self.prefill_end = np.full(n, np.nan)
+        self.kv_ready = np.full(n, np.nan)
+        self.admitted = np.full(n, np.nan)
         self.first_token = np.full(n, np.nan)
         self.finish = np.full(n, np.nan)
+        self.frontend = scenario.frontend
+        self.egress = scenario.frontend.egress
         self.max_itl = np.full(n, np.nan)
         self.cached = np.zeros(n, dtype=np.int64)
         self.rng = np.random.default_rng(scenario.seed)
         self.kv_bytes_per_token = self.model.kv_bytes_per_token(scenario.precision.kv_cache)
-        self.busy_time: dict[str, float] = {}
-        self.steps: dict[str, int] = {}
-        self.out_t: list[float] = []
+        # per pool: the start and duration of every step or batch (utilisation, clipped to the window)
+        self.step_start: dict[str, list[float]] = {}
+        self.step_dt: dict[str, list[float]] = {}
+        # tokens as spans (start, end, count): each step's tokens spread over the step that made them
+        self.out_s: list[float] = []
+        self.out_e: list[float] = []
         self.out_n: list[int] = []
-        self.in_t: list[float] = []
+        self.in_s: list[float] = []
+        self.in_e: list[float] = []
         self.in_n: list[int] = []
-        self.run_t: list[float] = []
-        self.run_n: list[int] = []
-        self.run_dt: list[float] = []
+        self.run_n: list[int] = []  # sequences decoding in each decode-pool step
         self.transfer_bytes = 0.0
         self.kv_occupancy_sum = 0.0
         self._next_issue = 0
+        self.horizon = float("inf")
+        self._drain_left = 0  # requests of the window still to finish once the horizon has passed
         pools = scenario.pools()
         self.costs: dict[str, PoolCosts] = {}
         for name, pool in pools.items():
             self.costs[name] = PoolCosts(self.model, self.system, scenario.deployment(pool, self.model),
                                          scenario.experts, scenario.base_dir)  # fmt: skip
-            self.busy_time[name] = 0.0
-            self.steps[name] = 0
+            self.step_start[name] = []
+            self.step_dt[name] = []
         self._build_decoders(pools[self.decode_pool])
         self._build_cache()
 
@@ -89,6 +116,12 @@ class ServingSimulation:
             )
         self.kv_capacity_tokens = kv_tokens
         bs = self.sc.kv_block_size
+        if (kv_tokens // bs) * bs < max_len:
+            raise CloudMatrixError(
+                f"kv_block_size = {bs:,} tokens: a {name} instance's {kv_tokens:,.0f} KV tokens make "
+                f"{int(kv_tokens // bs)} blocks, too few for the longest request ({max_len:,} tokens); "
+                "use a block size of a few hundred tokens at most"
+            )
         self.decoders = [
             DecodeInstance(
                 dpool.batch_per_die * dpool.dies,  # type: ignore[operator]
@@ -129,12 +162,30 @@ class ServingSimulation:
             loop.at(float(self.arrival[0]), self._arrive, 0)
         horizon = self.sc.duration if self.sc.duration is not None else float("inf")
         end = loop.run(horizon, progress)
+        self.horizon = end
+        if self.sc.duration is not None:
+            # run on until the window's arrivals have all finished (the latency population)
+            a = self.arrival
+            pending = (a >= min(self.sc.warmup, end)) & (a <= end) & np.isnan(self.finish)
+            self._drain_left = int(pending.sum())
+            if self._drain_left:
+                loop.run(end * DRAIN_LIMIT)
         return build_result(self, end)
 
     # ------------------------------------------------------------ requests
     def _arrive(self, r: int, t: float) -> None:
+        """Request `r` leaves its client at `t`; the front end takes it from there."""
         if not self.wl.closed_loop and r + 1 < self.n:
             self.loop.at(float(self.arrival[r + 1]), self._arrive, r + 1)
+        ingress = self.frontend.ingress(int(self.wl.input_len[r]))
+        if ingress > 0:
+            self.loop.at(t + ingress, self._enter, r)
+        else:
+            self._enter(r, t)
+
+    def _enter(self, r: int, t: float) -> None:
+        """Request `r`, tokenised, reaches the router at `t`."""
+        self.queued[r] = t
         length = int(self.wl.input_len[r])
         cached = 0
         if self.cache is not None:
@@ -148,12 +199,22 @@ class ServingSimulation:
         raise NotImplementedError
 
     def _finish(self, r: int, t: float) -> None:
+        """Request `r`'s last token reaches its client at `t`."""
         self.finish[r] = t
+        if self._drain_left and self.sc.warmup <= self.arrival[r] <= self.horizon:
+            self._drain_left -= 1
+            if self._drain_left == 0:
+                self.loop.stop()
         if self.wl.closed_loop and self._next_issue < self.n:
             k = self._next_issue
             self._next_issue += 1
             self.arrival[k] = t
             self._arrive(k, t)  # the client sends its next request at once
+
+    def _one_token_done(self, r: int, t: float) -> None:
+        """A one-token answer: the prefill's token is the whole output."""
+        self.first_token[r] = t + self.egress
+        self._finish(r, t + self.egress)
 
     # ------------------------------------------------------------ shared step pieces
     def _cache_read_time(self, tokens: int, dies: int) -> float:
@@ -161,31 +222,61 @@ class ServingSimulation:
             return 0.0
         return tokens * self.kv_bytes_per_token / (self._cache_read_bw * dies)
 
-    def _first_token(self, batch: PrefillBatch, t: float) -> list[int]:
-        """Prompts finished by a batch: their first output token exists now."""
+    def _longest_chunk(self, batch: PrefillBatch) -> int:
+        """An upper bound on the batch's longest prompt chunk: the longest uncached prompt in it."""
+        idx = batch.requests
+        if len(idx) == 1:
+            return batch.tokens
+        idx = np.asarray(idx)
+        return int((self.wl.input_len[idx] - self.cached[idx]).max())
+
+    def _prefill_started(self, batch: PrefillBatch, t: float, dt: float) -> None:
+        """A prefill batch runs over [t, t + dt]: its prompt tokens count over that span."""
+        idx = np.asarray(batch.requests)
+        started = self.prefill_start[idx]
+        self.prefill_start[idx] = np.where(np.isnan(started), t, started)
+        self.in_s.append(t)
+        self.in_e.append(t + dt)
+        # computed tokens plus those read from the caching pool: every prompt token counts once
+        self.in_n.append(batch.tokens + batch.cached_tokens)
+
+    def _prompts_done(self, batch: PrefillBatch, t: float, dt: float) -> list[int]:
+        """Prompts finished by a batch that ran over [t - dt, t]: their first output token exists now."""
         done = batch.finishing
         if not done:
             return done
-        idx = np.asarray(done)
-        self.first_token[idx] = t
-        self.in_t.append(t)
-        self.in_n.append(int(self.wl.input_len[idx].sum()))
-        self.out_t.append(t)
+        self.prefill_end[np.asarray(done)] = t
+        self.out_s.append(t - dt)
+        self.out_e.append(t)
         self.out_n.append(len(done))
         if self.cache is not None:
             for r in done:
                 self.cache.insert(self.wl.block_hashes_for(r, self.cache.block_size))
         return done
 
+    def _to_decode(self, d: DecodeInstance, r: int) -> None:
+        """Queue request `r`, its KV on instance `d`, for a decode slot."""
+        d.enqueue(r, int(self.wl.input_len[r]) + 1, int(self.wl.output_len[r]) - 1, _WAITING)
+
+    def _admit(self, d: DecodeInstance, t: float) -> None:
+        """Fill free slots; each admitted request's first token streams to its client now."""
+        if d.admit():
+            new = np.flatnonzero(d.last_token == _WAITING)
+            d.last_token[new] = t  # its next token's gap counts from here
+            ids = d.req[new]
+            self.admitted[ids] = t
+            self.first_token[ids] = t + self.egress
+
+    def _book(self, pool: str, t: float, dt: float) -> None:
+        self.step_start[pool].append(t)
+        self.step_dt[pool].append(dt)
+
     def _book_step(self, pool: str, d: DecodeInstance, n: int, dt: float, t: float) -> None:
         """Account a step that starts at `t` with `n` sequences decoding and lasts `dt`."""
         d.busy = True
-        self.busy_time[pool] += dt
-        self.steps[pool] += 1
+        self._book(pool, t, dt)
         self.kv_occupancy_sum += d.kv.occupancy * dt
-        self.run_t.append(t)
         self.run_n.append(n)
-        self.run_dt.append(dt)
 
     def _tokens_per_seq(self, n: int) -> np.ndarray:
         """1 + accepted MTP drafts per sequence: drafts are accepted in order until the first rejection."""
@@ -197,11 +288,14 @@ class ServingSimulation:
         ok = self.rng.random((n, m.depth), dtype=np.float32) < m.acceptance
         return 1 + np.cumprod(ok, axis=1).sum(axis=1)
 
-    def _apply_decode_step(self, d: DecodeInstance, t: float) -> None:
+    def _apply_decode_step(self, d: DecodeInstance, t: float, dt: float) -> None:
+        """A decode step over [t - dt, t] ends: its tokens exist, finished requests leave."""
         total, finished, gaps = d.complete_step(self._tokens_per_seq(d.max_seqs), t)
-        self.out_t.append(t)
+        self.out_s.append(t - dt)
+        self.out_e.append(t)
         self.out_n.append(total)
         if finished.size:
             self.max_itl[finished] = gaps
+            client_t = t + self.egress
             for r in finished.tolist():
-                self._finish(r, t)
+                self._finish(r, client_t)

@@ -45,13 +45,7 @@ class WorkloadSpec(BaseModel):
     @field_validator("input_len", "output_len", mode="before")
     @classmethod
     def _bare_int_is_constant(cls, v: Any) -> Any:
-        v = length_from_toml(v)
-        return LengthSpec.model_validate(v) if isinstance(v, dict) else v
-
-    @field_validator("prefix", mode="before")
-    @classmethod
-    def _prefix_table(cls, v: Any) -> Any:
-        return PrefixSpec.model_validate(v) if isinstance(v, dict) else v
+        return length_from_toml(v)
 
     @model_validator(mode="after")
     def _fields_match_kind(self) -> WorkloadSpec:
