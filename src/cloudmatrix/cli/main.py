@@ -34,7 +34,6 @@ COMMAND_MODULES = (
     "reproduce_cmd",
     "compare_cmd",
     "validate_cmd",
-    "generate_cmd",
 )
 
 QUICK_START = """\
