@@ -40,14 +40,14 @@ def test_mtp_with_an_oracle_draft_accepts_and_rejects(mtp_model, prompts, monkey
     full = [p + g for p, g in zip(prompts, greedy.tokens, strict=True)]
     real = mtp_model.forward_mtp
 
-    def oracle(depth, next_ids, prev_hidden, batch, cache, absorbed=None):
+    def oracle(depth, next_ids, prev_hidden, batch, cache, absorbed=None, rows=None):
         h, logits = real(depth, next_ids, prev_hidden, batch, cache, absorbed)
         logits = torch.zeros_like(logits)
         seq_of = torch.repeat_interleave(torch.tensor(batch.seq_ids), torch.tensor(batch.query_lens))
         for row, (s, pos) in enumerate(zip(seq_of.tolist(), batch.positions.tolist(), strict=True)):
             target = full[s][pos + 2] if pos + 2 < len(full[s]) else 0
             logits[row, target if pos % 3 else (target + 1) % logits.shape[1]] = 1.0
-        return h, logits
+        return h, (logits if rows is None else logits[rows])
 
     monkeypatch.setattr(mtp_model, "forward_mtp", oracle)
     spec = mtp_generate(mtp_model, prompts, max_new_tokens=32)

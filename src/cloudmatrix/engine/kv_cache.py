@@ -5,31 +5,95 @@ Storage is one tensor [layers, num_blocks * block_size, kv_lora_rank + qk_rope_h
 token. Nothing per head is stored; that is MLA's point: for DeepSeek-V3 that is
 (512 + 64) values x 61 layers per token instead of 128 heads x (192 + 128) x 61.
 
-Each sequence owns a block table (list of block ids) and a length. A forward pass is described by
-an `AttentionBatch`: which sequences, how many new tokens each brings, where those tokens go
-(slots) and where every token of each sequence lives (gather index).
+Which blocks a sequence owns is decided by the control plane: `serving.kv_blocks.KVBlockManager`
+in block-id mode (the runtime's scheduler shares one with this cache). A forward pass is described
+by an `AttentionBatch` built from the sequences' block tables: where each new token's latent goes
+(slots) and, per sequence, which blocks hold its context. Attention reads exactly those blocks
+(ragged): nothing is padded to the longest sequence of the batch.
+
+`add_sequence` / `plan` / `set_len` keep a small self-contained API for tests and static callers;
+`plan` is atomic: if the blocks for every sequence of the pass do not fit, nothing is allocated.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from cloudmatrix.errors import CloudMatrixError
+from cloudmatrix.serving.kv_blocks import KVBlockManager
+
+# Passes where every sequence brings at most this many new tokens (decode, MTP verification) run the
+# absorbed latent attention; longer ones (prefill) up-project K/V, which costs fewer FLOPs there.
+ABSORBED_MAX_QUERY = 4
+
+
+@dataclass
+class DecodeView:
+    """Ragged block layout of the first `n` sequences (all with `q` new tokens), for absorbed attention."""
+
+    n: int
+    q: int
+    blocks: torch.Tensor  # [NB] block ids, sequence after sequence (only blocks holding its tokens)
+    block_seq: torch.Tensor  # [NB] which of the n sequences each block belongs to
+    visible: torch.Tensor  # [NB, q, 1, bs] bool: key (block, offset) visible to new token i (causal)
 
 
 @dataclass
 class AttentionBatch:
-    """Attention metadata of one forward pass; tokens are packed sequence after sequence."""
+    """Attention metadata of one forward pass; tokens are packed sequence after sequence.
+
+    The first `num_decode` sequences (same query length, <= ABSORBED_MAX_QUERY) run the absorbed
+    latent attention over their blocks; the others run the naive path one sequence at a time.
+    """
 
     seq_ids: list[int]
     query_lens: list[int]  # new tokens per sequence
     context_lens: list[int]  # tokens already cached before this pass
     positions: torch.Tensor  # [T] int64, absolute position of each new token
     slots: torch.Tensor  # [T] int64, cache row each new token is written to
-    gather_index: torch.Tensor  # [B, Lmax] int64, cache rows of all tokens of each sequence (0-padded)
-    _masks: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+    block_size: int
+    num_decode: int
+    tables: list[list[int]] = field(repr=False)  # per sequence, the blocks holding its tokens after the pass
+    _views: dict[int, DecodeView] = field(default_factory=dict, repr=False)
+    _rows: dict[int, torch.Tensor] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def build(
+        cls,
+        seq_ids: list[int],
+        tables: list[list[int]],
+        context_lens: list[int],
+        query_lens: list[int],
+        block_size: int,
+        num_decode: int | None = None,
+        device: torch.device | str = "cpu",
+    ) -> AttentionBatch:
+        """Describe a pass from block tables (each long enough for context + query tokens)."""
+        bs = block_size
+        ctx = np.asarray(context_lens, dtype=np.int64)
+        q = np.asarray(query_lens, dtype=np.int64)
+        total = ctx + q
+        used = -(-total // bs)
+        tabs = [t[:n] for t, n in zip(tables, used.tolist(), strict=True)]
+        if any(len(t) < n for t, n in zip(tabs, used.tolist(), strict=True)):
+            raise ValueError("a block table is shorter than its sequence")
+        if num_decode is None:
+            uniform = q.size > 0 and (q == q[0]).all() and q[0] <= ABSORBED_MAX_QUERY
+            num_decode = len(q) if uniform else 0
+        # token -> (sequence, position) -> cache row, vectorised over the packed tokens
+        seq = np.repeat(np.arange(len(q)), q)
+        first = np.cumsum(q) - q
+        pos = ctx[seq] + np.arange(int(q.sum())) - first[seq]
+        flat = np.fromiter((b for t in tabs for b in t), dtype=np.int64, count=int(used.sum()))
+        table_start = np.cumsum(used) - used
+        slots = flat[table_start[seq] + pos // bs] * bs + pos % bs
+        return cls(
+            list(seq_ids), [int(n) for n in q], [int(c) for c in ctx],
+            torch.from_numpy(pos).to(device), torch.from_numpy(slots).to(device), bs, int(num_decode), tabs,
+        )  # fmt: skip
 
     @property
     def num_seqs(self) -> int:
@@ -44,18 +108,36 @@ class AttentionBatch:
         q = self.query_lens[0] if self.query_lens else 0
         return q if all(n == q for n in self.query_lens) else None
 
-    def decode_mask(self) -> torch.Tensor:
-        """[B, q, Lmax] bool: key j is visible to new token i iff j <= context_len + i (causal)."""
-        if "decode" not in self._masks:
-            q = self.uniform_query_len
-            if q is None:
+    def decode_tokens(self, n: int) -> int:
+        return sum(self.query_lens[:n])
+
+    def decode_view(self, n: int) -> DecodeView:
+        """Blocks of the first n sequences, their owner and the causal visibility mask (built once per pass)."""
+        if n not in self._views:
+            q = self.query_lens[0]
+            if any(k != q for k in self.query_lens[:n]):
                 raise ValueError("the absorbed path needs the same number of new tokens in every sequence")
-            L, dev = self.gather_index.shape[1], self.gather_index.device
-            ctx = torch.tensor(self.context_lens, device=dev)[:, None, None]
-            j = torch.arange(L, device=dev)[None, None, :]
-            i = torch.arange(q, device=dev)[None, :, None]
-            self._masks["decode"] = j <= ctx + i
-        return self._masks["decode"]
+            dev, bs = self.positions.device, self.block_size
+            counts = np.array([len(t) for t in self.tables[:n]], dtype=np.int64)
+            blocks = np.fromiter((b for t in self.tables[:n] for b in t), dtype=np.int64, count=int(counts.sum()))
+            owner = np.repeat(np.arange(n), counts)
+            index_in_seq = np.arange(blocks.size) - (np.cumsum(counts) - counts)[owner]
+            key_pos = index_in_seq[:, None] * bs + np.arange(bs)  # [NB, bs]
+            ctx = np.asarray(self.context_lens[:n], dtype=np.int64)[owner]
+            visible = key_pos[:, None, :] <= ctx[:, None, None] + np.arange(q)[None, :, None]
+            self._views[n] = DecodeView(
+                n, q, torch.from_numpy(blocks).to(dev), torch.from_numpy(owner).to(dev),
+                torch.from_numpy(visible[:, :, None, :]).to(dev),
+            )  # fmt: skip
+        return self._views[n]
+
+    def rows(self, b: int) -> torch.Tensor:
+        """Cache rows of every token of sequence b (context and new), in position order."""
+        if b not in self._rows:
+            bs, n = self.block_size, self.context_lens[b] + self.query_lens[b]
+            t = torch.tensor(self.tables[b], dtype=torch.long)
+            self._rows[b] = ((t[:, None] * bs + torch.arange(bs)).reshape(-1)[:n]).to(self.positions.device)
+        return self._rows[b]
 
 
 class PagedLatentCache:
@@ -70,15 +152,17 @@ class PagedLatentCache:
         qk_rope_head_dim: int,
         dtype: torch.dtype = torch.float32,
         device: torch.device | str = "cpu",
+        blocks: KVBlockManager | None = None,
     ):
+        if blocks is not None and (blocks.total_blocks != num_blocks or blocks.block_size != block_size):
+            raise ValueError("the block manager must have the cache's num_blocks and block_size")
         self.num_layers = num_layers
         self.num_blocks = num_blocks
         self.block_size = block_size
         self.kv_lora_rank = kv_lora_rank
         self.width = kv_lora_rank + qk_rope_head_dim
         self.data = torch.zeros(num_layers, num_blocks * block_size, self.width, dtype=dtype, device=device)
-        self._free = list(range(num_blocks - 1, -1, -1))  # pop() hands out low block ids first
-        self._tables: dict[int, list[int]] = {}
+        self.blocks = blocks if blocks is not None else KVBlockManager(num_blocks, block_size, block_ids=True)
         self._lens: dict[int, int] = {}
         self._next_id = 0
 
@@ -88,75 +172,67 @@ class PagedLatentCache:
 
     @property
     def free_blocks(self) -> int:
-        return len(self._free)
+        return self.blocks.num_free
 
-    # -- sequences -------------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return self.data.device
+
+    # -- the self-contained sequence API -----------------------------------------------------------
     def add_sequence(self) -> int:
         sid = self._next_id
         self._next_id += 1
-        self._tables[sid] = []
         self._lens[sid] = 0
         return sid
 
     def free_sequence(self, sid: int) -> None:
-        self._free.extend(reversed(self._tables.pop(sid)))
+        self.blocks.free(sid)
         del self._lens[sid]
 
     def seq_len(self, sid: int) -> int:
         return self._lens[sid]
 
     def block_table(self, sid: int) -> list[int]:
-        return list(self._tables[sid])
+        return list(self.blocks.table(sid))
 
     def set_len(self, sid: int, length: int) -> None:
         """Set how many tokens of `sid` are valid (rolls back rejected speculative tokens)."""
-        if length > len(self._tables[sid]) * self.block_size:
+        if self.blocks.blocks_for(length) > len(self.blocks.table(sid)):
             raise ValueError(f"sequence {sid}: length {length} exceeds its allocated blocks")
         self._lens[sid] = length
-        keep = -(-length // self.block_size)
-        while len(self._tables[sid]) > keep:
-            self._free.append(self._tables[sid].pop())
+        self.blocks.shrink(sid, length)
 
-    def _reserve(self, sid: int, length: int) -> None:
-        table = self._tables[sid]
-        need = -(-length // self.block_size) - len(table)
-        if need > len(self._free):
-            raise CloudMatrixError(
-                f"KV cache out of blocks: need {need} more, {len(self._free)} free of {self.num_blocks}; "
-                "allocate more blocks or run fewer/shorter sequences"
-            )
-        for _ in range(need):
-            table.append(self._free.pop())
-
-    # -- one forward pass ------------------------------------------------------------------------
     def plan(self, seq_ids: list[int], query_lens: list[int]) -> AttentionBatch:
         """Reserve room for `query_lens[i]` new tokens after the cached ones and describe the pass.
 
-        Lengths advance immediately; call `set_len` afterwards to drop rejected tokens.
+        All-or-nothing: when the blocks do not fit, raises and nothing is allocated. Lengths advance
+        immediately; call `set_len` afterwards to drop rejected tokens.
         """
-        bs = self.block_size
         context = [self._lens[s] for s in seq_ids]
         totals = [c + q for c, q in zip(context, query_lens, strict=True)]
+        ids = np.asarray(seq_ids, dtype=np.int64)
+        if not self.blocks.allocate_many(ids, np.asarray(totals, dtype=np.int64)):
+            need = self.blocks.extra_blocks(ids, np.asarray(totals))
+            raise CloudMatrixError(
+                f"KV cache out of blocks: need {need} more, {self.blocks.num_free} free of {self.num_blocks}; "
+                "allocate more blocks or run fewer/shorter sequences"
+            )
         for s, n in zip(seq_ids, totals, strict=True):
-            self._reserve(s, n)
             self._lens[s] = n
-        max_blocks = max(-(-n // bs) for n in totals)
-        tables = torch.tensor([self._tables[s][: -(-n // bs)] + [0] * (max_blocks - -(-n // bs))
-                               for s, n in zip(seq_ids, totals, strict=True)], dtype=torch.long)  # fmt: skip
-        rows = (tables[:, :, None] * bs + torch.arange(bs)).view(len(seq_ids), -1)[:, : max(totals)]
-        positions = torch.cat([torch.arange(c, n) for c, n in zip(context, totals, strict=True)])
-        seq_of_token = torch.repeat_interleave(torch.arange(len(seq_ids)), torch.tensor(query_lens))
-        slots = rows[seq_of_token, positions]
-        dev = self.data.device
-        return AttentionBatch(
-            list(seq_ids), list(query_lens), context, positions.to(dev), slots.to(dev), rows.contiguous().to(dev)
+        tables = [self.blocks.table(s) for s in seq_ids]
+        return AttentionBatch.build(
+            list(seq_ids), tables, context, list(query_lens), self.block_size, None, self.device
         )
 
+    # -- one forward pass ------------------------------------------------------------------------
     def write(self, layer: int, batch: AttentionBatch, latent: torch.Tensor) -> None:
         """Store the [T, width] latents of the batch's new tokens."""
         self.data[layer].index_copy_(0, batch.slots, latent.to(self.data.dtype))
 
-    def gather(self, layer: int, batch: AttentionBatch) -> torch.Tensor:
-        """[B, Lmax, width]: every cached token of each sequence (padding rows are masked by callers)."""
-        idx = batch.gather_index
-        return self.data[layer].index_select(0, idx.reshape(-1)).view(*idx.shape, self.width)
+    def gather_blocks(self, layer: int, block_ids: torch.Tensor) -> torch.Tensor:
+        """[NB, block_size, width]: the given blocks of one layer."""
+        return self.data[layer].view(self.num_blocks, self.block_size, self.width).index_select(0, block_ids)
+
+    def gather_rows(self, layer: int, rows: torch.Tensor) -> torch.Tensor:
+        """[N, width]: the given cache rows of one layer."""
+        return self.data[layer].index_select(0, rows)

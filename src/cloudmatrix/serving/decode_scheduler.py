@@ -10,6 +10,10 @@ Attention is data-parallel: each die owns the sequences in its slots (slots are 
 die by die), a new request goes to the die with the fewest sequences, and a step lasts as
 long as its busiest die, so `busiest_die()` reports the most sequences on a die and the
 largest KV any die must read.
+
+The engine drives the same object: a request can also end before its output length (EOS, a
+stop string, an abort) through `finish`, and `now` is only the simulator's clock for its
+inter-token-gap statistics (the engine passes none).
 """
 
 from __future__ import annotations
@@ -94,7 +98,7 @@ class DecodeInstance:
         heaviest = int(self.context.reshape(self.dies, self.per_die).sum(axis=1).max())
         return most, heaviest / most
 
-    def complete_step(self, tokens: np.ndarray, now: float) -> tuple[int, np.ndarray, np.ndarray]:
+    def complete_step(self, tokens: np.ndarray, now: float = 0.0) -> tuple[int, np.ndarray, np.ndarray]:
         """Apply one step finishing at `now`: slot i gains `tokens[i]` tokens (MTP may give more than
         one; anything past the request's output length, and anything on a free slot, is discarded).
 
@@ -110,14 +114,43 @@ class DecodeInstance:
         done = np.flatnonzero(live & (self.remaining == 0))
         finished = self.req[done]
         gaps = self.max_gap[done]
-        if done.size:
-            self.kv.free_many(finished)
-            self.context_sum -= int(self.context[done].sum())
-            self.context[done] = 0
-            self.req[done] = -1
-            dies = done // self.per_die
-            np.subtract.at(self.die_count, dies, 1)
-            self._running -= done.size
-            for slot, die in zip(done.tolist(), dies.tolist(), strict=True):
-                self._free_by_die[die].append(slot)
+        self._release(done)
         return total, finished, gaps
+
+    def finish(self, request_ids: np.ndarray | list[int]) -> np.ndarray:
+        """End requests early (EOS, a stop string, an abort): free their slots or queue places and KV.
+
+        Returns the ids that were here (running or waiting)."""
+        ids = np.asarray(request_ids, dtype=np.int64)
+        if ids.size == 0:
+            return ids
+        done = np.flatnonzero(np.isin(self.req, ids))
+        ended = [self.req[done]]
+        self._release(done)
+        if self.waiting:
+            gone = {int(r) for r in ids.tolist()}
+            queued = [w[0] for w in self.waiting if w[0] in gone]
+            if queued:
+                self.waiting = deque(w for w in self.waiting if w[0] not in gone)
+                self.kv.free_many(np.asarray(queued, dtype=np.int64))
+                ended.append(np.asarray(queued, dtype=np.int64))
+        return np.concatenate(ended)
+
+    def slots(self) -> tuple[np.ndarray, np.ndarray]:
+        """(occupied slots, their request ids), in slot order."""
+        occupied = np.flatnonzero(self.req >= 0)
+        return occupied, self.req[occupied]
+
+    def _release(self, done: np.ndarray) -> None:
+        if not done.size:
+            return
+        self.kv.free_many(self.req[done])
+        self.context_sum -= int(self.context[done].sum())
+        self.context[done] = 0
+        self.remaining[done] = 0
+        self.req[done] = -1
+        dies = done // self.per_die
+        np.subtract.at(self.die_count, dies, 1)
+        self._running -= done.size
+        for slot, die in zip(done.tolist(), dies.tolist(), strict=True):
+            self._free_by_die[die].append(slot)

@@ -5,6 +5,13 @@ engine maps its own ids to these). Per-request holdings live in one numpy array 
 decode step's growth for thousands of sequences is a single vectorised call.
 Allocation is all-or-nothing and never overcommits: a request that does not fit
 returns False and changes nothing.
+
+With `block_ids=True` (the engine) the manager also hands out concrete block ids: each
+request owns a block table (the rows of the paged KV tensor it writes), blocks carry a
+reference count so a prefix-cache hit can share full prompt blocks between requests (and
+the prefix cache itself can keep blocks alive after their request ends), and a block goes
+back to the free list when its last reference is dropped. The counts above stay exact in
+both modes: `held` is the length of a request's table, `num_used` the blocks not free.
 """
 
 from __future__ import annotations
@@ -17,9 +24,11 @@ from cloudmatrix.errors import CloudMatrixError
 class KVBlockManager:
     """`total_blocks` KV blocks of `block_size` tokens each."""
 
-    __slots__ = ("total_blocks", "block_size", "_held", "_used")
+    __slots__ = ("total_blocks", "block_size", "_held", "_used", "_free_ids", "_tables", "_refs")
 
-    def __init__(self, total_blocks: int, block_size: int, *, expected_requests: int = 1024) -> None:
+    def __init__(
+        self, total_blocks: int, block_size: int, *, expected_requests: int = 1024, block_ids: bool = False
+    ) -> None:
         if total_blocks < 0:
             raise CloudMatrixError(f"KV cache must have >= 0 blocks, got {total_blocks}; check the memory left for KV.")
         if block_size < 1:
@@ -28,6 +37,10 @@ class KVBlockManager:
         self.block_size = int(block_size)
         self._held = np.zeros(max(int(expected_requests), 1), dtype=np.int64)
         self._used = 0
+        # block-id mode only: a stack of free ids (low ids handed out first), tables, reference counts
+        self._free_ids: list[int] | None = list(range(self.total_blocks - 1, -1, -1)) if block_ids else None
+        self._tables: dict[int, list[int]] = {}
+        self._refs = np.zeros(self.total_blocks if block_ids else 0, dtype=np.int64)
 
     # ---- sizes ---------------------------------------------------------------------------
     def blocks_for(self, tokens: int | np.ndarray) -> int | np.ndarray:
@@ -85,6 +98,8 @@ class KVBlockManager:
             return True
         if need > self.num_free:
             return False
+        if self._free_ids is not None:
+            self._take(rid, need)
         self._held[rid] += need
         self._used += need
         return True
@@ -109,6 +124,9 @@ class KVBlockManager:
         total = int(need.sum())
         if total > self.num_free:
             return False
+        if self._free_ids is not None:
+            for rid, n in zip(ids.tolist(), need.tolist(), strict=True):
+                self._take(rid, n)
         self._held[ids] += need
         self._used += total
         return True
@@ -118,6 +136,8 @@ class KVBlockManager:
         rid = self._check_id(request_id)
         if rid >= self._held.size:
             return 0
+        if self._free_ids is not None:
+            return self._release_table(rid)
         n = int(self._held[rid])
         self._held[rid] = 0
         self._used -= n
@@ -130,6 +150,8 @@ class KVBlockManager:
         if ids.size == 0:
             return 0
         ids = np.unique(ids)  # so a duplicated id is not counted twice
+        if self._free_ids is not None:
+            return sum(self._release_table(rid) for rid in ids.tolist())
         freed = int(self._held[ids].sum())
         self._held[ids] = 0
         self._used -= freed
@@ -139,6 +161,81 @@ class KVBlockManager:
         """Free everything."""
         self._held[:] = 0
         self._used = 0
+        if self._free_ids is not None:
+            self._free_ids[:] = range(self.total_blocks - 1, -1, -1)
+            self._tables.clear()
+            self._refs[:] = 0
+
+    # ---- block ids (block_ids=True) -------------------------------------------------------
+    def table(self, request_id: int) -> list[int]:
+        """The block ids request `request_id` holds, in token order (do not mutate)."""
+        return self._tables.get(int(request_id), [])
+
+    def share(self, request_id: int, block_ids: list[int]) -> None:
+        """Start an empty request's table with blocks that already hold its first tokens (a prefix hit)."""
+        rid = self._check_id(request_id)
+        self._require_ids()
+        if self.table(rid):
+            raise ValueError(f"request {rid} already holds blocks; shared blocks must come first")
+        self._ensure_size(rid + 1)
+        self._tables[rid] = list(block_ids)
+        self.hold(block_ids)
+        self._held[rid] = len(block_ids)
+
+    def shrink(self, request_id: int, tokens: int) -> int:
+        """Keep only the blocks needed for `tokens` tokens (a rolled-back speculative run); returns freed."""
+        rid = self._check_id(request_id)
+        self._require_ids()
+        table = self._tables.get(rid, [])
+        keep = self.blocks_for(tokens)
+        if keep >= len(table):
+            return 0
+        tail = table[keep:]
+        del table[keep:]
+        self._held[rid] = keep
+        return self.release(tail[::-1])
+
+    def hold(self, block_ids: list[int]) -> None:
+        """Add a reference to blocks already in use (the prefix cache keeping them)."""
+        self._require_ids()
+        ids = np.asarray(block_ids, dtype=np.int64)
+        if ids.size and self._refs[ids].min() < 1:
+            raise ValueError("only blocks in use can gain a reference")
+        np.add.at(self._refs, ids, 1)
+
+    def release(self, block_ids: list[int]) -> int:
+        """Drop one reference from each block; returns how many went back to the free list."""
+        self._require_ids()
+        freed = 0
+        for b in block_ids:
+            self._refs[b] -= 1
+            if self._refs[b] == 0:
+                self._free_ids.append(b)
+                freed += 1
+        self._used -= freed
+        return freed
+
+    def refs(self, block_id: int) -> int:
+        return int(self._refs[block_id])
+
+    def _take(self, rid: int, n: int) -> None:
+        if n <= 0:
+            return
+        table = self._tables.setdefault(rid, [])
+        for _ in range(n):
+            b = self._free_ids.pop()
+            self._refs[b] = 1
+            table.append(b)
+
+    def _release_table(self, rid: int) -> int:
+        table = self._tables.pop(rid, [])
+        self._held[rid] = 0
+        # release the tail first so the free stack hands the low ids out again first
+        return self.release(table[::-1])
+
+    def _require_ids(self) -> None:
+        if self._free_ids is None:
+            raise ValueError("block ids need KVBlockManager(..., block_ids=True)")
 
     # ---- internals -----------------------------------------------------------------------
     def _ensure_size(self, n: int) -> None:

@@ -26,6 +26,8 @@ class PrefillBatch:
     tokens: int = 0  # tokens computed
     context_sum: float = 0.0  # sum over computed tokens of the context each attends to (causal)
     cached_tokens: int = 0  # tokens read from the caching pool for the first chunks
+    starts: list[int] = field(default_factory=list)  # per request in `requests`: first prompt token computed
+    ends: list[int] = field(default_factory=list)  # and one past the last (the engine runs exactly these)
 
 
 class PrefillQueue:
@@ -64,17 +66,35 @@ class PrefillQueue:
         else:
             heapq.heappop(self._heap)
 
-    def next_batch(self) -> PrefillBatch | None:
+    def remove(self, request: int) -> bool:
+        """Take a request out of the queue (an abort); False if it is not queued."""
+        for i, item in enumerate(self._fifo):
+            if item[0] == request:
+                del self._fifo[i]
+                self.queued_tokens -= item[2] - item[1]
+                return True
+        for i, (_, _, item) in enumerate(self._heap):
+            if item[0] == request:
+                self._heap.pop(i)
+                heapq.heapify(self._heap)
+                self.queued_tokens -= item[2] - item[1]
+                return True
+        return False
+
+    def next_batch(self, budget: int | None = None) -> PrefillBatch | None:
+        """The next batch of at most `budget` tokens (default: the queue's token budget)."""
         if not len(self):
             return None
         b = PrefillBatch()
-        left = self.token_budget
+        left = self.token_budget if budget is None else int(budget)
         while len(self) and left > 0:
             item = self._head()
             request, start, length, cached = item
             end = min(length, start + left)
             n = end - start
             b.requests.append(request)
+            b.starts.append(start)
+            b.ends.append(end)
             b.tokens += n
             # causal attention: token at position p attends to p+1 tokens
             b.context_sum += (end * (end + 1) - start * (start + 1)) / 2

@@ -3,13 +3,18 @@
 A block is named by a chained hash of its tokens (and every token before it),
 so a prompt's cached part is the longest run of leading block hashes found in
 the store. Blocks are deduplicated and evicted whole, least recently used first.
+
+The simulator stores hashes only (`lookup`, `insert`). The engine also records where
+each block's KV lives (`insert_blocks`, `match`, `evict`): the value is a block id of
+its KV pool, and the caller keeps one reference on that block for as long as the cache
+names it (see `KVBlockManager.hold` / `release`).
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -76,8 +81,8 @@ class PrefixCache:
             raise CloudMatrixError(f"caching pool block_size must be >= 1 token, got {block_size}.")
         self.capacity_blocks = int(capacity_blocks)
         self.block_size = int(block_size)
-        # Ordered oldest -> newest; values unused (an ordered set).
-        self._lru: OrderedDict[int, None] = OrderedDict()
+        # Ordered oldest -> newest; values: the block id holding the KV (engine) or None (simulator).
+        self._lru: OrderedDict[int, int | None] = OrderedDict()
         self.hit_blocks = 0
         self.miss_blocks = 0
         self.inserted_blocks = 0
@@ -148,6 +153,52 @@ class PrefixCache:
             self.evicted_blocks += overflow
         self.inserted_blocks += new
         return new
+
+    # ---- engine: where the blocks live ---------------------------------------------------
+    def match(self, block_hashes: Iterable[int] | np.ndarray, *, record: bool = True) -> list[int]:
+        """Block ids of the leading cached blocks (`lookup` semantics: counts and refreshes with `record`)."""
+        hashes = _as_list(block_hashes)
+        hit = self.lookup(hashes, record=record)
+        return [self._lru[h] for h in hashes[:hit]]
+
+    def insert_blocks(
+        self, block_hashes: Iterable[int] | np.ndarray, block_ids: Sequence[int]
+    ) -> tuple[list[int], list[int]]:
+        """Store a chain and the block ids holding it; a hash already stored keeps its old block.
+
+        Returns (block ids the cache now names that it did not before: the caller adds a
+        reference to each; block ids evicted to stay within capacity: the caller drops one).
+        """
+        hashes = _as_list(block_hashes)[: self.capacity_blocks]
+        lru = self._lru
+        added: list[int] = []
+        for h, b in zip(reversed(hashes), reversed(list(block_ids)[: len(hashes)]), strict=True):  # tail first
+            if h in lru:
+                lru.move_to_end(h)
+            else:
+                lru[h] = int(b)
+                added.append(int(b))
+        evicted = []
+        while len(lru) > self.capacity_blocks:
+            evicted.append(lru.popitem(last=False)[1])
+        self.evicted_blocks += len(evicted)
+        self.inserted_blocks += len(added)
+        return added, evicted
+
+    def evict(self, n: int, evictable: Callable[[int], bool]) -> list[int]:
+        """Drop up to `n` blocks, least recently used first, among those `evictable(block_id)` allows
+        (the engine: blocks no running request holds); returns their block ids."""
+        if n <= 0:
+            return []
+        chosen = []
+        for h, b in self._lru.items():
+            if evictable(b):
+                chosen.append(h)
+                if len(chosen) == n:
+                    break
+        out = [self._lru.pop(h) for h in chosen]
+        self.evicted_blocks += len(out)
+        return out
 
     def clear(self) -> None:
         """Drop every block (counters are kept)."""

@@ -28,7 +28,7 @@ class DecoderLayer(nn.Module):
         sin: torch.Tensor,
         batch: AttentionBatch,
         cache: PagedLatentCache,
-        absorbed: bool,
+        absorbed: bool | None = None,
     ) -> torch.Tensor:
         x = x + self.self_attn(self.input_layernorm(x), cos, sin, batch, cache, absorbed)
         return x + self.mlp(self.post_attention_layernorm(x))

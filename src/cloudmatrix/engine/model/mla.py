@@ -76,26 +76,43 @@ class MLAttention(nn.Module):
         sin: torch.Tensor,
         batch: AttentionBatch,
         cache: PagedLatentCache,
-        absorbed: bool,
+        absorbed: bool | None = None,
     ) -> torch.Tensor:
+        """absorbed: None -> the batch's first `num_decode` sequences absorbed, the rest naive;
+        True / False -> every sequence on that path."""
         q_nope, q_rope, latent = self.project(x, cos, sin)
         cache.write(self.layer_id, batch, latent)
-        kv = cache.gather(self.layer_id, batch).to(x.dtype)
-        if absorbed:
-            o = self.attend_absorbed(q_nope, q_rope, kv, batch)
-        else:
-            o = self.attend_naive(q_nope, q_rope, kv, batch)
-        return self.o_proj(o)
+        n_dec = batch.num_decode if absorbed is None else (batch.num_seqs if absorbed else 0)
+        split = batch.decode_tokens(n_dec)
+        outs = []
+        if n_dec:
+            outs.append(self.attend_absorbed(q_nope[:split], q_rope[:split], cache, batch, n_dec))
+        if n_dec < batch.num_seqs:
+            outs.append(self.attend_naive(q_nope[split:], q_rope[split:], latent[split:], cache, batch, n_dec))
+        return self.o_proj(outs[0] if len(outs) == 1 else torch.cat(outs))
 
     # -- naive path (prefill) --------------------------------------------------------------------
     def attend_naive(
-        self, q_nope: torch.Tensor, q_rope: torch.Tensor, kv: torch.Tensor, batch: AttentionBatch
+        self,
+        q_nope: torch.Tensor,
+        q_rope: torch.Tensor,
+        latent: torch.Tensor,
+        cache: PagedLatentCache,
+        batch: AttentionBatch,
+        first: int = 0,
     ) -> torch.Tensor:
-        """Up-project each sequence's latents to per-head keys/values; causal attention per sequence."""
+        """Sequences `first`.. of the batch: up-project each one's latents to per-head keys/values and
+        run causal attention over exactly its own context (no padding to the batch's longest)."""
         h, outs, start = self.num_heads, [], 0
-        for b, (ctx, n) in enumerate(zip(batch.context_lens, batch.query_lens, strict=True)):
+        fresh_ok = cache.data.dtype == latent.dtype
+        for b in range(first, batch.num_seqs):
+            ctx, n = batch.context_lens[b], batch.query_lens[b]
             L = ctx + n
-            c, k_rope = kv[b, :L].split([self.r, self.dr], dim=-1)
+            if ctx == 0 and fresh_ok:  # nothing cached before: the latents just computed are the context
+                kv = latent[start : start + n]
+            else:
+                kv = cache.gather_rows(self.layer_id, batch.rows(b)).to(q_nope.dtype)
+            c, k_rope = kv.split([self.r, self.dr], dim=-1)
             k_nope, v = self.kv_b_proj(c).view(L, h, self.dn + self.dv).split([self.dn, self.dv], dim=-1)
             k = torch.cat([k_nope, k_rope[:, None, :].expand(L, h, self.dr)], dim=-1)
             q = torch.cat([q_nope[start : start + n], q_rope[start : start + n]], dim=-1)
@@ -107,7 +124,7 @@ class MLAttention(nn.Module):
             )
             outs.append(o.transpose(0, 1).reshape(n, h * self.dv))
             start += n
-        return torch.cat(outs)
+        return outs[0] if len(outs) == 1 else torch.cat(outs)
 
     # -- absorbed path (decode) ------------------------------------------------------------------
     def absorbed_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -121,22 +138,37 @@ class MLAttention(nn.Module):
         return self._absorbed[1], self._absorbed[2]
 
     def attend_absorbed(
-        self, q_nope: torch.Tensor, q_rope: torch.Tensor, kv: torch.Tensor, batch: AttentionBatch
+        self, q_nope: torch.Tensor, q_rope: torch.Tensor, cache: PagedLatentCache, batch: AttentionBatch, n: int
     ) -> torch.Tensor:
-        """Attention in the latent space; every sequence brings the same number q of new tokens."""
+        """Attention in the latent space for the batch's first n sequences (q new tokens each).
+
+        Ragged and paged: scores are computed block by block over only the blocks each sequence
+        owns (one batched matmul over all of them), with a per-block max and sum that are merged
+        per sequence afterwards (the split-softmax of flash-decoding), so a long sequence in the
+        batch costs its own length, not the batch's width times it.
+        """
         w_uk, w_uv_t = self.absorbed_weights()
-        T, h = q_nope.shape[0], self.num_heads
-        B, L = kv.shape[0], kv.shape[1]
-        q_len = T // B
+        view = batch.decode_view(n)
+        T, h, q_len = q_nope.shape[0], self.num_heads, view.q
+        w = self.r + self.dr
         # q_lat_h = W_UK_h^T q_nope_h: [h, T, dn] @ [h, dn, r] -> [h, T, r]
         q_lat = torch.bmm(q_nope.transpose(0, 1), w_uk)
         # One matmul scores both parts: [q_lat | q_rope] . [c | k_rope].
-        q = torch.cat([q_lat.transpose(0, 1), q_rope], dim=-1).reshape(B, q_len * h, self.r + self.dr)
-        scores = torch.bmm(q, kv.transpose(1, 2)).view(B, q_len, h, L) * self.scale
-        mask = batch.decode_mask()[:, :, None, :]
-        scores = scores.masked_fill(~mask, float("-inf"))
-        p = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
-        o_lat = torch.bmm(p.view(B, q_len * h, L), kv[..., : self.r])  # [B, q*h, r]
+        q = torch.cat([q_lat.transpose(0, 1), q_rope], dim=-1).reshape(n, q_len * h, w)
+        kv = cache.gather_blocks(self.layer_id, view.blocks).to(q.dtype)  # [NB, bs, w]
+        NB, bs = kv.shape[0], kv.shape[1]
+        scores = torch.bmm(q.index_select(0, view.block_seq), kv.transpose(1, 2)).view(NB, q_len, h, bs)
+        scores = (scores * self.scale).float().masked_fill_(~view.visible, float("-inf"))
+        m = scores.amax(dim=-1)  # [NB, q, h]; -inf where a block holds nothing visible to that token
+        p = torch.exp(scores - torch.where(torch.isinf(m), 0.0, m)[..., None])
+        o_blk = torch.bmm(p.view(NB, q_len * h, bs).to(q.dtype), kv[..., : self.r])  # [NB, q*h, r]
+        owner = view.block_seq[:, None, None].expand_as(m)
+        seq_max = torch.full((n, q_len, h), float("-inf"), device=m.device).scatter_reduce_(0, owner, m, "amax")
+        alpha = torch.exp(m - seq_max.index_select(0, view.block_seq))  # [NB, q, h], 0 for empty blocks
+        den = torch.zeros(n, q_len, h, device=m.device).index_add_(0, view.block_seq, p.sum(-1) * alpha)
+        num = torch.zeros(n, q_len * h, self.r, dtype=o_blk.dtype, device=m.device)
+        num.index_add_(0, view.block_seq, o_blk * alpha.view(NB, q_len * h, 1).to(o_blk.dtype))
+        o_lat = num / den.view(n, q_len * h, 1).to(num.dtype)  # [n, q*h, r]
         # o_h = W_UV_h o_lat_h: [h, T, r] @ [h, r, dv] -> [h, T, dv]
         o = torch.bmm(o_lat.view(T, h, self.r).transpose(0, 1), w_uv_t)
         return o.transpose(0, 1).reshape(T, h * self.dv)

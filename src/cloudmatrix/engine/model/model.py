@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cloudmatrix.engine.kv_cache import AttentionBatch, PagedLatentCache
+from cloudmatrix.engine.kv_cache import ABSORBED_MAX_QUERY, AttentionBatch, PagedLatentCache
 from cloudmatrix.engine.model.config import ModelConfig
 from cloudmatrix.engine.model.decoder import DecoderLayer
 from cloudmatrix.engine.model.moe import MoE
@@ -17,14 +17,7 @@ from cloudmatrix.engine.model.mtp import MTPModule
 from cloudmatrix.engine.model.norm import RMSNorm
 from cloudmatrix.engine.model.rope import RotaryEmbedding
 
-# Passes where every sequence brings at most this many new tokens (decode, MTP verification) run the
-# absorbed latent attention; longer ones (prefill) up-project K/V, which costs fewer FLOPs there.
-ABSORBED_MAX_QUERY = 4
-
-
-def use_absorbed(batch: AttentionBatch) -> bool:
-    q = batch.uniform_query_len
-    return q is not None and q <= ABSORBED_MAX_QUERY
+__all__ = ["ABSORBED_MAX_QUERY", "DeepseekV3"]
 
 
 class DeepseekV3(nn.Module):
@@ -53,11 +46,14 @@ class DeepseekV3(nn.Module):
         """Every DeepSeekMoE block (main and MTP), e.g. to swap in another experts backend."""
         return [m for m in self.modules() if isinstance(m, MoE)]
 
-    def new_cache(self, num_blocks: int, block_size: int = 16, dtype: torch.dtype | None = None) -> PagedLatentCache:
+    def new_cache(
+        self, num_blocks: int, block_size: int = 16, dtype: torch.dtype | None = None, blocks=None
+    ) -> PagedLatentCache:
+        """A paged latent cache for this model; `blocks` is the KVBlockManager that assigns its blocks."""
         c = self.config
         return PagedLatentCache(
             self.num_cache_layers, num_blocks, block_size, c.kv_lora_rank, c.qk_rope_head_dim,
-            dtype=dtype or self.dtype, device=self.embed_tokens.weight.device,
+            dtype=dtype or self.dtype, device=self.embed_tokens.weight.device, blocks=blocks,
         )  # fmt: skip
 
     def forward(
@@ -69,11 +65,10 @@ class DeepseekV3(nn.Module):
     ) -> torch.Tensor:
         """Final-norm hidden states [T, H] of packed tokens input_ids [T].
 
-        absorbed=None picks the absorbed (latent) attention for decode-shaped passes and the naive
-        up-projecting path for prefill (see ABSORBED_MAX_QUERY).
+        absorbed=None runs the absorbed (latent) attention for the batch's decode-shaped sequences
+        (`batch.num_decode`, see ABSORBED_MAX_QUERY) and the naive up-projecting path for the rest
+        (prefill chunks); True / False force one path for every sequence.
         """
-        if absorbed is None:
-            absorbed = use_absorbed(batch)
         x = self.embed_tokens(input_ids)
         cos, sin = self.rotary(batch.positions, x.dtype)
         for layer in self.layers:
@@ -91,14 +86,15 @@ class DeepseekV3(nn.Module):
         batch: AttentionBatch,
         cache: PagedLatentCache,
         absorbed: bool | None = None,
+        rows: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """MTP module `depth` at the batch's positions i, fed token i+1 and the hidden state at i.
 
-        Returns (hidden [T, H] for the next depth, logits [T, V] predicting token i+1+depth+1).
+        Returns (hidden [T, H] for the next depth, logits predicting token i+1+depth+1: [T, V], or
+        only at `rows` when given — the runtime needs the draft of one position per sequence).
         """
-        if absorbed is None:
-            absorbed = use_absorbed(batch)
         module: MTPModule = self.mtp[depth]
         cos, sin = self.rotary(batch.positions, prev_hidden.dtype)
         h = module.forward_mtp(self.embed_tokens(next_ids), prev_hidden, cos, sin, batch, cache, absorbed)
-        return h, self.lm_head(module.shared_head.norm(h))
+        head_in = h if rows is None else h.index_select(0, rows)
+        return h, self.lm_head(module.shared_head.norm(head_in))

@@ -44,7 +44,7 @@ class MTPModule(DecoderLayer):
         sin: torch.Tensor,
         batch: AttentionBatch,
         cache: PagedLatentCache,
-        absorbed: bool,
+        absorbed: bool | None = None,
     ) -> torch.Tensor:
         """Hidden state [T, H] (before shared_head.norm) for next-token embeds and previous hidden states."""
         x = self.eh_proj(torch.cat([self.enorm(embeds), self.hnorm(prev_hidden)], dim=-1))
