@@ -209,6 +209,20 @@ def _get(cfg: dict[str, Any], key: str, path: str, default: Any = ...) -> Any:
     return default
 
 
+# Upper bounds far above any published model (DeepSeek-V3: 61 layers, 256 experts; Kimi-K2: 384 experts) that
+# keep a typo from hanging a per-layer loop or sizing a per-expert array at terabytes.
+_MAX_FIELD = 1 << 40
+_MAX_LAYERS = 10_000
+_MAX_EXPERTS = 1 << 16
+_MAXIMA = {
+    "num_hidden_layers": _MAX_LAYERS,
+    "num_nextn_predict_layers": _MAX_LAYERS,
+    "n_routed_experts": _MAX_EXPERTS,
+    "num_local_experts": _MAX_EXPERTS,
+    "num_experts": _MAX_EXPERTS,
+}
+
+
 def _int(cfg: dict[str, Any], key: str, path: str, default: Any = ..., minimum: int = 0) -> int:
     """An integer field, checked: a bad value names the file and the field instead of raising deep inside."""
     v = _get(cfg, key, path, default)
@@ -216,6 +230,9 @@ def _int(cfg: dict[str, Any], key: str, path: str, default: Any = ..., minimum: 
         raise CloudMatrixError(f"{path}: {key} = {v!r} is not an integer; fix it in config.json")
     if v < minimum:
         raise CloudMatrixError(f"{path}: {key} = {v} must be at least {minimum}; fix it in config.json")
+    maximum = _MAXIMA.get(key, _MAX_FIELD)
+    if v > maximum:
+        raise CloudMatrixError(f"{path}: {key} = {v} is above the {maximum:,} this tool accepts; fix it in config.json")
     return int(v)
 
 
