@@ -50,6 +50,29 @@ def _tp_exit(c: DieContext, tokens: float) -> list[OpCost]:
 
 def mla_decode_ops(c: DieContext, tokens: float, seqs: float, context: float) -> list[OpCost]:
     """Decode MLA: fused prolog (q down/up, kv down, W_UK folded into q), latent attention, W_UV + o_proj."""
+    before, after = mla_decode_parts(c, tokens)
+    return [*before, mla_decode_core(c, tokens, seqs, context), *after]
+
+
+def mla_decode_core(c: DieContext, tokens: float, seqs: float, context: float) -> OpCost:
+    """The latent attention over the KV cache: the only decode attention op that depends on the context."""
+    m = c.model
+    tp = c.dep.attn_tp
+    return kernels.mla_decode(
+        tokens * tp,
+        seqs * tp,
+        context,
+        m.heads / tp,
+        m.kv_lora_rank,
+        m.qk_rope_head_dim,
+        c.dep.precision.attention,
+        c.dep.precision.kv_cache,
+        c.chip,
+    )
+
+
+def mla_decode_parts(c: DieContext, tokens: float) -> tuple[list[OpCost], list[OpCost]]:
+    """The decode MLA ops before and after the attention core (independent of the context length)."""
     m = c.model
     tp = c.dep.attn_tp
     h, heads = m.hidden, m.heads / tp
@@ -59,26 +82,17 @@ def mla_decode_ops(c: DieContext, tokens: float, seqs: float, context: float) ->
     w_uk = [(heads * m.qk_nope_head_dim, m.kv_lora_rank)]  # per head nope -> latent; fused as one batched GEMM
     w_uv = [(heads * m.kv_lora_rank, m.v_head_dim)]
     o = [(heads * m.v_head_dim, h)]
-    core = kernels.mla_decode(
-        rows,
-        seqs * tp,
-        context,
-        heads,
-        m.kv_lora_rank,
-        m.qk_rope_head_dim,
-        c.dep.precision.attention,
-        c.dep.precision.kv_cache,
-        c.chip,
-    )
-    return present(
+    before = [
         *_tp_entry(c, tokens),
         _norms(c, tokens),
         c.matmul("mla_prolog", "attn", rows, q + kv_a + w_uk, "attn_proj"),
-        core,
+    ]
+    after = present(
         c.quantise("o_proj_quant", "attn", rows * heads * m.kv_lora_rank, "attn_proj"),
         c.matmul("mla_epilog_o_proj", "attn", rows, w_uv + o, "attn_proj"),
         *_tp_exit(c, tokens),
     )
+    return before, after
 
 
 def mla_prefill_ops(c: DieContext, tokens: float, prompt_len: float) -> list[OpCost]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 
 
 @dataclass(frozen=True)
@@ -21,13 +23,14 @@ class OpRow:
 
 @dataclass(frozen=True)
 class StepBreakdown:
+    """A step's cost. `step_time` is computed up front; the op table (`rows`, `serial_time`, `limit_time`)
+    is built from `tabulate` on first use, because the simulator and planners read only the step time."""
+
     phase: str  # "decode" or "prefill"
     system: str
     model: str
-    rows: list[OpRow]
     step_time: float  # seconds, with microbatch overlap
-    serial_time: float  # seconds, every op one after another on the whole die
-    limit_time: float  # physical floor: every compute op at peak compute or peak bandwidth, comm hidden
+    tabulate: Callable[[], tuple[list[OpRow], float, float]] = field(repr=False, compare=False)
     tokens_per_die: float  # tokens this step produces (decode) or consumes (prefill), per die
     dies_per_chip: int
     seqs_per_die: float
@@ -35,6 +38,24 @@ class StepBreakdown:
     instance_dies: int = 0  # dies in the instance the step was costed for
     memory: dict[str, float] = field(default_factory=dict)  # bytes per die by use
     expert_load: dict[str, float] = field(default_factory=dict)
+
+    @cached_property
+    def _table(self) -> tuple[list[OpRow], float, float]:
+        return self.tabulate()
+
+    @property
+    def rows(self) -> list[OpRow]:
+        return self._table[0]
+
+    @property
+    def serial_time(self) -> float:
+        """Seconds, every op one after another on the whole die."""
+        return self._table[1]
+
+    @property
+    def limit_time(self) -> float:
+        """Physical floor: every compute op at peak compute or peak bandwidth, communication hidden."""
+        return self._table[2]
 
     @property
     def tokens_per_s_per_die(self) -> float:

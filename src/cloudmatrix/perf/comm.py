@@ -19,14 +19,23 @@ import math
 
 from cloudmatrix.specs.hardware import FabricSpec, System
 
+_FABRIC: dict[tuple[int, int], tuple[FabricSpec, System]] = {}
+
 
 def fabric_for_group(system: System, group_dies: int) -> FabricSpec:
     """The plane a group of dies talks over: scale-up if it fits in one scale-up domain, else scale-out.
 
     A group that spans several NVLink islands (HGX clusters) is bound by the slower plane.
     """
-    chips = math.ceil(group_dies / system.chip.dies)
-    return system.spec.scale_up if chips <= system.scale_up_domain_chips else system.spec.scale_out
+    key = (id(system), group_dies)
+    hit = _FABRIC.get(key)
+    if hit is None or hit[1] is not system:
+        chips = math.ceil(group_dies / system.chip.dies)
+        fabric = system.spec.scale_up if chips <= system.scale_up_domain_chips else system.spec.scale_out
+        if len(_FABRIC) > 4096:
+            _FABRIC.clear()
+        hit = _FABRIC[key] = (fabric, system)
+    return hit[0]
 
 
 def die_bandwidth(system: System, fabric: FabricSpec) -> float:

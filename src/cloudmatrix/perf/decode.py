@@ -4,7 +4,7 @@ shared over the EP group, optionally two microbatches on two streams and MTP dra
 from __future__ import annotations
 
 from cloudmatrix.errors import CloudMatrixError
-from cloudmatrix.perf.attention import gqa_ops, mla_decode_ops
+from cloudmatrix.perf.attention import gqa_ops, mla_decode_core, mla_decode_ops, mla_decode_parts
 from cloudmatrix.perf.breakdown import StepBreakdown
 from cloudmatrix.perf.context import DieContext
 from cloudmatrix.perf.dense import dense_ffn_ops, lm_head_op
@@ -20,6 +20,49 @@ def _attention(c: DieContext, tokens: float, seqs: float, kv_len: float):
     if c.model.attention == "mla":
         return mla_decode_ops(c, tokens, seqs, kv_len)
     return gqa_ops(c, tokens, seqs, kv_len, causal_prefill=False)
+
+
+# Ops that depend on the batch but not on the context, per (model, system, deployment, batch): the
+# simulator costs the same batch at many contexts, a planner sweeps contexts per batch.
+_BATCH_OPS: dict[tuple, tuple] = {}
+
+
+def _batch_ops(c: DieContext, batch_per_die: float) -> tuple:
+    # expert_load is not part of a Deployment's equality, so its identity is part of the key
+    key = (id(c.model), id(c.system), c.dep, id(c.dep.expert_load), batch_per_die)
+    hit = _BATCH_OPS.get(key)
+    if hit is not None and hit[-1] is c.model and hit[-2] is c.system and hit[-3] is c.dep.expert_load:
+        return hit
+    model, dep = c.model, c.dep
+    seqs = batch_per_die / dep.microbatches
+    tokens = seqs * (1 + dep.mtp_depth)
+    loads: dict[str, float] = {}
+    moe = mtp_ffn = ()
+    if model.is_moe:
+        moe, loads = moe_ops(c, tokens, "decode")
+    dense_tp = 1 if model.is_moe else dep.attn_tp  # a MoE model runs its dense layers on its own tokens
+    dense = dense_ffn_ops(c, tokens, dense_tp)
+    head = [lm_head_op(c, tokens)]
+    mla = model.attention == "mla"
+    attn_parts = mla_decode_parts(c, tokens) if mla else None
+    mtp_parts = eh = None
+    if dep.mtp_depth:
+        mtp_ffn = moe_ops(c, seqs, "decode")[0] if model.is_moe else dense_ffn_ops(c, seqs, dense_tp)
+        eh = c.matmul("mtp_eh_proj", "attn", seqs, [(2 * model.hidden, model.hidden)], "attn_proj")
+        mtp_parts = mla_decode_parts(c, seqs) if mla else None
+        head.append(lm_head_op(c, seqs * dep.mtp_depth, "mtp_head"))
+    if len(_BATCH_OPS) > 4096:
+        _BATCH_OPS.clear()
+    # holding the objects keeps their ids from being reused while the entry lives
+    hit = (list(moe), loads, dense, head, attn_parts, list(mtp_ffn), eh, mtp_parts, dep.expert_load, c.system, model)
+    _BATCH_OPS[key] = hit
+    return hit
+
+
+def _attn(c: DieContext, parts, tokens: float, seqs: float, kv_len: float) -> list:
+    if parts is None:
+        return _attention(c, tokens, seqs, kv_len)
+    return [*parts[0], mla_decode_core(c, tokens, seqs, kv_len), *parts[1]]
 
 
 def decode_step(
@@ -40,22 +83,16 @@ def decode_step(
     mb = dep.microbatches
     seqs = batch_per_die / mb  # one microbatch
     tokens = seqs * (1 + dep.mtp_depth)  # the last token plus the drafts to verify
+    moe, loads, dense, head, attn_parts, mtp_ffn, eh, mtp_parts, *_ = _batch_ops(c, batch_per_die)
+    attn = _attn(c, attn_parts, tokens, seqs, kv_len)
     groups = []
-    loads: dict[str, float] = {}
-    attn = _attention(c, tokens, seqs, kv_len)
     if model.is_moe:
-        moe, loads = moe_ops(c, tokens, "decode")
         groups.append(LayerGroup("moe_layer", model.moe_layers, attn + moe))
-    dense_tp = 1 if model.is_moe else dep.attn_tp  # a MoE model runs its dense layers on its own tokens
-    groups.append(LayerGroup("dense_layer", model.layers - model.moe_layers, attn + dense_ffn_ops(c, tokens, dense_tp)))
-    head = [lm_head_op(c, tokens)]
+    groups.append(LayerGroup("dense_layer", model.layers - model.moe_layers, attn + dense))
     if dep.mtp_depth:
         # each draft position runs the MTP module (eh_proj + one decoder layer + shared head) on one token per seq
-        mtp_attn = _attention(c, seqs, seqs, kv_len)
-        mtp_ffn = moe_ops(c, seqs, "decode")[0] if model.is_moe else dense_ffn_ops(c, seqs, dense_tp)
-        eh = c.matmul("mtp_eh_proj", "attn", seqs, [(2 * model.hidden, model.hidden)], "attn_proj")
+        mtp_attn = _attn(c, mtp_parts, seqs, seqs, kv_len)
         groups.append(LayerGroup("mtp_layer", dep.mtp_depth, [eh, *mtp_attn, *mtp_ffn]))
-        head.append(lm_head_op(c, seqs * dep.mtp_depth, "mtp_head"))
     groups.append(LayerGroup("head", 1, head, overlappable=False))
     disp = dispatch_bytes_per_copy(c) if model.is_moe else 0.0
     mem = memory_per_die(model, dep, batch_per_die * kv_len, tokens * mb, disp)
@@ -75,5 +112,5 @@ def decode_step(
         seqs_per_die=batch_per_die,
         tokens_per_seq=dep.tokens_per_step(),
         memory=mem,
-        expert_load=loads,
+        expert_load=dict(loads),
     )

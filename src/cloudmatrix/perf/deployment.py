@@ -20,6 +20,9 @@ from cloudmatrix.specs.model import ModelSpec
 if TYPE_CHECKING:
     from cloudmatrix.perf.expert_load import ExpertLoad
 
+# (id(model), id(system), deployment) of combinations that passed validation -> (model, system)
+_VALIDATED: dict[tuple[int, int, object], tuple[object, object]] = {}
+
 # The matmul op classes a checkpoint quantises separately.
 MATMUL_CLASSES = ("attn_proj", "experts", "dense_ffn", "head")
 
@@ -95,7 +98,17 @@ class Deployment:
         return (model.routed_experts + self.redundant_experts) // self.routed_dies
 
     def validate(self, model: ModelSpec, system: System) -> None:
-        """Raise CloudMatrixError naming the first impossible or unmodelled knob and how to fix it."""
+        """Raise CloudMatrixError naming the first impossible or unmodelled knob and how to fix it.
+        A combination that passed once is remembered (the step model validates on every call)."""
+        key = (id(model), id(system), self)
+        if key in _VALIDATED:
+            return
+        self._check(model, system)
+        if len(_VALIDATED) > 4096:
+            _VALIDATED.clear()
+        _VALIDATED[key] = (model, system)  # holding them keeps their ids from being reused
+
+    def _check(self, model: ModelSpec, system: System) -> None:
         if self.dies <= 0:
             raise CloudMatrixError(f"an instance needs at least one die, got dies={self.dies}")
         if self.dies > system.dies:

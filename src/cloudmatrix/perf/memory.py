@@ -64,11 +64,25 @@ def memory_per_die(
     if tp > 1:
         kv_per_token *= tp / (min(tp, model.kv_heads) if model.attention == "gqa" else 1)
     return {
-        "weights": weight_bytes_per_die(model, dep, phase),
+        "weights": _weights(model, dep, phase),
         "kv_cache": kv_tokens_per_die * kv_per_token,
         "ep_buffers": ep_buffer_bytes(model, dep, tokens_in_flight_per_die, dispatch_bytes),
         "workspace": tokens_in_flight_per_die * WORKSPACE_VECTORS_PER_TOKEN * model.hidden * ACT_BYTES,
     }
+
+
+_WEIGHTS: dict[tuple[int, object, str], tuple[float, object]] = {}
+
+
+def _weights(model: ModelSpec, dep: Deployment, phase: str) -> float:
+    """weight_bytes_per_die, remembered per (model, deployment, phase): it is the same for every step."""
+    key = (id(model), dep, phase)
+    hit = _WEIGHTS.get(key)
+    if hit is None:
+        if len(_WEIGHTS) > 4096:
+            _WEIGHTS.clear()
+        hit = _WEIGHTS[key] = (weight_bytes_per_die(model, dep, phase), model)  # holding model pins its id
+    return hit[0]
 
 
 def usable_hbm(system: System, dep: Deployment) -> float:

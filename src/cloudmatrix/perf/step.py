@@ -29,9 +29,7 @@ def assemble(
     comm_cores: CommCores | None = None,
     **fields,
 ) -> StepBreakdown:
-    step = serial = limit = 0.0
-    fill = 0.0
-    rows: dict[tuple[str, str], OpRow] = {}
+    step = fill = 0.0
     for g in groups:
         if g.count == 0:
             continue
@@ -41,17 +39,34 @@ def assemble(
         else:
             per_layer = microbatches * sum(op.time for op in g.ops)
         step += g.count * per_layer
+    return StepBreakdown(
+        phase=phase,
+        system=system,
+        model=model,
+        step_time=step + fill,
+        tabulate=lambda: _table(groups, microbatches),
+        **fields,
+    )
+
+
+def _table(groups: Sequence[LayerGroup], microbatches: int) -> tuple[list[OpRow], float, float]:
+    """(rows, serial time, roofline limit) of a step: each op aggregated over its layers and microbatches."""
+    serial = limit = 0.0
+    rows: dict[tuple[str, str], OpRow] = {}
+    for g in groups:
+        if g.count == 0:
+            continue
+        runs = g.count * microbatches
         for op in g.ops:
-            runs = g.count * microbatches
-            serial += runs * op.time
+            t = op.time
+            serial += runs * t
             if op.kind != "comm":
                 limit += runs * op.limit_time
             key = (g.name, op.name)
+            lim = runs * op.limit_time
+            row = OpRow(op.name, g.name, runs, runs * t, runs * op.flops, runs * op.bytes, op.bound, lim)
             prev = rows.get(key)
-            row = OpRow(
-                op.name, g.name, runs, runs * op.time, runs * op.flops, runs * op.bytes, op.bound, runs * op.limit_time
-            )
-            if prev:  # the same op twice in one group (never, today) adds up
+            if prev:  # the same op twice in one group adds up
                 row = OpRow(
                     op.name,
                     g.name,
@@ -63,14 +78,4 @@ def assemble(
                     prev.limit + row.limit,
                 )
             rows[key] = row
-    step += fill
-    return StepBreakdown(
-        phase=phase,
-        system=system,
-        model=model,
-        rows=list(rows.values()),
-        step_time=step,
-        serial_time=serial,
-        limit_time=limit,
-        **fields,
-    )
+    return list(rows.values()), serial, limit
