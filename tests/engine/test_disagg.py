@@ -1,0 +1,92 @@
+"""Prefill and decode in separate processes (a 2-rank decode EP group), KV handed over through the shared
+caching pool, give the tokens of one process; a shared prefix is served from the pool (counted)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+torch = pytest.importorskip("torch")
+from safetensors.torch import save_file  # noqa: E402
+
+from cloudmatrix.engine.disagg import DisaggConfig, DisaggregatedEngine  # noqa: E402
+from cloudmatrix.engine.loader import load_model, random_state  # noqa: E402
+from cloudmatrix.engine.model.config import ModelConfig  # noqa: E402
+from cloudmatrix.engine.runtime.params import SamplingParams  # noqa: E402
+
+TINY_MODEL = dict(
+    vocab_size=96, hidden_size=64, intermediate_size=96, moe_intermediate_size=32, num_hidden_layers=3,
+    num_attention_heads=4, num_key_value_heads=4, n_routed_experts=8, n_shared_experts=1,
+    num_experts_per_tok=3, n_group=4, topk_group=2, first_k_dense_replace=1, routed_scaling_factor=2.5,
+    kv_lora_rank=32, q_lora_rank=48, qk_nope_head_dim=16, qk_rope_head_dim=8, v_head_dim=12,
+    max_position_embeddings=512, initializer_range=0.2, num_nextn_predict_layers=0,
+)  # fmt: skip
+SHARED = [3, 14, 15, 92, 65, 35, 89, 79]  # two full blocks of 4: cached after the first request
+REQUESTS = {
+    "a": (SHARED + [32, 38], 6),
+    "b": ([26, 43, 38], 3),
+    "c": ([2, 71, 82, 81, 82, 84, 59], 9),
+    "d": (SHARED + [46, 26, 43], 5),  # same prefix as "a": its first 8 tokens come from the pool
+}
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("disagg-ckpt")
+    save_file(random_state(ModelConfig.from_dict(dict(TINY_MODEL)), seed=5), folder / "model.safetensors")
+    (folder / "config.json").write_text(json.dumps(TINY_MODEL))
+    return folder
+
+
+@torch.inference_mode()
+def _one_process_greedy(model, prompt: list[int], n: int) -> list[int]:
+    cache = model.new_cache(num_blocks=16, block_size=4)
+    sid = cache.add_sequence()
+    h = model(torch.tensor(prompt), cache.plan([sid], [len(prompt)]), cache)
+    toks = [int(model.logits(h[-1:]).argmax(-1))]
+    while len(toks) < n:
+        h = model(torch.tensor(toks[-1:]), cache.plan([sid], [1]), cache)
+        toks.append(int(model.logits(h).argmax(-1)))
+    return toks
+
+
+def _run(engine, names, deadline_s=60.0) -> dict:
+    got: dict[str, list[int]] = {n: [] for n in names}
+    reasons, cached = {}, {}
+    end = time.monotonic() + deadline_s
+    while engine.has_unfinished():
+        assert time.monotonic() < end, "the disaggregated engine did not finish in time"
+        for out in engine.step():
+            got[out.request_id] += out.new_token_ids
+            if out.finished:
+                reasons[out.request_id], cached[out.request_id] = out.finish_reason, out.cached_tokens
+    return {"tokens": got, "reasons": reasons, "cached": cached}
+
+
+def test_disaggregated_matches_one_process(checkpoint):
+    ref = load_model(checkpoint)
+    expected = {k: _one_process_greedy(ref, p, n) for k, (p, n) in REQUESTS.items()}
+    engine = DisaggregatedEngine(checkpoint, config=DisaggConfig(decode_ep=2, block_size=4, pool_blocks=64,
+                                                                 decode_cache_blocks=64, prefill_cache_blocks=32))
+    try:
+        assert set(engine.pids) == {"prefill", "decode0", "decode1"} and len(set(engine.pids.values())) == 3
+        for k in ("a", "b", "c"):
+            p, n = REQUESTS[k]
+            engine.add_request(k, p, SamplingParams(max_tokens=n))
+        first = _run(engine, ["a", "b", "c"])
+        p, n = REQUESTS["d"]
+        engine.add_request("d", p, SamplingParams(max_tokens=n))  # after "a" published its blocks
+        second = _run(engine, ["d"])
+        stats = engine.stats()
+    finally:
+        engine.close()
+    got = {**first["tokens"], **second["tokens"]}
+    assert got == expected
+    assert all(r == "length" for r in {**first["reasons"], **second["reasons"]}.values())
+    assert second["cached"]["d"] == len(SHARED) and first["cached"]["a"] == 0
+    assert stats.prefix_hits == len(SHARED)
+    assert stats.prefill_tokens_computed == sum(len(p) for p, _ in REQUESTS.values()) - len(SHARED)
+    assert stats.tokens_out == sum(n for _, n in REQUESTS.values())
+    assert all(not p.is_alive() for p in engine._procs.values())  # closed cleanly
