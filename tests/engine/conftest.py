@@ -118,6 +118,30 @@ def add_mtp_tensors(folder: Path, seed: int = 7) -> None:
     assert cfg["num_nextn_predict_layers"] == 1
 
 
+TOKENIZER_TEXT = [
+    "To be, or not to be, that is the question:",
+    "Whether 'tis nobler in the mind to suffer",
+    "The slings and arrows of outrageous fortune,",
+    "Or to take arms against a sea of troubles",
+]
+EOS_ID = 1  # "<eos>" in the tokenizer below
+
+
+def write_tokenizer(folder: Path, vocab_size: int = 96) -> None:
+    """A tiny BPE `tokenizers` tokenizer (Metaspace, ids < vocab_size) plus the HF side files."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<pad>", "<eos>", "<unk>"])
+    tok.train_from_iterator(TOKENIZER_TEXT * 20, trainer)
+    assert tok.get_vocab_size() <= vocab_size and tok.token_to_id("<eos>") == EOS_ID
+    tok.save(str(folder / "tokenizer.json"))
+    (folder / "tokenizer_config.json").write_text(json.dumps({"eos_token": "<eos>"}))
+    (folder / "generation_config.json").write_text(json.dumps({"eos_token_id": EOS_ID}))
+
+
 # Helpers reach the tests as fixtures: test modules never import conftest by name.
 @pytest.fixture(scope="session")
 def prompts() -> list[list[int]]:
@@ -154,3 +178,15 @@ def hf_dir(hf_model, tmp_path_factory):
     path = tmp_path_factory.mktemp("dsv3")
     hf_model.save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def model_dir(hf_dir, tmp_path_factory):
+    """A complete tiny model folder: the random checkpoint, MTP weights, tokenizer, EOS id."""
+    import shutil
+
+    folder = tmp_path_factory.mktemp("dsv3_full")
+    shutil.copytree(hf_dir, folder, dirs_exist_ok=True)
+    add_mtp_tensors(folder)
+    write_tokenizer(folder)
+    return folder
