@@ -34,6 +34,7 @@ COMMAND_MODULES = (
     "reproduce_cmd",
     "compare_cmd",
     "validate_cmd",
+    "generate_cmd",
 )
 
 QUICK_START = """\
