@@ -1,36 +1,91 @@
-"""How fast the twin simulates: one simulated hour of the default scenario.
+"""How fast the twin simulates: simulated seconds per wall second, on one core.
 
-    python benchmarks/sim_speed.py [--duration 3600]
+    OMP_NUM_THREADS=1 python benchmarks/sim_speed.py [--duration 3600] [--baseline REV]
 
-The default scenario (CloudMatrix384, DeepSeek-R1, 6 x EP32 prefill + 1 x EP320 decode) run
-closed-loop with enough clients to saturate it: ~15,000 live sequences per decode step and
-hundreds of thousands of requests per simulated hour. Prints simulated seconds per wall
-second and requests per wall second. Target: an hour in under 60 s on one core.
+Runs one simulated hour of the default scenario (CloudMatrix384, DeepSeek-R1, 6 x EP32 prefill +
+1 x EP320 decode at the 150 requests/s it sustains) and of `paper-saturation` (the same deployment
+under 16,000 closed-loop clients: ~15,000 live sequences per decode step; the default before the
+healthy one replaced it). Each run goes on past the hour until the window's requests finish (the
+drain); simulated time counts the drain.
+
+--baseline REV also runs the tree of git revision REV (its own scenario named by --baseline-scenario,
+default `default`, which was the saturation study before the healthy default) in a subprocess on the
+same machine in the same session, and prints the ratio: the before/after figure, like for like in
+run state. Target: >= 360 simulated s per wall s on the default scenario (an hour in 10 s).
 """
 
+from __future__ import annotations
+
 import argparse
-import time
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
 
+WORKER = r"""
+import json, sys, time
+from cloudmatrix.sim.runtime import Simulation  # the name both old and new trees export
 from cloudmatrix.sim.scenario import load_scenario
-from cloudmatrix.sim.simulation import Simulation
-
-ap = argparse.ArgumentParser()
-ap.add_argument("--duration", type=float, default=3600.0)
-args = ap.parse_args()
-
-# enough requests that the clients never run out within the hour
-sc = load_scenario("default", {"duration": args.duration, "warmup": 60.0, "workload.num_requests": 2_000_000})
+name, duration, requests = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
+sc = load_scenario(name, {"duration": duration, "warmup": 60.0, "workload.num_requests": requests})
 t0 = time.perf_counter()
 sim = Simulation(sc)
-t_build = time.perf_counter() - t0
+setup = time.perf_counter() - t0
 res = sim.run()
 wall = time.perf_counter() - t0
 s = res.summary
-done = int(res.records.finished.sum())
-print(f"simulated           {res.end_time:10.0f} s")
-print(f"wall                {wall:10.2f} s  (set-up {t_build:.2f} s)")
-print(f"sim s per wall s    {res.end_time / wall:10.1f}")
-print(f"requests finished   {done:10,d}  ({done / wall:,.0f} per wall second)")
-dec = s["pools"]["decode"]
-print(f"decode steps        {dec['steps']:10,d}  mean batch/die {dec['mean_batch_per_die']:.1f}")
-print(f"prefill batches     {s['pools']['prefill']['steps']:10,d}")
+simulated = float(s.get("drained_to_s", res.end_time))
+print(json.dumps({"scenario": name, "simulated_s": simulated, "horizon_s": res.end_time, "wall_s": wall,
+                  "setup_s": setup, "finished": int(res.records.finished.sum()),
+                  "decode_steps": s["pools"]["decode"]["steps"], "prefill_batches": s["pools"]["prefill"]["steps"]}))
+"""
+
+
+def run(src: Path, name: str, duration: float, requests: int) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-c", WORKER, name, str(duration), str(requests)],
+                         env=env, capture_output=True, text=True, check=True)  # fmt: skip
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def tree_at(rev: str, into: Path) -> Path:
+    repo = Path(__file__).resolve().parents[1]
+    archive = into / "src.tar"
+    subprocess.run(["git", "-C", str(repo), "archive", "-o", str(archive), rev, "src"], check=True)
+    with tarfile.open(archive) as t:
+        t.extractall(into, filter="data")
+    return into / "src"
+
+
+def show(r: dict) -> None:
+    print(f"{r['scenario']:<28} simulated {r['simulated_s']:7.0f} s (horizon {r['horizon_s']:.0f} s) in "
+          f"{r['wall_s']:6.2f} s wall (set-up {r['setup_s']:.2f} s): {r['simulated_s'] / r['wall_s']:6.1f} sim s "
+          f"per wall s; {r['finished']:,} requests, {r['decode_steps']:,} decode steps, "
+          f"{r['prefill_batches']:,} prefill batches")  # fmt: skip
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--duration", type=float, default=3600.0)
+    ap.add_argument("--baseline", help="git revision to compare against (runs its tree in a subprocess)")
+    ap.add_argument("--baseline-scenario", default="default")
+    args = ap.parse_args()
+    here = Path(__file__).resolve().parents[1] / "src"
+    # enough requests that arrivals (150/s) or clients never run out within the hour and its drain
+    requests = int(200 * args.duration * 1.5)
+    new = {n: run(here, n, args.duration, requests) for n in ("default", "paper-saturation")}
+    for r in new.values():
+        show(r)
+    if args.baseline:
+        with tempfile.TemporaryDirectory() as d:
+            base = run(tree_at(args.baseline, Path(d)), args.baseline_scenario, args.duration, requests)
+        base["scenario"] = f"{args.baseline_scenario} @ {args.baseline}"
+        show(base)
+        sat = new["paper-saturation"]
+        ratio = (sat["simulated_s"] / sat["wall_s"]) / (base["simulated_s"] / base["wall_s"])
+        steps = (sat["decode_steps"] / sat["wall_s"]) / (base["decode_steps"] / base["wall_s"])
+        print(f"paper-saturation vs the baseline's saturated default: {ratio:.2f}x sim s per wall s, "
+              f"{steps:.2f}x decode steps per wall s")

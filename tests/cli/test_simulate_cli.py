@@ -69,3 +69,41 @@ def test_scenarios_lists_the_shipped_ones():
     assert out.returncode == 0
     for name in ("default", "paper-decode", "gb200-nvl72"):
         assert name in out.stdout
+
+
+def _one_line_error(out, *words):
+    assert out.returncode == 2, out.stderr
+    assert "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+    for w in words:
+        assert w in out.stderr, out.stderr
+
+
+def test_output_paths_are_checked_before_simulating(tmp_path):
+    path = tmp_path / "s.toml"
+    path.write_text(SCENARIO)
+    _one_line_error(run("simulate", str(path), "--csv", str(tmp_path)), "is a directory")
+    _one_line_error(run("simulate", str(path), "--csv", str(tmp_path / "no" / "r.csv")), "does not exist")
+    (tmp_path / "f").write_text("x")
+    _one_line_error(run("simulate", str(path), "--plots", str(tmp_path / "f")), "is a file")
+    _one_line_error(run("simulate", str(tmp_path)), "is a directory")
+
+
+def test_duration_shorter_than_the_warmup_scales_it_and_says_so():
+    out = run("simulate", "default", "--duration", "60", "--quiet", "--set", "workload.num_requests=12000")
+    assert out.returncode == 0, out.stderr
+    assert "warm-up scaled with --duration: 20 s" in out.stdout
+    assert "SLOs" in out.stdout.strip().splitlines()[-1] or "SLOs" in out.stdout
+
+
+def test_every_run_ends_with_a_verdict_and_markup_is_not_interpreted(tmp_path):
+    path = tmp_path / "s.toml"
+    path.write_text(SCENARIO.replace('name = "cli-small"', 'name = "[/x] [bold]odd"') + "[slo]\ntpot = 0.05\n")
+    out = run("simulate", str(path), "--quiet")
+    assert out.returncode == 0, out.stderr
+    assert "[/x] [bold]odd" in out.stdout
+    assert out.stdout.replace("\n", "").rstrip().split("SLOs ")[-1].startswith(("met", "NOT met"))
+
+
+def test_a_scalar_key_cannot_take_a_subkey():
+    _one_line_error(run("simulate", "--set", "name.x.y=1"), "not a section")

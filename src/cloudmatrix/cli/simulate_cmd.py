@@ -65,11 +65,22 @@ def simulate_cmd(
     from cloudmatrix.sim.scenario import load_scenario
     from cloudmatrix.sim.simulation import Simulation
 
+    check_output_paths(csv, plots)
     overrides = parse_sets(set_ or [])
+    note = ""
     if duration is not None:
-        if duration <= 0:
-            raise CloudMatrixError(f"--duration must be positive, got {duration}")
+        if not (duration > 0 and math.isfinite(duration)):
+            raise CloudMatrixError(f"--duration must be a finite number of seconds > 0, got {duration}")
         overrides["duration"] = duration
+        if "warmup" not in overrides:
+            # keep the scenario's warm-up share of the run rather than a warm-up longer than the run
+            base = load_scenario(scenario, {k: v for k, v in overrides.items() if k != "duration"})
+            if base.duration is not None and base.warmup > 0:
+                overrides["warmup"] = base.warmup * duration / base.duration
+                note = (
+                    f"warm-up scaled with --duration: {overrides['warmup']:g} s "
+                    f"({base.warmup:g} s of the scenario's {base.duration:g} s); set it with --set warmup=SECONDS"
+                )
     sc = load_scenario(scenario, overrides)
     sim = Simulation(sc)
     horizon = sc.duration
@@ -101,19 +112,37 @@ def simulate_cmd(
             input_events=res.input_events,
             running_events=res.running_events,
         )
-        plot_time_series(ts, plots / "time_series.png")
-        plot_latency_cdfs(res.records, plots / "latency_cdfs.png")
+        title = f"{sc.name}: throughput and latency over simulated time"
+        plot_time_series(ts, plots / "time_series.png", title=title, warmup=min(sc.warmup, res.end_time))
+        plot_latency_cdfs(res.records, plots / "latency_cdfs.png", title=f"{sc.name}: latency distributions")
     res.summary["economics"] = economics(sim, res.summary)
     if as_json:
         from cloudmatrix.sim.metrics import jsonable
 
         print(json.dumps(jsonable({"scenario": sc.name, **res.summary}), indent=2))
         return
+    if note:
+        Console().print(note, markup=False, highlight=False)
     print_summary(sc, res.summary)
     if csv is not None:
-        Console().print(f"per-request records: {csv}")
+        Console().print(f"per-request records: {csv}", markup=False)
     if plots is not None:
-        Console().print(f"plots: {plots}/time_series.png, {plots}/latency_cdfs.png")
+        Console().print(f"plots: {plots}/time_series.png, {plots}/latency_cdfs.png", markup=False)
+
+
+def check_output_paths(csv: Path | None, plots: Path | None) -> None:
+    """Refuse output paths that cannot be written before any simulation runs."""
+    if csv is not None:
+        if csv.is_dir():
+            raise CloudMatrixError(f"--csv {csv} is a directory; give a file name, e.g. {csv / 'requests.csv'}")
+        if not csv.parent.is_dir():
+            raise CloudMatrixError(f"--csv {csv}: the directory {csv.parent} does not exist; create it first")
+    if plots is not None:
+        if plots.exists() and not plots.is_dir():
+            raise CloudMatrixError(f"--plots {plots} is a file; give a directory for the PNGs")
+        parent = next((p for p in plots.parents if p.exists()), None)
+        if parent is not None and not parent.is_dir():
+            raise CloudMatrixError(f"--plots {plots}: {parent} is a file, not a directory")
 
 
 def economics(sim, s: dict[str, Any]) -> dict[str, Any]:

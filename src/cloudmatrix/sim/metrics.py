@@ -359,8 +359,11 @@ def time_series(
         times, level = (np.asarray(a, dtype=np.float64) for a in running_events)
         order = np.argsort(times, kind="stable")
         times, level = times[order], level[order]
-        stops = np.append(times[1:], max(edges[-1], times[-1]) if times.size else edges[-1])
-        area = _ramp_integral(times, stops, level, edges)
+        if times.size:
+            stops = np.append(times[1:], max(edges[-1], times[-1]))
+            area = _ramp_integral(times, stops, level, edges)
+        else:  # nothing ever decoded (e.g. a prefill-only run)
+            area = np.zeros(edges.size)
     else:
         stops = np.where(r.finished, r.finish_time, edges[-1])
         area = _ramp_integral(r.arrival, stops, np.ones(len(r)), edges)
@@ -417,11 +420,16 @@ def write_requests_csv(path: str | Path, r: RequestRecords) -> None:
         cols["mean_itl_s"] = r.mean_itl
     if r.max_itl is not None:
         cols["max_itl_s"] = r.max_itl
-    text = [_format_column(v) for v in cols.values()]
-    # Cells are plain numbers or empty, so a join needs no CSV quoting and is ~6x faster.
+    # Streamed in chunks of rows, so memory stays flat however long the run. Cells are plain numbers
+    # or empty, so a join needs no CSV quoting and is ~6x faster than the csv module.
     with Path(path).open("w", newline="") as f:
         f.write(",".join(cols) + "\n")
-        f.writelines(",".join(row) + "\n" for row in zip(*text, strict=True))
+        for lo in range(0, len(r), _CSV_CHUNK):
+            text = [_format_column(v[lo : lo + _CSV_CHUNK]) for v in cols.values()]
+            f.writelines(",".join(row) + "\n" for row in zip(*text, strict=True))
+
+
+_CSV_CHUNK = 50_000
 
 
 def _format_column(v: np.ndarray) -> list[str]:

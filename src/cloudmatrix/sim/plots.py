@@ -18,29 +18,41 @@ def _save(fig: Figure, path: str | Path) -> Path:
     return p
 
 
-def plot_time_series(ts: TimeSeries, path: str | Path, *, title: str | None = None) -> Path:
-    """Throughput, requests in the system and median latency over simulated time."""
-    fig = Figure(figsize=(9, 8), layout="constrained")
+def plot_time_series(ts: TimeSeries, path: str | Path, *, title: str | None = None, warmup: float = 0.0) -> Path:
+    """Throughput, decode batch and median latency over simulated time; the warm-up is shaded.
+
+    Tokens are attributed over the span of the step or batch that made them, so a long prefill
+    batch fills every bin it covers.
+    """
+    fig = Figure(figsize=(10, 7.5), layout="constrained")
     ax_tok, ax_run, ax_lat = fig.subplots(3, 1, sharex=True)
     mid = ts.t + ts.bin_s / 2
-    ax_tok.plot(mid, ts.output_tokens_per_s, label="output")
-    ax_tok.plot(mid, ts.input_tokens_per_s, label="input", alpha=0.7)
-    ax_tok.set_ylabel("throughput [tokens/s]")
-    ax_tok.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
-    ax_tok.legend(loc="upper right")
+    ax_tok.plot(mid, ts.input_tokens_per_s / 1e3, label="input (prompt) tokens", color="tab:orange")
+    ax_tok.plot(mid, ts.output_tokens_per_s / 1e3, label="output tokens", color="tab:blue")
+    ax_tok.set_ylabel("throughput [k tokens/s]")
+    ax_tok.set_ylim(bottom=0)
+    ax_tok.legend(loc="lower right", fontsize=9)
     ax_run.plot(mid, ts.running, color="tab:green")
-    ax_run.set_ylabel("running [requests]")
-    ax_lat.plot(mid, ts.ttft_p50_s * 1e3, ".-", label="TTFT p50")
-    ax_lat.plot(mid, ts.tpot_p50_s * 1e3, ".-", label="TPOT p50")
+    ax_run.set_ylabel("decoding [sequences]")
+    ax_run.set_ylim(bottom=0)
+    ttft, tpot = ts.ttft_p50_s, ts.tpot_p50_s
+    ax_lat.plot(mid, ttft * 1e3, ".-", ms=3, label="TTFT p50 (requests finishing in the bin)")
+    ax_lat.plot(mid, tpot * 1e3, ".-", ms=3, label="TPOT p50")
     ax_lat.set_ylabel("latency [ms, log scale]")
     # TTFT (seconds under load) and TPOT (tens of ms) differ by orders of magnitude
-    if np.any(ts.ttft_p50_s > 0) or np.any(ts.tpot_p50_s > 0):
+    if np.any(ttft > 0) or np.any(tpot > 0):
         ax_lat.set_yscale("log")
     ax_lat.set_xlabel("simulated time [s]")
-    ax_lat.legend(loc="upper right")
+    ax_lat.legend(loc="center right", fontsize=9)
     for ax in (ax_tok, ax_run, ax_lat):
         ax.grid(alpha=0.3)
-    fig.suptitle(title or f"throughput and latency over time ({ts.bin_s:g} s bins)")
+        if warmup > 0:
+            ax.axvspan(0, warmup, color="0.85", zorder=0)
+    if warmup > 0:
+        ax_run.text(warmup / 2, 0.95, "warm-up\n(not measured)", transform=ax_run.get_xaxis_transform(),
+                    ha="center", va="top", fontsize=9, color="0.35")  # fmt: skip
+    fig.suptitle(title or "throughput and latency over simulated time")
+    fig.text(0.99, 0.005, f"{ts.bin_s:g} s bins", ha="right", va="bottom", fontsize=8, color="0.4")
     return _save(fig, path)
 
 
