@@ -58,7 +58,8 @@ def estimate_kwargs(row: SiliconRow) -> dict[str, Any]:
         kw.update(_widths(row.agg, ""), batch_size=row.agg.batch)
     else:
         assert row.prefill is not None and row.decode is not None
-        kw.update(_widths(row.prefill, "prefill_"), _widths(row.decode, "decode_"))
+        kw.update(_widths(row.prefill, "prefill_"))
+        kw.update(_widths(row.decode, "decode_"))
         kw.update(
             prefill_batch_size=row.prefill.batch,
             prefill_num_workers=row.prefill.workers,
@@ -72,11 +73,12 @@ def aic_estimate(row: SiliconRow) -> tuple[dict[str, float], str]:
     """({'ttft': s, 'tpot': s}, '') or ({}, why AIC gave no estimate)."""
     from aiconfigurator.cli.api import cli_estimate
 
+    kwargs = estimate_kwargs(row)  # outside the try: a mistake here is ours, not AIC's missing data
     logging.disable(logging.WARNING)  # AIC logs every fallback table it loads
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            r = cli_estimate(**estimate_kwargs(row))
+            r = cli_estimate(**kwargs)
     except Exception as e:  # AIC raises its own error types for missing data; all mean "no estimate"
         return {}, f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
     finally:

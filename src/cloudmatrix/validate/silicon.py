@@ -54,7 +54,7 @@ def predict(m: Measurement, side_by_side: bool = False) -> ValidationRow:
 
 
 def _twin(m: Measurement, row: ValidationRow) -> ValidationRow:
-    from cloudmatrix.sim.runtime import simulate
+    from cloudmatrix.sim.simulation import run_scenario
 
     t0 = time.perf_counter()
     try:
@@ -64,7 +64,7 @@ def _twin(m: Measurement, row: ValidationRow) -> ValidationRow:
         return row
     row.deployment, row.route = tr.deployment, "simulation"
     try:
-        res = simulate(tr.scenario)
+        res = run_scenario(tr.scenario)
     except CloudMatrixError as e:
         row.refused, row.detail = classify(str(e)), str(e)
         return row
