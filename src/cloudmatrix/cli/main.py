@@ -35,6 +35,7 @@ COMMAND_MODULES = (
     "compare_cmd",
     "validate_cmd",
     "generate_cmd",
+    "serve_cmd",
 )
 
 QUICK_START = """\
