@@ -279,13 +279,19 @@ class ServingSimulation:
         self.run_n.append(n)
 
     def _tokens_per_seq(self, n: int) -> np.ndarray:
-        """1 + accepted MTP drafts per sequence: drafts are accepted in order until the first rejection."""
+        """1 + accepted MTP drafts per sequence: drafts are accepted in order until the first rejection.
+
+        Draws are 16-bit integers from raw generator bytes (acceptance resolved to 1/65,536), several
+        times cheaper than floats for the ~15,000 slots of a decode step."""
         m = self.sc.mtp
         if m.depth == 0 or m.acceptance == 0:
             return np.ones(n, dtype=np.int64)
+        threshold = np.uint16(min(65535, round(m.acceptance * 65536)))
+        u = np.frombuffer(self.rng.bytes(2 * n * m.depth), dtype=np.uint16)
         if m.depth == 1:
-            return 1 + (self.rng.random(n, dtype=np.float32) < m.acceptance)
-        ok = self.rng.random((n, m.depth), dtype=np.float32) < m.acceptance
+            ok = (u < threshold).view(np.uint8)
+            return ok + np.uint8(1)
+        ok = (u.reshape(n, m.depth) < threshold).view(np.uint8)
         return 1 + np.cumprod(ok, axis=1).sum(axis=1)
 
     def _apply_decode_step(self, d: DecodeInstance, t: float, dt: float) -> None:
