@@ -135,3 +135,30 @@ def test_comm_kernels_take_cores_from_the_compute_stream():
     # 1.5 ms of comm while the GEMM runs at 80% of the cores, then the rest at full speed
     a_shared = 1e-3 / 0.8 + 1e-3
     assert sms == pytest.approx(2 * (1.5e-3 + 2e-3 * (1 - 1.5e-3 / a_shared)))
+
+
+def test_a_gemm_on_a_core_share_has_the_per_core_work_of_more_rows():
+    from cloudmatrix.perf.context import DieContext
+    from cloudmatrix.perf.kernels import gemms
+
+    dep = build_deployment(R1, dies=320)
+    whole = DieContext(R1, CM, dep)
+    split = DieContext(R1, CM, dep, {"attn": 2 / 3, "moe": 1 / 3})
+    shapes = [(7168, 4096)]
+    a = whole.matmul("g", "moe", 64, shapes, "experts")
+    b = split.matmul("g", "moe", 64, shapes, "experts")
+    assert b.flops == a.flops and b.bytes == a.bytes
+    # on a third of the cores: the time of a 192-row GEMM on the whole die, per 64 rows
+    ref = gemms(192, shapes, "int8", CM.chip)
+    assert b.time_with_share(1 / 3) == pytest.approx(max(ref.compute_time, a.memory_time) + a.latency)
+
+
+def test_decode_microbatching_gains_at_the_papers_operating_point():
+    """Paper §5: two-microbatch decode is CloudMatrix-Infer's choice at 96 sequences per NPU because it gains."""
+    pop = popularity("uniform", R1.routed_experts)
+    dep = build_deployment(R1, dies=320, mtp_depth=1, mtp_acceptance=0.7)
+    pl = ExpertPlacement.build(pop, dep.routed_dies, dep.slots_per_routed_die(R1), "eplb")
+    dep = dep.with_(expert_load=pl.expert_load(R1.top_k))
+    one = decode_step(R1, CM, dep.with_(microbatches=1), 48, 4096)
+    two = decode_step(R1, CM, dep.with_(microbatches=2), 48, 4096)
+    assert two.tokens_per_s_per_chip > one.tokens_per_s_per_chip

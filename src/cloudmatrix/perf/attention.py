@@ -79,8 +79,11 @@ def mla_decode_parts(c: DieContext, tokens: float) -> tuple[list[OpCost], list[O
     rows = tokens * tp
     q = [(h, m.q_lora_rank), (m.q_lora_rank, heads * m.q_head_dim)] if m.q_lora_rank else [(h, heads * m.q_head_dim)]
     kv_a = [(h, m.kv_lora_rank + m.qk_rope_head_dim)]
-    w_uk = [(heads * m.qk_nope_head_dim, m.kv_lora_rank)]  # per head nope -> latent; fused as one batched GEMM
-    w_uv = [(heads * m.kv_lora_rank, m.v_head_dim)]
+    # W_UK (per head nope -> latent) and W_UV (per head latent -> v) are batched over the heads: written as
+    # one GEMM of the per-head depth k and all heads' outputs n, which has the FLOPs, weight bytes and tile
+    # count of the batch (the per-head inputs are read once per head: its extra activation bytes are not counted)
+    w_uk = [(m.qk_nope_head_dim, heads * m.kv_lora_rank)]
+    w_uv = [(m.kv_lora_rank, heads * m.v_head_dim)]
     o = [(heads * m.v_head_dim, h)]
     before = [
         *_tp_entry(c, tokens),

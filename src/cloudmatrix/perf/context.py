@@ -4,7 +4,7 @@ and thin calls into the kernel model (`perf/kernels.py`) at the precision of eac
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from cloudmatrix.perf import kernels
 from cloudmatrix.perf.deployment import Deployment
@@ -20,6 +20,8 @@ class DieContext:
     model: ModelSpec
     system: System
     dep: Deployment
+    # two-stream decode: each stream's share of the cores ({"attn": 2/3, "moe": 1/3}); None: the whole die
+    stream_share: dict[str, float] | None = None
 
     @property
     def chip(self):
@@ -40,13 +42,23 @@ class DieContext:
     ) -> OpCost:
         """rows x (K x N) GEMMs at the op class's precision, reported as one op (every builder here names
         its class; the default serves kernel-level checks of the expert GEMM)."""
-        return kernels.gemms(
-            rows, shapes, self.dtype(op_class), self.chip, name=name, stream=stream, weight_copies=weight_copies
-        )
+        dtype = self.dtype(op_class)
+        op = kernels.gemms(rows, shapes, dtype, self.chip, name=name, stream=stream, weight_copies=weight_copies)
+        share = self.stream_share[stream] if self.stream_share else 1.0
+        if share >= 1.0 or rows <= 0:
+            return op
+        sub = kernels.gemms(rows / share, shapes, dtype, self.chip, name=name, stream=stream)
+        return _on_share(op, sub, share)
 
     def grouped(self, name: str, rows: float, experts: float, shapes: Sequence[tuple[float, float]]) -> OpCost:
         """MoE experts as a grouped GEMM: `rows` token copies over `experts` experts whose weights are read."""
-        return kernels.grouped_gemm(rows, experts, shapes, self.dtype("experts"), self.chip, name=name, stream="moe")
+        dtype = self.dtype("experts")
+        op = kernels.grouped_gemm(rows, experts, shapes, dtype, self.chip, name=name, stream="moe")
+        share = self.stream_share["moe"] if self.stream_share else 1.0
+        if share >= 1.0 or rows <= 0:
+            return op
+        sub = kernels.grouped_gemm(rows / share, experts, shapes, dtype, self.chip, name=name, stream="moe")
+        return _on_share(op, sub, share)
 
     def vector(self, name: str, stream: str, elements: float, bytes_per_element: float) -> OpCost:
         """An element-wise vector kernel moving `bytes_per_element` bytes of HBM traffic per element."""
@@ -62,6 +74,15 @@ class DieContext:
 
     def collective(self, kind: str, nbytes: float, ranks: int, name: str, stream: str) -> OpCost:
         return kernels.collective(kind, nbytes, ranks, self.system, name=name, stream=stream)
+
+
+def _on_share(op: OpCost, sub: OpCost, share: float) -> OpCost:
+    """`op` as its stream runs it on `share` of the cores. The GEMM efficiency curves are fitted on the whole
+    die, where m rows spread over all cores; on a share of the cores each core holds the work of m / share
+    rows on the whole die, so the small-M fall-off (tile and wave quantisation) is that of m / share rows.
+    The compute time is stated for the whole die (the overlap model divides it by the share again):
+    share x (time of the m / share GEMM)."""
+    return replace(op, compute_time=sub.compute_time * share)
 
 
 def swiglu_shapes(hidden: float, inter: float) -> list[tuple[float, float]]:

@@ -79,7 +79,8 @@ def decode_step(
     if kv_len < 0:
         raise CloudMatrixError(f"KV length must be >= 0, got {kv_len}")
     dep.validate(model, system)
-    c = DieContext(model, system, dep)
+    share = dep.attention_stream_share
+    c = DieContext(model, system, dep, {"attn": share, "moe": 1 - share} if dep.microbatches > 1 else None)
     mb = dep.microbatches
     seqs = batch_per_die / mb  # one microbatch
     tokens = seqs * (1 + dep.mtp_depth)  # the last token plus the drafts to verify
