@@ -67,29 +67,36 @@ def gemm_model(df: pd.DataFrame, peaks: dict[str, float], bw: float, p: dict[str
         s = (df["prec"] == prec).to_numpy()
         wb = BYTES_PER_ELEMENT[prec]
         in_b = wb if wb <= 1 else ACT
-        eff = p[f"{prec}.peak"] * m[s] / (m[s] + p[f"{prec}.half_rows"]) * k[s] / (k[s] + p[f"{prec}.half_k"])
+        eff = (
+            p[f"{prec}.peak"]
+            * m[s] / (m[s] + p[f"{prec}.half_rows"])
+            * n[s] / (n[s] + p[f"{prec}.half_n"])
+            * k[s] / (k[s] + p[f"{prec}.half_k"])
+        )  # fmt: skip
         comp = 2 * m[s] * n[s] * k[s] / (peaks[prec] * eff)
         mem = (m[s] * k[s] * in_b + k[s] * n[s] * wb + m[s] * n[s] * ACT) / (bw * p["memory"])
-        out[s] = p["kernel_latency"] + np.maximum(comp, mem)
+        out[s] = p[f"{prec}.latency"] + np.maximum(comp, mem)
     return out
 
 
 def fit_gemm(df: pd.DataFrame, peaks: dict[str, float], bw: float) -> Fit:
-    """kernel_latency and memory shared; peak, half_rows, half_k per precision."""
+    """memory shared; peak, half_rows, half_n, half_k and launch latency per precision."""
     precs = sorted(df["prec"].unique())
     train, test = split(df)
 
     def unpack(x):
-        p = {"kernel_latency": float(np.exp(x[0])), "memory": float(_sig(x[1]))}
+        p = {"memory": float(_sig(x[0]))}
         for i, prec in enumerate(precs):
-            a, b, c = x[2 + 3 * i : 5 + 3 * i]
+            a, b, c, d, e = x[1 + 5 * i : 6 + 5 * i]
             p[f"{prec}.peak"] = float(_sig(a))
             p[f"{prec}.half_rows"] = float(np.exp(b))
-            p[f"{prec}.half_k"] = float(np.exp(c))
+            p[f"{prec}.half_n"] = float(np.exp(c))
+            p[f"{prec}.half_k"] = float(np.exp(d))
+            p[f"{prec}.latency"] = float(np.exp(e))
         return p
 
     t = train["t"].to_numpy()
-    x0 = [np.log(5e-6), _logit(0.85)] + [_logit(0.8), np.log(32.0), np.log(256.0)] * len(precs)
+    x0 = [_logit(0.85)] + [_logit(0.8), np.log(32.0), np.log(64.0), np.log(256.0), np.log(5e-6)] * len(precs)
     x = _solve(lambda x: np.log(gemm_model(train, peaks, bw, unpack(x)) / t), x0)
     p = unpack(x)
     mape, med = errors(gemm_model(test, peaks, bw, p), test["t"].to_numpy())
@@ -131,13 +138,16 @@ def mla_gen_model(df: pd.DataFrame, peak: float, bw: float, ac: float, am: float
     return latency + np.maximum(flops / (peak * ac), nbytes / (bw * am))
 
 
-def mla_ctx_model(df: pd.DataFrame, peak: float, bw: float, ap: float, am: float, latency: float) -> np.ndarray:
-    """kernels.mla_prefill: causal, mean context (isl + 1) / 2."""
+def mla_ctx_model(
+    df: pd.DataFrame, peak: float, bw: float, ap: float, half_ctx: float, am: float, latency: float
+) -> np.ndarray:
+    """kernels.mla_prefill: causal, mean context (isl + 1) / 2, efficiency saturating with it."""
     b, isl, h = (df[c].to_numpy(float) for c in ("batch_size", "isl", "num_heads"))
     tokens = b * isl
-    flops = 2 * tokens * h * (isl + 1) / 2 * (QK_HEAD + V_HEAD)
+    ctx = (isl + 1) / 2
+    flops = 2 * tokens * h * ctx * (QK_HEAD + V_HEAD)
     nbytes = tokens * h * (2 * QK_HEAD + 2 * V_HEAD) * ACT
-    return latency + np.maximum(flops / (peak * ap), nbytes / (bw * am))
+    return latency + np.maximum(flops / (peak * ap * ctx / (ctx + half_ctx)), nbytes / (bw * am))
 
 
 def fit_mla(gen: pd.DataFrame, ctx: pd.DataFrame, peak: float, bw: float) -> tuple[Fit, Fit]:
@@ -158,14 +168,17 @@ def fit_mla(gen: pd.DataFrame, ctx: pd.DataFrame, peak: float, bw: float) -> tup
     )
     ctr, cte = split(ctx)
     t = ctr["t"].to_numpy()
-    x = _solve(lambda x: np.log(mla_ctx_model(ctr, peak, bw, _sig(x[0]), am, latency) / t), [_logit(0.5)])
-    ap = float(_sig(x[0]))
-    c = Fit(
-        {"attention_prefill": ap},
-        len(ctr),
-        len(cte),
-        *errors(mla_ctx_model(cte, peak, bw, ap, am, latency), cte["t"].to_numpy()),
-    )
+
+    def model(d, x):
+        return mla_ctx_model(d, peak, bw, _sig(x[0]), np.exp(x[1]), am, np.exp(x[2]))
+
+    x = _solve(lambda x: np.log(model(ctr, x) / t), [_logit(0.6), np.log(256.0), np.log(15e-6)])
+    params = {
+        "attention_prefill": float(_sig(x[0])),
+        "attention_prefill_half_context": float(np.exp(x[1])),
+        "attention_prefill_latency": float(np.exp(x[2])),
+    }
+    c = Fit(params, len(ctr), len(cte), *errors(model(cte, x), cte["t"].to_numpy()))
     return g, c
 
 
@@ -187,54 +200,61 @@ def moe_per_die(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def moe_model(d: pd.DataFrame, peaks: dict[str, float], bw: float, p: dict[str, float], memory: float) -> np.ndarray:
-    """kernels.grouped_gemm with shapes ((hidden, 2 inter), (inter, hidden)): two launches."""
+def moe_model(d: pd.DataFrame, peaks: dict[str, float], bw: float, p: dict[str, dict], memory: float) -> np.ndarray:
+    """kernels.grouped_gemm with shapes ((hidden, 2 inter), (inter, hidden)): two launches. p[precision] holds
+    that precision's curve (peak, half_rows, half_n, half_k, latency)."""
     rows, e, h, i = (d[c].to_numpy(float) for c in ("rows", "experts", "hidden", "inter"))
     per = rows / e
     out = np.empty(len(d))
     for prec in d["prec"].unique():
         s = (d["prec"] == prec).to_numpy()
+        q = p[prec]
         wb = BYTES_PER_ELEMENT[prec]
         in_b = wb if wb <= 1 else ACT
         comp = np.zeros(s.sum())
         params = np.zeros(s.sum())
         act = np.zeros(s.sum())
         for k, n in ((h[s], 2 * i[s]), (i[s], h[s])):
-            eff = p["peak"] * per[s] / (per[s] + p["half_rows"]) * k / (k + p["half_k"])
+            eff = q["peak"] * per[s] / (per[s] + q["half_rows"]) * n / (n + q["half_n"]) * k / (k + q["half_k"])
             comp += 2 * rows[s] * k * n / (peaks[prec] * eff)
             params += k * n
             act += rows[s] * (k * in_b + n * ACT)
         mem = (params * e[s] * wb + act) / (bw * memory)
-        out[s] = 2 * p["latency"] + np.maximum(comp, mem)
+        out[s] = 2 * q["latency"] + np.maximum(comp, mem)
     return out
 
 
 def fit_moe(df: pd.DataFrame, peaks: dict[str, float], bw: float, memory: float) -> Fit:
-    """peak, half_rows (rows per expert), half_k and the per-launch latency of the grouped GEMM; the MoE op's
-    other kernels (routing, permutation, activation) are folded into that latency and efficiency."""
+    """Per precision: peak, half_rows (rows per expert), half_n, half_k and the per-launch latency of the grouped
+    GEMM; the MoE op's other kernels (routing, permutation, activation) are folded into those."""
     d = moe_per_die(df)
     train, test = split(d)
-    t = train["t"].to_numpy()
 
     def unpack(x):
         return {
             "peak": float(_sig(x[0])),
             "half_rows": float(np.exp(x[1])),
-            "half_k": float(np.exp(x[2])),
-            "latency": float(np.exp(x[3])),
+            "half_n": float(np.exp(x[2])),
+            "half_k": float(np.exp(x[3])),
+            "latency": float(np.exp(x[4])),
         }
 
-    x = _solve(
-        lambda x: np.log(moe_model(train, peaks, bw, unpack(x), memory) / t),
-        [_logit(0.6), np.log(16.0), np.log(256.0), np.log(10e-6)],
-    )
-    p = unpack(x)
+    p = {}
+    for prec in sorted(train["prec"].unique()):
+        tr = train[train["prec"] == prec]
+        t = tr["t"].to_numpy()
+        x = _solve(
+            lambda x, tr=tr, t=t, prec=prec: np.log(moe_model(tr, peaks, bw, {prec: unpack(x)}, memory) / t),
+            [_logit(0.6), np.log(16.0), np.log(64.0), np.log(256.0), np.log(10e-6)],
+        )
+        p[prec] = unpack(x)
     mape, med = errors(moe_model(test, peaks, bw, p, memory), test["t"].to_numpy())
     per = {}
     for prec in sorted(test["prec"].unique()):
         s = test[test["prec"] == prec]
         per[prec] = errors(moe_model(s, peaks, bw, p, memory), s["t"].to_numpy())
-    return Fit(p, len(train), len(test), mape, med, {"per_precision": per})
+    flat = {f"{prec}.{k}": v for prec, q in p.items() for k, v in q.items()}
+    return Fit(flat, len(train), len(test), mape, med, {"per_precision": per, "curves": p})
 
 
 # ------------------------------------------------------------------ collectives

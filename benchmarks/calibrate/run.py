@@ -35,6 +35,7 @@ SYSTEMS = {
     "gb300": ("gb300", "gb300-nvl72"),
 }
 TRANSFERS = {"h800-sxm": "h100_sxm"}  # chip file -> the aic system whose fit it takes, and why: see docstring
+TRANSFER_910C = "h100_sxm"  # whose per-tensor 8-bit GEMM curve shape the 910C borrows
 MOE_KERNELS_EXCLUDED = ("nongated", "min_latency")  # DeepSeek experts are gated; min-latency is a special path
 
 
@@ -53,6 +54,12 @@ def fit_system(aic: str, chip_name: str, root: Path | None = None) -> dict:
     peaks = {p: chip.peak(p) for p in df["prec"].unique()}
     out["gemm"] = F.fit_gemm(df, peaks, bw)
     out["tables"]["gemm"] = g.path
+    if aic == TRANSFER_910C:
+        # per-tensor-scaled FP8 (aic "fp8"): the closest NVIDIA analogue of the 910C's per-channel W8A8 INT8 GEMM,
+        # fitted only to lend the 910C its curve shape (ascend_910c.py); not written into any NVIDIA file
+        pt = g.frame[g.frame["gemm_dtype"] == "fp8"].copy()
+        pt["prec"] = "fp8"
+        out["gemm_fp8_per_tensor"] = F.fit_gemm(pt, {"fp8": chip.peak("fp8")}, bw)
     mem = out["gemm"].params["memory"]
 
     q = A.load(aic, "quantize", root)
@@ -120,10 +127,12 @@ def chip_block(res: dict, version: str, transferred_from: str | None = None) -> 
         f"# GEMM: {src}{t['gemm']}, {g.train_rows:,} rows fit / {g.test_rows:,} held out, MAPE {g.mape:.1%},",
         "#   median " + pct(g.median_signed) + "; " + ", ".join(f"{k} {e[0]:.1%}" for k, e in fp.items()) + ".",
         "#   bf16 curve is the default for precisions without their own fit (fp16, int8).",
-        f'kernel_latency = "{gp["kernel_latency"] * 1e6:.2f} us"',
+        "#   kernel_latency is the bf16 GEMM's launch latency; memory kernels use it too.",
+        f'kernel_latency = "{gp["bf16.latency"] * 1e6:.2f} us"',
         f"memory = {gp['memory']:.3f}",
         f"gemm = {gp['bf16.peak']:.3f}",
         f"gemm_half_rows = {gp['bf16.half_rows']:.1f}",
+        f"gemm_half_n = {gp['bf16.half_n']:.1f}",
         f"gemm_half_k = {gp['bf16.half_k']:.1f}",
         f"# MLA decode: {src}{t['mla_generation']} (bf16), {d.train_rows:,} / {d.test_rows:,} rows, MAPE {d.mape:.1%},",
         f"#   median {pct(d.median_signed)}",
@@ -144,6 +153,8 @@ def chip_block(res: dict, version: str, transferred_from: str | None = None) -> 
         f"# MLA prefill: {src}{t['mla_context']} (bf16), {p.train_rows:,} / {p.test_rows:,} rows, MAPE {p.mape:.1%},",
         f"#   median {pct(p.median_signed)}",
         f"attention_prefill = {p.params['attention_prefill']:.3f}",
+        f"attention_prefill_half_context = {p.params['attention_prefill_half_context']:.1f}",
+        f'attention_prefill_latency = "{p.params["attention_prefill_latency"] * 1e6:.2f} us"',
         f"# vector: {src}{t['quantize']} (BF16 -> FP8), {v.train_rows:,} / {v.test_rows:,} rows, MAPE {v.mape:.1%},",
         f"#   median {pct(v.median_signed)}",
         f"vector = {v.params['vector']:.3f}",
@@ -165,22 +176,39 @@ def chip_block(res: dict, version: str, transferred_from: str | None = None) -> 
             f"# {prec} GEMM rows of the table above: held-out MAPE {fp[prec][0]:.1%}, median {pct(fp[prec][1])}",
             *peak_line,
             f"half_rows = {gp[prec + '.half_rows']:.1f}",
+            f"half_n = {gp[prec + '.half_n']:.1f}",
             f"half_k = {gp[prec + '.half_k']:.1f}",
+            f'latency = "{gp[prec + ".latency"] * 1e6:.2f} us"',
         ]
     mp = mo.extra["per_precision"]
+    curves = mo.extra["curves"]
+    default = "fp8" if "fp8" in curves else sorted(curves)[0]
     lines += [
         "",
         "[efficiency.grouped_gemm]",
         f"# MoE experts: {src}{t['moe']}, balanced routing, gated, {mo.train_rows:,} / {mo.test_rows:,} rows,",
-        f"#   MAPE {mo.mape:.1%}, median {pct(mo.median_signed)}; "
-        + ", ".join(f"{k} {e[0]:.1%}" for k, e in mp.items())
-        + "; half_rows counts rows per expert",
-        f"peak = {mo.params['peak']:.3f}",
-        f"half_rows = {mo.params['half_rows']:.1f}",
-        f"half_k = {mo.params['half_k']:.1f}",
-        f'latency = "{mo.params["latency"] * 1e6:.2f} us"',
+        f"#   MAPE {mo.mape:.1%}, median {pct(mo.median_signed)}. m = rows per expert. This table is the {default}",
+        "#   fit, the default for precisions without their own (int8); per-precision fits follow.",
+        *_curve_lines(curves[default]),
     ]
+    for prec, q in sorted(curves.items()):
+        lines += [
+            "",
+            f"[efficiency.grouped_gemm_by_precision.{prec}]",
+            f"# {prec} MoE rows of the table above: held-out MAPE {mp[prec][0]:.1%}, median {pct(mp[prec][1])}",
+            *_curve_lines(q),
+        ]
     return "\n".join(lines)
+
+
+def _curve_lines(q: dict) -> list[str]:
+    return [
+        f"peak = {q['peak']:.3f}",
+        f"half_rows = {q['half_rows']:.1f}",
+        f"half_n = {q['half_n']:.1f}",
+        f"half_k = {q['half_k']:.1f}",
+        f'latency = "{q["latency"] * 1e6:.2f} us"',
+    ]
 
 
 def fabric_block(fit: F.Fit, path: str, in_switch: bool, version: str) -> str:
@@ -198,19 +226,23 @@ def fabric_block(fit: F.Fit, path: str, in_switch: bool, version: str) -> str:
     )
 
 
-def ascend_block(half_rows_from: str, half_rows: float) -> str:
-    f = ascend_910c.fit_gemm(half_rows)
+def ascend_block(curve_from: str, transferred: dict[str, float]) -> str:
+    f = ascend_910c.fit_gemm(transferred["half_rows"])
+    need = ascend_910c.full_transfer_peak(transferred)
     hbm = MLA_MEMORY_BANDWIDTH["ascend-910c"] / load_chip("ascend-910c").die.hbm_bandwidth
     return "\n".join(
         [
             "[efficiency]",
             "# Kernel-level figures only, never end-to-end results. [paper] = Zuo et al., arXiv 2506.12708 v2 §5.",
-            "# GEMM: fitted by benchmarks/calibrate/ascend_910c.py so that the twin's lowest / highest efficiency over",
-            "#   the paper's four INT8 GEMM shapes are the published 77.4% / 82.7% band ends (K = 4,096, 8,192 only:",
-            "#   half_k extrapolates to K = 2,048). half_rows: TRANSFERRED, no small-M figure is published for the",
-            f"#   910C; taken from the {half_rows_from} 8-bit (fp8) GEMM fit as a tile-quantisation estimate.",
+            "# GEMM (benchmarks/calibrate/ascend_910c.py): gemm and gemm_half_k fitted so that the lowest / highest",
+            "#   efficiency over the paper's four INT8 M x N x K shapes are its band ends, 77.4% / 82.7% (model:",
+            f"#   {f['min']:.1%} / {f['max']:.1%}). K spans 4,096-8,192 only: half_k extrapolates to K = 2,048.",
+            f"#   gemm_half_rows: TRANSFERRED from the {curve_from} 8-bit GEMM fit (no small-M",
+            "#   figure is published for the 910C). No n-term: with the H100's the band would need a peak of",
+            f"#   {need:.0%} of the INT8 peak, so that term is specific to the H100.",
             f"gemm = {f['peak']:.3f}",
             f"gemm_half_rows = {f['half_rows']:.1f}",
+            f"gemm_half_n = {f['half_n']:.1f}",
             f"gemm_half_k = {f['half_k']:.1f}",
             "# [paper] MLA attention: compute-bound utilisation 65.4%; memory-bound 1,346 of 1,600 GB/s.",
             f"attention_compute = {MLA_COMPUTE_UTILISATION['ascend-910c']}",
@@ -262,16 +294,20 @@ def main(argv: list[str] | None = None) -> int:
             p = CATALOG / f"{chip_name}.toml"
             res = results[aic] | {"chip_file": chip_name}
             p.write_text(T.replace_efficiency(p.read_text(), chip_block(res, version, transferred_from=aic)))
-    if "h100_sxm" in results:
-        hr = results["h100_sxm"]["gemm"].params["fp8.half_rows"]
-        f = ascend_910c.fit_gemm(hr)
+    if TRANSFER_910C in results:
+        pt = results[TRANSFER_910C]["gemm_fp8_per_tensor"]
+        gp = pt.params
+        print(f"  per-tensor fp8 GEMM (for the 910C): {pt.test_rows} rows, MAPE {pt.mape:.1%}")
+        curve = {k: gp[f"fp8.{k}"] for k in ("half_rows", "half_n", "half_k")}
+        f = ascend_910c.fit_gemm(curve["half_rows"]) | {"need": ascend_910c.full_transfer_peak(curve)}
         print(
-            f"\nascend-910c.toml: INT8 GEMM peak={f['peak']:.3f} half_k={f['half_k']:.0f} half_rows={hr:.0f} "
-            f"(from h100_sxm fp8): band {f['min']:.3f}-{f['max']:.3f} vs published 0.774-0.827"
+            f"\nascend-910c.toml: INT8 GEMM peak={f['peak']:.3f} half_k={f['half_k']:.0f} hr={f['half_rows']:.0f}"
+            f" (h100 per-tensor fp8): band {f['min']:.3f}-{f['max']:.3f} vs published 0.774-0.827; the whole h100"
+            f" curve would need peak {f['need']:.2f}"
         )
         if args.write:
             p = CATALOG / "ascend-910c.toml"
-            p.write_text(T.replace_efficiency(p.read_text(), ascend_block("H100 (h100_sxm)", hr)))
+            p.write_text(T.replace_efficiency(p.read_text(), ascend_block("H100 (h100_sxm) per-tensor-scaled", curve)))
     return 0
 
 

@@ -73,7 +73,7 @@ def test_mla_decode_kernel_reproduces_the_chip_figures(chip_name):
 
 def test_int8_gemm_band_on_910c_is_the_published_band():
     """The paper's four INT8 GEMM shapes: the twin's lowest and highest efficiency are the band's ends (77.4% and
-    82.7%), each within 1%; and the expert down-projection (K = 2,048) falls below the band."""
+    82.7%) within 1%; and the expert down-projection (K = 2,048, fewer rows) falls below the band."""
     chip = load_chip("ascend-910c")
     effs = []
     for m, n, k in INT8_GEMM_SHAPES:
@@ -102,8 +102,8 @@ HELD_OUT_GEMM = {
         ("fp4", 161, 1536, 12288, 0.0297), ("fp4", 769, 512, 1536, 0.01029), ("bf16", 15, 1024, 16384, 0.01096),
     ],
 }
-# the held-out MAPE the fit reports for these tables (h200-sxm.toml: 19.3%, b200.toml: 32.8%), plus slack for 12 rows
-STATED_MAPE = {"h200-sxm": 0.30, "b200": 0.45}
+# the held-out MAPE the fit reports for these tables (h200-sxm.toml: 12.3%, b200.toml: 14.3%), plus slack for 12 rows
+STATED_MAPE = {"h200-sxm": 0.20, "b200": 0.22}
 
 
 @pytest.mark.parametrize("chip_name", sorted(HELD_OUT_GEMM))

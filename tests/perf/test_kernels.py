@@ -73,6 +73,20 @@ def test_per_precision_fit_overrides_the_default():
     assert bf.compute_time == pytest.approx(2 * 8192**3 / (1e15 * 0.8 * 8192 / 8256 * 8192 / 9216))
 
 
+def test_few_output_columns_lower_the_efficiency():
+    c = chip(gemm_by_precision={"fp8": {"peak": 0.8, "half_n": 512}})
+    wide, narrow = K.gemm(8192, 8192, 8192, "fp8", c), K.gemm(8192, 512, 8192, "fp8", c)
+    assert wide.compute_time == pytest.approx(2 * 8192**3 / (2e15 * 0.8 * 8192 / 8704))
+    assert narrow.compute_time == pytest.approx(2 * 8192 * 512 * 8192 / (2e15 * 0.4))
+
+
+def test_prefill_attention_saturates_with_context():
+    c = chip(attention_prefill=0.6, attention_prefill_half_context=1000, attention_prefill_latency=20 * US)
+    op = K.mla_prefill(1024, 1000, 128, 192, 128, "bf16", c)
+    assert op.compute_time == pytest.approx(op.flops / (1e15 * 0.3))
+    assert op.latency == pytest.approx(20 * US)
+
+
 def test_fused_gemms_sum_their_shapes_and_launches():
     c = chip()
     shapes = ((7168, 4096), (2048, 7168))

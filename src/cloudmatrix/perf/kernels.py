@@ -5,12 +5,13 @@ table, fitted by benchmarks/calibrate/ from kernel-level measurements; docs/cali
 
     time = latency + max(flops / (peak[dtype] * eff), bytes / (hbm_bandwidth * memory_eff))
 
-GEMM efficiency saturates with the rows (tokens) and the reduction depth:
+GEMM efficiency saturates with the rows (tokens), the output columns and the reduction depth:
 
-    eff(m, k) = peak_eff * m / (m + half_rows) * k / (k + half_k)
+    eff(m, n, k) = peak_eff * m / (m + half_rows) * n / (n + half_n) * k / (k + half_k)
 
-`half_rows` is a tile/wave-quantisation effect (a 64- or 128-row tile is paid for even when few
-rows fill it), `half_k` the prologue/epilogue a short reduction cannot amortise. A grouped GEMM
+`half_rows` and `half_n` are tile/wave-quantisation effects (a 64- or 128-wide tile is paid for even
+when few rows or columns fill it, and few output tiles leave SMs idle), `half_k` the prologue/epilogue
+a short reduction cannot amortise. A grouped GEMM
 (MoE experts) uses the rows per expert as m. Plain float math only: the step model calls these
 hundreds of times per step.
 """
@@ -33,11 +34,13 @@ def gemm_params(chip: ChipSpec, dtype: str) -> GemmEfficiency:
     return eff.gemm_by_precision.get(dtype) or eff.gemm_default
 
 
-def gemm_efficiency(p: GemmEfficiency, m: float, k: float) -> float:
-    """Fraction of peak a GEMM with m rows and reduction depth k reaches (see the module docstring)."""
+def gemm_efficiency(p: GemmEfficiency, m: float, n: float, k: float) -> float:
+    """Fraction of peak an m x n x k GEMM reaches (see the module docstring)."""
     e = p.peak
     if p.half_rows > 0:
         e *= m / (m + p.half_rows)
+    if p.half_n > 0:
+        e *= n / (n + p.half_n)
     if p.half_k > 0:
         e *= k / (k + p.half_k)
     return e
@@ -86,7 +89,7 @@ def gemms(
     for k, n in shapes:
         f = 2.0 * m * k * n
         flops += f
-        compute += f / (peak * gemm_efficiency(p, m, k))
+        compute += f / (peak * gemm_efficiency(p, m, n, k))
         params += k * n
         act += m * (k * in_b + n * ACT_BYTES)
     nbytes = params * weight_copies * wb + act
@@ -123,7 +126,7 @@ def grouped_gemm(
     if rows <= 0 or experts <= 0:
         return OpCost(name, stream, 1, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
     eff = chip.efficiency
-    p = eff.grouped_gemm or gemm_params(chip, dtype)
+    p = eff.grouped_gemm_by_precision.get(dtype) or eff.grouped_gemm or gemm_params(chip, dtype)
     per_expert = rows / experts
     peak = chip.peak(dtype)
     wb = BYTES_PER_ELEMENT[dtype]
@@ -132,7 +135,7 @@ def grouped_gemm(
     for k, n in shapes:
         f = 2.0 * rows * k * n
         flops += f
-        compute += f / (peak * gemm_efficiency(p, per_expert, k))
+        compute += f / (peak * gemm_efficiency(p, per_expert, n, k))
         params += k * n
         act += rows * (k * in_b + n * ACT_BYTES)
     nbytes = params * experts * wb + act
@@ -172,7 +175,9 @@ def mla_decode(
     flops = 2.0 * tokens * heads * context * (2 * kv_lora_rank + rope_dim)
     nbytes = seqs * context * (kv_lora_rank + rope_dim) * BYTES_PER_ELEMENT[kv_dtype]
     eff = chip.efficiency
-    return _roofline(name, stream, flops, nbytes, chip, dtype, eff.attention_compute, eff.attention_memory)
+    return _roofline(
+        name, stream, flops, nbytes, chip, dtype, eff.attention_compute, eff.attention_memory, eff.attention_latency
+    )
 
 
 def mla_prefill(
@@ -188,11 +193,17 @@ def mla_prefill(
     stream: str = "attn",
 ) -> OpCost:
     """Non-absorbed MLA prefill core (multi-head attention with qk_head_dim keys, v_head_dim values) for `heads`
-    heads on this die; `mean_context` is the mean keys each query sees ((prompt + 1) / 2 when causal)."""
+    heads on this die; `mean_context` is the mean keys each query sees ((prompt + 1) / 2 when causal). Its
+    efficiency saturates with that context (short prompts leave the attention tiles part-empty)."""
     flops = 2.0 * tokens * heads * mean_context * (qk_head_dim + v_head_dim)
     nbytes = tokens * heads * (2 * qk_head_dim + 2 * v_head_dim) * ACT_BYTES  # q, k, v in; o out
     eff = chip.efficiency
-    return _roofline(name, stream, flops, nbytes, chip, dtype, eff.attention_prefill, eff.attention_memory)
+    ceff = eff.attention_prefill
+    if eff.attention_prefill_half_context > 0:
+        ceff *= mean_context / (mean_context + eff.attention_prefill_half_context)
+    return _roofline(
+        name, stream, flops, nbytes, chip, dtype, ceff, eff.attention_memory, eff.attention_prefill_latency
+    )
 
 
 def memory_op(nbytes: float, chip: ChipSpec, *, name: str = "memory", stream: str = "attn") -> OpCost:
@@ -249,7 +260,15 @@ def collective(
 
 
 def _roofline(
-    name: str, stream: str, flops: float, nbytes: float, chip: ChipSpec, dtype: str, ceff: float, meff: float
+    name: str,
+    stream: str,
+    flops: float,
+    nbytes: float,
+    chip: ChipSpec,
+    dtype: str,
+    ceff: float,
+    meff: float,
+    latency: float,
 ) -> OpCost:
     peak = chip.peak(dtype)
     bw = chip.die.hbm_bandwidth
@@ -264,5 +283,5 @@ def _roofline(
         0.0,
         max(flops / peak, nbytes / bw),
         "compute",
-        chip.efficiency.attention_latency,
+        latency,
     )

@@ -71,11 +71,12 @@ class DieSpec(_Frozen):
 
 
 class GemmEfficiency(_Frozen):
-    """A GEMM's fraction of peak as it saturates with rows m and reduction depth k (perf/kernels.py):
-    eff = peak * m / (m + half_rows) * k / (k + half_k)."""
+    """A GEMM's fraction of peak as it saturates with rows m, columns n and reduction depth k (perf/kernels.py):
+    eff = peak * m / (m + half_rows) * n / (n + half_n) * k / (k + half_k)."""
 
     peak: Fraction  # large-shape fraction of the precision's peak
     half_rows: float = Field(default=0.0, ge=0)  # m (rows per expert for grouped GEMMs) at half of `peak`
+    half_n: float = Field(default=0.0, ge=0)  # n at half of `peak`
     half_k: float = Field(default=0.0, ge=0)  # k at half of `peak`
     latency: Seconds | None = None  # fixed cost per launch; default: the chip's kernel_latency
 
@@ -87,12 +88,17 @@ class Efficiency(_Frozen):
     gemm: Fraction  # large GEMMs, fraction of peak compute (any precision without its own fit)
     # rows (tokens) and reduction depth at which a GEMM reaches half its large-shape efficiency
     gemm_half_rows: float = Field(default=0.0, ge=0)
+    gemm_half_n: float = Field(default=0.0, ge=0)
     gemm_half_k: float = Field(default=0.0, ge=0)
     gemm_by_precision: dict[str, GemmEfficiency] = Field(default_factory=dict)  # per-precision fits
     grouped_gemm: GemmEfficiency | None = None  # MoE grouped GEMM (m = rows per expert); default: the GEMM fit
+    grouped_gemm_by_precision: dict[str, GemmEfficiency] = Field(default_factory=dict)  # per-precision fits
     attention_compute: Fraction  # MLA decode core when compute-bound
     attention_memory: Fraction  # attention core when bound by reading the KV cache
-    attention_prefill: Fraction  # MLA prefill core (compute-bound); default: attention_compute
+    attention_prefill: Fraction  # MLA prefill core (compute-bound) on long prompts; default: attention_compute
+    # prefill attention saturates with the keys each query sees: eff = attention_prefill * c / (c + this)
+    attention_prefill_half_context: float = Field(default=0.0, ge=0)
+    attention_prefill_latency: Seconds  # fixed cost per prefill attention kernel; default: attention_latency
     memory: Fraction  # streaming weights / activations from HBM
     vector: Fraction  # element-wise vector kernels (quantise, activation, permute), HBM fraction; default: memory
     kernel_latency: Seconds = 0.0  # fixed cost per GEMM / memory kernel: launch, prologue, tail wave
@@ -110,18 +116,22 @@ class Efficiency(_Frozen):
                 data["vector"] = data["memory"]
             for key in ("attention_latency", "vector_latency"):
                 data.setdefault(key, data.get("kernel_latency", 0.0))
+            data.setdefault("attention_prefill_latency", data["attention_latency"])
         return data
 
     @model_validator(mode="after")
     def _known_gemm_precisions(self) -> Efficiency:
-        unknown = sorted(set(self.gemm_by_precision) - set(PRECISIONS))
-        if unknown:
-            raise ValueError(f"unknown precision(s) {unknown} in [efficiency.gemm_by_precision]; known: {PRECISIONS}")
+        for table in ("gemm_by_precision", "grouped_gemm_by_precision"):
+            unknown = sorted(set(getattr(self, table)) - set(PRECISIONS))
+            if unknown:
+                raise ValueError(f"unknown precision(s) {unknown} in [efficiency.{table}]; known: {PRECISIONS}")
         return self
 
     @cached_property
     def gemm_default(self) -> GemmEfficiency:
-        return GemmEfficiency(peak=self.gemm, half_rows=self.gemm_half_rows, half_k=self.gemm_half_k)
+        return GemmEfficiency(
+            peak=self.gemm, half_rows=self.gemm_half_rows, half_n=self.gemm_half_n, half_k=self.gemm_half_k
+        )
 
 
 class ChipSpec(_Frozen):
