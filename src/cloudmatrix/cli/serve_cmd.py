@@ -1,14 +1,14 @@
 """`cloudmatrix serve`: the engine behind an OpenAI-compatible HTTP API (FastAPI + uvicorn).
 
-With no arguments: the packaged default model on CPU at http://127.0.0.1:8000. The multi-process
-deployment (prefill workers, decode EP groups, caching pool; Ray placement) is used when the
-engine's disaggregated runtime (`cloudmatrix.engine.disagg`) is present; otherwise the in-process
-engine serves, and the command says so instead of ignoring the flags.
+With no arguments: the packaged default model on CPU at http://127.0.0.1:8000, deployed the
+CloudMatrix-Infer way as separate processes (`cloudmatrix.engine.disagg`): one prefill worker, one
+decode worker group of `--ep` (2) expert-parallel ranks in lockstep, and the caching pool of latent
+KV blocks in shared host memory. `--single-process` serves the in-process `LLMEngine` instead
+(continuous batching with MTP speculative decoding, no worker processes).
 """
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import Annotated
 
@@ -23,52 +23,55 @@ def register(app: typer.Typer) -> None:
     app.command("serve")(serve)
 
 
-def disaggregated_available() -> bool:
-    return importlib.util.find_spec("cloudmatrix.engine.disagg") is not None
-
-
 def build_engine(
     model: Path | None,
-    prefill: int | None,
-    decode: int | None,
-    ep: int | None,
+    single_process: bool,
+    prefill: int,
+    decode: int,
+    ep: int,
     ray: str | None,
     max_num_seqs: int,
     kv_cache_tokens: int,
     threads: int,
 ):
-    """The engine the flags ask for: in-process LLMEngine, or the disaggregated deployment."""
+    """The engine the flags ask for (anything the deployment cannot do yet is refused, not ignored)."""
     import torch
 
+    from cloudmatrix.engine.runtime.engine import DEFAULT_MODEL_DIR, LLMEngine
     from cloudmatrix.engine.runtime.params import EngineConfig
 
     torch.set_num_threads(threads)
-    config = EngineConfig(max_num_seqs=max_num_seqs, kv_cache_tokens=kv_cache_tokens)
-    multi = any(v is not None for v in (prefill, decode, ep, ray))
-    if disaggregated_available():
-        from cloudmatrix.engine.disagg import DisaggregatedEngine  # the engine-distributed runtime
-
-        return DisaggregatedEngine(
-            model, config=config, prefill=prefill or 1, decode=decode or 1, ep=ep or 2, ray=ray, threads=threads
-        )
-    if multi:
+    if ray is not None:
+        raise CloudMatrixError("--ray is not available yet: the workers run as local processes; drop --ray")
+    if single_process:
+        if (prefill, decode, ep) != (1, 1, 2):
+            raise CloudMatrixError("--prefill/--decode/--ep describe worker processes; drop them with --single-process")
+        return LLMEngine(model, config=EngineConfig(max_num_seqs=max_num_seqs, kv_cache_tokens=kv_cache_tokens))
+    if prefill != 1 or decode != 1:
         raise CloudMatrixError(
-            "--prefill/--decode/--ep/--ray need the disaggregated runtime (cloudmatrix.engine.disagg), "
-            "which this build lacks; drop them to serve the in-process engine"
+            f"--prefill {prefill} --decode {decode}: the disaggregated runtime runs one prefill worker and one "
+            "decode group for now; use --prefill 1 --decode 1 (the default) and size the group with --ep"
         )
-    from cloudmatrix.engine.runtime.engine import LLMEngine
+    if ep < 1:
+        raise CloudMatrixError(f"--ep must be at least 1, got {ep}")
+    from cloudmatrix.engine.disagg import DisaggConfig, DisaggregatedEngine
 
-    return LLMEngine(model, config=config)
+    blocks = -(-kv_cache_tokens // DisaggConfig.block_size)
+    config = DisaggConfig(decode_ep=ep, decode_cache_blocks=blocks, pool_blocks=blocks)
+    return DisaggregatedEngine(model or DEFAULT_MODEL_DIR, config=config)
 
 
 def serve(
     model: Annotated[Path | None, typer.Option(help="HF model folder (default: the packaged default model)")] = None,
     host: Annotated[str, typer.Option(help="Address to bind")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to bind")] = 8000,
-    prefill: Annotated[int | None, typer.Option(help="Prefill worker processes (disaggregated; default 1)")] = None,
-    decode: Annotated[int | None, typer.Option(help="Decode worker groups (disaggregated; default 1)")] = None,
-    ep: Annotated[int | None, typer.Option(help="EP ranks per decode group (disaggregated; default 2)")] = None,
-    ray: Annotated[str | None, typer.Option(help="Place workers as Ray actors; 'local' or a cluster ADDRESS")] = None,
+    prefill: Annotated[int, typer.Option(help="Prefill worker processes")] = 1,
+    decode: Annotated[int, typer.Option(help="Decode worker groups")] = 1,
+    ep: Annotated[int, typer.Option(help="Expert-parallel ranks per decode group")] = 2,
+    ray: Annotated[str | None, typer.Option(help="Place workers as Ray actors at this ADDRESS (not yet)")] = None,
+    single_process: Annotated[
+        bool, typer.Option("--single-process", help="One in-process engine (MTP, continuous batching), no workers")
+    ] = False,
     served_model_name: Annotated[str | None, typer.Option(help="Model id clients send (default: folder name)")] = None,
     max_pending: Annotated[int, typer.Option(help="Requests accepted at once (running + waiting); more get 429")] = 64,
     request_timeout: Annotated[float, typer.Option(help="Seconds before a request is aborted (504)")] = 300.0,
@@ -90,9 +93,9 @@ def serve(
     from cloudmatrix.api.server import run_foreground
     from cloudmatrix.engine.runtime.engine import DEFAULT_MODEL_DIR
 
-    engine = build_engine(model, prefill, decode, ep, ray, max_num_seqs, kv_cache_tokens, threads)
+    engine = build_engine(model, single_process, prefill, decode, ep, ray, max_num_seqs, kv_cache_tokens, threads)
     name = served_model_name or (DEFAULT_NAME if model is None else model.resolve().name)
-    where = "disaggregated workers" if disaggregated_available() else "one in-process engine"
+    where = "one in-process engine" if single_process else f"1 prefill worker, 1 decode group of {ep} EP ranks"
     typer.echo(f"serving {name} ({where}) at http://{host}:{port}/v1  (max context {engine.max_model_len} tokens)")
     config = ServerConfig(
         model_name=name,
@@ -103,6 +106,6 @@ def serve(
     try:
         run_foreground(create_app(engine, config), host, port)
     finally:
-        close = getattr(engine, "shutdown", None)
+        close = getattr(engine, "close", None)
         if callable(close):
             close()

@@ -1,0 +1,67 @@
+"""The server on the disaggregated deployment `cloudmatrix serve` runs by default: a prefill worker process,
+a decode EP group of 2 ranks and the caching pool. Through HTTP it gives the same greedy text as the
+in-process engine, streams, and a client that hangs up is aborted in the workers."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+
+torch = pytest.importorskip("torch")
+openai = pytest.importorskip("openai")
+disagg = pytest.importorskip("cloudmatrix.engine.disagg")
+
+from cloudmatrix.api.app import ServerConfig, create_app  # noqa: E402
+from cloudmatrix.api.server import BackgroundServer  # noqa: E402
+from cloudmatrix.engine.runtime.engine import DEFAULT_MODEL_DIR, LLMEngine  # noqa: E402
+from cloudmatrix.engine.runtime.params import EngineConfig, SamplingParams  # noqa: E402
+
+NAME = "cloudmatrix-default"
+
+
+@pytest.fixture(scope="module")
+def served():
+    torch.set_num_threads(1)
+    engine = disagg.DisaggregatedEngine(DEFAULT_MODEL_DIR, config=disagg.DisaggConfig(decode_ep=2))
+    try:
+        app = create_app(engine, ServerConfig(model_name=NAME, model_dir=DEFAULT_MODEL_DIR))
+        with BackgroundServer(app) as url:
+            yield url, engine, app.state.server
+    finally:
+        engine.close()
+
+
+def test_same_greedy_text_as_the_in_process_engine_and_concurrent_streams(served):
+    url, _, server = served
+    c = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=120)
+    prompts = ["HAMLET.\nTo be, or not to be", "MACBETH.\nIs this a dagger which I see"]
+    reference = LLMEngine(config=EngineConfig(kv_cache_tokens=2048)).generate(prompts, SamplingParams(max_tokens=20))
+    import concurrent.futures as cf
+
+    def streamed(prompt: str) -> str:
+        chunks = c.completions.create(model=NAME, prompt=prompt, max_tokens=20, temperature=0, stream=True)
+        return "".join(ch.choices[0].text for ch in chunks if ch.choices)
+
+    with cf.ThreadPoolExecutor(2) as pool:
+        texts = list(pool.map(streamed, prompts))
+    assert texts == [r.text for r in reference]
+    whole = c.completions.create(model=NAME, prompt=prompts[0], max_tokens=20, temperature=0)
+    assert whole.choices[0].text == reference[0].text and whole.usage.completion_tokens == 20
+
+
+def test_disconnect_aborts_in_the_workers(served):
+    url, engine, server = served
+    before = engine.stats().tokens_out
+    body = {"model": NAME, "prompt": "KING LEAR.\nBlow, winds", "max_tokens": 200, "stream": True, "ignore_eos": True}
+    with httpx.stream("POST", f"{url}/v1/completions", json=body, timeout=120) as r:
+        for line in r.iter_lines():
+            if line.startswith("data: {"):
+                break
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and (server.loop.pending() or engine.stats().running):
+        time.sleep(0.05)
+    stats = engine.stats()
+    assert server.loop.pending() == 0 and stats.running == 0 and stats.waiting == 0
+    assert stats.tokens_out - before < 200  # it stopped before max_tokens
