@@ -266,24 +266,31 @@ def volume_factor(kind: np.ndarray, n: np.ndarray, in_switch_reduction: bool) ->
     return np.where(kind == "all_reduce", ar, (n - 1) / n)
 
 
-def nccl_model(df: pd.DataFrame, bw: float, lat: float, eff: float, in_switch: bool) -> np.ndarray:
+def nccl_model(df: pd.DataFrame, bw: float, lat: float, sync: float, eff: float, in_switch: bool) -> np.ndarray:
+    """kernels.collective: latency + sync per doubling of the group (twice for a ring all-reduce) + volume."""
     n = df["num_gpus"].to_numpy(float)
+    kind = df["kind"].to_numpy()
     nbytes = df["message_size"].to_numpy(float) * 2.0  # half
-    return lat + nbytes * volume_factor(df["kind"].to_numpy(), n, in_switch) / (bw * eff)
+    steps = np.log2(n) * np.where((kind == "all_reduce") & (not in_switch), 2.0, 1.0)
+    return lat + sync * steps + nbytes * volume_factor(kind, n, in_switch) / (bw * eff)
 
 
 def fit_nccl(df: pd.DataFrame, bw: float, in_switch: bool) -> Fit:
     train, test = split(df)
     t = train["t"].to_numpy()
-    x = _solve(
-        lambda x: np.log(nccl_model(train, bw, np.exp(x[0]), _sig(x[1]), in_switch) / t), [np.log(10e-6), _logit(0.7)]
-    )
-    lat, eff = float(np.exp(x[0])), float(_sig(x[1]))
-    mape, med = errors(nccl_model(test, bw, lat, eff, in_switch), test["t"].to_numpy())
+
+    def model(d, x):
+        return nccl_model(d, bw, np.exp(x[0]), np.exp(x[1]), _sig(x[2]), in_switch)
+
+    x = _solve(lambda x: np.log(model(train, x) / t), [np.log(3e-6), np.log(3e-6), _logit(0.7)])
+    params = {
+        "collective_latency": float(np.exp(x[0])),
+        "collective_sync_per_log2_rank": float(np.exp(x[1])),
+        "collective_efficiency": float(_sig(x[2])),
+    }
+    mape, med = errors(model(test, x), test["t"].to_numpy())
     per = {}
     for kind in sorted(test["kind"].unique()):
         s = test[test["kind"] == kind]
-        per[kind] = errors(nccl_model(s, bw, lat, eff, in_switch), s["t"].to_numpy())
-    return Fit(
-        {"collective_latency": lat, "collective_efficiency": eff}, len(train), len(test), mape, med, {"per_kind": per}
-    )
+        per[kind] = errors(model(s, x), s["t"].to_numpy())
+    return Fit(params, len(train), len(test), mape, med, {"per_kind": per, "x": x})

@@ -98,10 +98,15 @@ def fit_collectives(aic: str, system_name: str, root: Path | None = None) -> tup
     for in_switch in (False, True):
         f = F.fit_nccl(df, bw, in_switch)
         p = f.params
-        tr_err = F.errors(
-            F.nccl_model(train, bw, p["collective_latency"], p["collective_efficiency"], in_switch),
-            train["t"].to_numpy(),
-        )[0]
+        pred = F.nccl_model(
+            train,
+            bw,
+            p["collective_latency"],
+            p["collective_sync_per_log2_rank"],
+            p["collective_efficiency"],
+            in_switch,
+        )
+        tr_err = F.errors(pred, train["t"].to_numpy())[0]
         if best is None or tr_err < best[0]:
             best = (tr_err, f, in_switch)
     return best[1], n.path, best[2]
@@ -220,6 +225,7 @@ def fabric_block(fit: F.Fit, path: str, in_switch: bool, version: str) -> str:
             f"#   {fit.train_rows} rows fit / {fit.test_rows} held out, MAPE {fit.mape:.1%}, "
             f"median {pct(fit.median_signed)}; {per}",
             f'collective_latency = "{fit.params["collective_latency"] * 1e6:.2f} us"',
+            f'collective_sync_per_log2_rank = "{fit.params["collective_sync_per_log2_rank"] * 1e6:.2f} us"',
             f"collective_efficiency = {fit.params['collective_efficiency']:.3f}",
             f"in_switch_reduction = {'true' if in_switch else 'false'}",
         ]

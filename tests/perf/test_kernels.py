@@ -134,7 +134,7 @@ def test_attention_and_grouped_gemm_have_their_own_latency():
 
 def _plane(fabric):
     if fabric.collective_latency is not None:
-        return fabric.collective_latency, 0.0, fabric.collective_efficiency
+        return fabric.collective_latency, fabric.collective_sync_per_log2_rank, fabric.collective_efficiency
     return fabric.latency, fabric.sync_per_log2_rank, fabric.combine_efficiency
 
 

@@ -236,7 +236,9 @@ def collective(
     all-gather, the input of a reduce-scatter, each rank's send buffer of an all-to-all. Per rank the link
     carries (n-1)/n of it (twice for a ring all-reduce; once when the switch reduces):
 
-        t = collective_latency + volume / (die link rate * collective_efficiency)
+        t = collective_latency + steps * collective_sync_per_log2_rank + volume / (die link rate * collective_eff)
+
+    steps = log2(ranks), twice that for a ring all-reduce (reduce-scatter, then all-gather).
 
     Planes without fitted collective parameters fall back to the EP kernels' latency, sync and combine efficiency.
     """
@@ -250,10 +252,11 @@ def collective(
     share = (ranks - 1) / ranks
     twice = kind == "all_reduce" and not fabric.in_switch_reduction
     volume = nbytes * share * (2.0 if twice else 1.0)
+    steps = (2 if twice else 1) * math.log2(ranks)
     if fabric.collective_latency is not None:
-        lat = fabric.collective_latency
+        lat = fabric.collective_latency + steps * fabric.collective_sync_per_log2_rank
     else:
-        lat = fabric.latency + (2 if twice else 1) * fabric.sync_per_log2_rank * math.log2(ranks)
+        lat = fabric.latency + steps * fabric.sync_per_log2_rank
     eff = fabric.collective_efficiency if fabric.collective_efficiency is not None else fabric.combine_efficiency
     t = lat + volume / (bw * eff)
     return comm_op(name, stream, 1, volume, t, volume / bw)

@@ -175,6 +175,7 @@ class FabricSpec(_Frozen):
     # Plain (NCCL-style) collectives on this plane, perf/kernels.py::collective; default: latency and the
     # combine efficiency.
     collective_latency: Seconds | None = None
+    collective_sync_per_log2_rank: Seconds = 0.0  # NCCL's per-doubling step cost (used with collective_latency)
     collective_efficiency: Fraction | None = None
     in_switch_reduction: bool = False  # the switch reduces (NVLink SHARP): all-reduce sends each byte once
 
