@@ -34,3 +34,28 @@ def test_missing_aiconfigurator_is_a_one_line_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "aiconfigurator.cli.api", None)  # makes the import fail
     with pytest.raises(CloudMatrixError, match="pip install aiconfigurator"):
         require_aic()
+
+
+def test_estimates_are_cached_by_their_arguments(tmp_path, monkeypatch):
+    from cloudmatrix.validate import aic_estimate as A
+    from cloudmatrix.validate.silicon import run_silicon
+    from cloudmatrix.validate.silicon_csv import deduplicate
+
+    monkeypatch.setenv("CLOUDMATRIX_CACHE", str(tmp_path / "cache"))
+    calls = []
+
+    def fake(row):
+        calls.append(row.id)
+        return {"ttft": 0.5, "tpot": 0.02 + len(calls) / 1000}, ""
+
+    monkeypatch.setattr(A, "aic_estimate", fake)
+    rows = [agg("a", conc=2, batch=1, isl=128, osl=8), agg("b", conc=2, batch=1, isl=128, osl=16, tpot=25.0),
+            disagg("incomplete", p_workers=None, d_workers=None)]  # fmt: skip
+    ms = deduplicate(read_rows(write(tmp_path / "s.csv", rows)))
+    ms = [m for m in ms if m.id in ("a", "incomplete")] + [m for m in ms if m.id == "b"]
+    first = run_silicon(ms, workers=1, side_by_side=True)
+    assert sorted(calls) == ["a", "b"]  # the incomplete row is never sent to AIC
+    again = run_silicon(ms, workers=1, side_by_side=True)
+    assert sorted(calls) == ["a", "b"]  # answered from the cache
+    assert [r.reference for r in again] == [r.reference for r in first]
+    assert next(r for r in again if r.id == "incomplete").reference_note == "layout incomplete in the CSV"

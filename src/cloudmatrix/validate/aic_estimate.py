@@ -6,12 +6,20 @@ widths for `agg`, per-pool widths, batch and worker counts for `disagg`. AIC pic
 database version for the backend and infers the KV-cache and attention precisions itself; MTP
 off (nextn 0), as for the twin. Where AIC has no kernel data for a point it raises, and the row
 gets no AIC estimate, with AIC's reason.
+
+AIC takes seconds per point, so its answers are kept in a cache file per AIC version
+(`$CLOUDMATRIX_CACHE`, default ~/.cache/cloudmatrix), keyed by the exact arguments: a later run
+re-estimates only what it has not seen. Delete the file to start afresh.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import warnings
+from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 from cloudmatrix.errors import CloudMatrixError
@@ -87,3 +95,48 @@ def aic_estimate(row: SiliconRow) -> tuple[dict[str, float], str]:
     if not (ttft > 0 and tpot > 0):
         return {}, f"AIC returned ttft={r.ttft} ms, tpot={r.tpot} ms"
     return {"ttft": ttft, "tpot": tpot}, ""
+
+
+Estimate = tuple[dict[str, float], str]
+
+
+class EstimateCache:
+    """AIC's answers by their exact arguments, in one JSON file per AIC version."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.entries: dict[str, list] = {}
+        if path.exists():
+            try:
+                self.entries = json.loads(path.read_text())
+            except (OSError, ValueError):
+                self.entries = {}  # a damaged cache is only lost time: start afresh
+
+    @classmethod
+    def default(cls) -> EstimateCache:
+        root = Path(os.environ.get("CLOUDMATRIX_CACHE", Path.home() / ".cache" / "cloudmatrix"))
+        try:
+            version = metadata.version("aiconfigurator")
+        except metadata.PackageNotFoundError:
+            version = "unknown"
+        return cls(root / f"aic-estimates-{version}.json")
+
+    @staticmethod
+    def key(row: SiliconRow) -> str:
+        return json.dumps(estimate_kwargs(row), sort_keys=True, default=str)
+
+    def get(self, row: SiliconRow) -> Estimate | None:
+        e = self.entries.get(self.key(row))
+        return None if e is None else (dict(e[0]), str(e[1]))
+
+    def put(self, row: SiliconRow, estimate: Estimate) -> None:
+        self.entries[self.key(row)] = [estimate[0], estimate[1]]
+
+    def save(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self.entries))
+            tmp.replace(self.path)
+        except OSError:
+            pass  # no writable cache: the next run estimates again

@@ -7,7 +7,6 @@ import os
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
-from functools import partial
 
 import numpy as np
 
@@ -39,18 +38,29 @@ def base_row(m: Measurement) -> ValidationRow:
     )
 
 
-def predict(m: Measurement, side_by_side: bool = False) -> ValidationRow:
+def aic_can_take(m: Measurement) -> bool:
+    return m.row.complete and m.row.concurrency is not None
+
+
+def predict(m: Measurement, side_by_side: bool = False, aic: tuple | None = None) -> ValidationRow:
     """Simulate one measured point; a refusal (with its reason) when the twin cannot express it.
-    With `side_by_side`, AIC's own estimate of the same point too (on every row it can take)."""
+    With `side_by_side`, AIC's own estimate of the same point too (on every row it can take);
+    `aic` is that estimate when already known."""
     row = base_row(m)
     if side_by_side:
-        if m.row.complete and m.row.concurrency is not None:
+        if not aic_can_take(m):
+            row.reference_note = "layout incomplete in the CSV"
+        elif aic is not None:
+            row.reference, row.reference_note = aic
+        else:
             from cloudmatrix.validate.aic_estimate import aic_estimate
 
             row.reference, row.reference_note = aic_estimate(m.row)
-        else:
-            row.reference_note = "layout incomplete in the CSV"
     return _twin(m, row)
+
+
+def _predict(args: tuple) -> ValidationRow:
+    return predict(*args)
 
 
 def _twin(m: Measurement, row: ValidationRow) -> ValidationRow:
@@ -92,22 +102,34 @@ def run_silicon(
     """Predict every point, in the order given; `workers` processes (1: in this process)."""
     ms = list(measurements)
     workers = workers or os.cpu_count() or 1
-    done = 0
+    cache = None
+    if side_by_side:
+        from cloudmatrix.validate.aic_estimate import EstimateCache
+
+        cache = EstimateCache.default()
+    jobs = [(m, side_by_side, cache.get(m.row) if cache is not None and aic_can_take(m) else None) for m in ms]
     out: list[ValidationRow] = []
     if workers == 1 or len(ms) <= 1:
-        for m in ms:
-            out.append(predict(m, side_by_side))
-            done += 1
-            if progress:
-                progress(done, len(ms))
-        return out
-    with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker) as pool:
-        # the slow rows first would balance better, but the order of the file keeps results reproducible
-        for r in pool.map(partial(predict, side_by_side=side_by_side), ms, chunksize=1):
-            out.append(r)
-            done += 1
-            if progress:
-                progress(done, len(ms))
+        results: Iterable[ValidationRow] = map(_predict, jobs)
+        out = _collect(results, len(ms), progress)
+    else:
+        with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker) as pool:
+            # in the order of the file, so that results are reproducible
+            out = _collect(pool.map(_predict, jobs, chunksize=1), len(ms), progress)
+    if cache is not None:
+        for (m, _, known), r in zip(jobs, out, strict=True):
+            if known is None and aic_can_take(m):
+                cache.put(m.row, (r.reference, r.reference_note))
+        cache.save()
+    return out
+
+
+def _collect(results: Iterable[ValidationRow], n: int, progress: Callable[[int, int], None] | None):
+    out = []
+    for r in results:
+        out.append(r)
+        if progress:
+            progress(len(out), n)
     return out
 
 
