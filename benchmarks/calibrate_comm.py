@@ -8,7 +8,8 @@ The fitted efficiencies and sync cost are the values written in the hardware fil
 
 from cloudmatrix.perf.calibration import EP_DEGREES, EP_LATENCY_US, fit_ep_fabric
 
-# link rate per die and one-message latency of each plane (hardware files, with their sources)
+# link rate per die and one-message latency of each plane (hardware files, with their sources). The latency is a
+# fixed INPUT (UB: the paper's 1.9 us NPU-NPU read; RDMA: an assumed 3 us), not fitted: three unknowns, 8 rows each.
 FABRICS = {"cloudmatrix384": (196e9, 1.9e-6), "h800": (50e9, 3e-6)}
 
 for system, (bw, lat) in FABRICS.items():
