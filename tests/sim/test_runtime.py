@@ -202,7 +202,9 @@ def test_saturated_decode_pool_reports_a_full_batch(small):
         update={
             "workload": sc.workload.model_copy(
                 update={"kind": "closed", "rate": None, "concurrency": 2000, "num_requests": 20000}
-            )
+            ),
+            # enough prefill capacity that the decode pool, not prefill, is the bottleneck
+            "prefill": sc.prefill.model_copy(update={"instances": 4}),
         }
     )
     pools = simulate(sc).summary["pools"]
