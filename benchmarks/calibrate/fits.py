@@ -261,7 +261,8 @@ def fit_moe(df: pd.DataFrame, peaks: dict[str, float], bw: float, memory: float)
 
 
 def volume_factor(kind: np.ndarray, n: np.ndarray, in_switch_reduction: bool) -> np.ndarray:
-    """kernels.collective's per-rank link volume as a multiple of the tensor size (NCCL-tests convention)."""
+    """kernels.collective's per-rank link volume as a multiple of the table's message (NCCL-tests convention: an
+    all-gather's message is its gathered output, n shards, so (n-1) shards = (n-1)/n of the message)."""
     ar = (n - 1) / n if in_switch_reduction else 2 * (n - 1) / n
     return np.where(kind == "all_reduce", ar, (n - 1) / n)
 

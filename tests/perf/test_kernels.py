@@ -138,7 +138,7 @@ def _plane(fabric):
     return fabric.latency, fabric.sync_per_log2_rank, fabric.combine_efficiency
 
 
-def test_collective_volumes_follow_nccl_tests_convention():
+def test_collective_volumes_per_rank():
     s = load_system("hgx-h200")
     f = s.spec.scale_up
     lat, sync, eff = _plane(f)
@@ -147,7 +147,8 @@ def test_collective_volumes_follow_nccl_tests_convention():
     vol = twice * 7 / 8 * 1e6
     assert op.bytes == pytest.approx(vol)
     assert op.comm_time == pytest.approx(lat + twice * sync * 3 + vol / (450e9 * eff))
-    assert K.collective("all_gather", 1e6, 4, s).bytes == pytest.approx(0.75e6)  # nbytes = gathered output
+    assert K.collective("all_gather", 1e6, 4, s).bytes == pytest.approx(3e6)  # nbytes = this rank's shard
+    assert K.collective("reduce_scatter", 1e6, 4, s).bytes == pytest.approx(3e6)
     assert K.collective("all_reduce", 1e6, 1, s).time == 0.0
     with pytest.raises(ValueError, match="unknown collective"):
         K.collective("broadcast", 1e6, 8, s)

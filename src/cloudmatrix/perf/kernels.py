@@ -231,10 +231,11 @@ def vector_op(
 def collective(
     kind: str, nbytes: float, ranks: int, system: System, *, name: str | None = None, stream: str = "attn"
 ) -> OpCost:
-    """A plain (NCCL-style) collective over the plane the group of `ranks` dies sits on. `nbytes` is the
-    whole tensor, as NCCL's tests count it: the per-rank tensor of an all-reduce, the gathered output of an
-    all-gather, the input of a reduce-scatter, each rank's send buffer of an all-to-all. Per rank the link
-    carries (n-1)/n of it (twice for a ring all-reduce; once when the switch reduces):
+    """A plain (NCCL-style) collective over the plane the group of `ranks` dies sits on. `nbytes` is what one
+    rank holds: its tensor for an all-reduce, its shard for an all-gather (input) or reduce-scatter (output),
+    its send buffer for an all-to-all. Per rank the link carries: all-gather / reduce-scatter (n-1) shards;
+    all-to-all (n-1)/n of the buffer; all-reduce 2 (n-1)/n of the tensor (ring), (n-1)/n when the switch
+    reduces. (NCCL's tests, and aiconfigurator's tables, count an all-gather by its gathered output = n shards.)
 
         t = collective_latency + steps * collective_sync_per_log2_rank + volume / (die link rate * collective_eff)
 
@@ -249,9 +250,11 @@ def collective(
         return comm_op(name, stream, 1, 0.0, 0.0, 0.0)
     fabric = comm.fabric_for_group(system, ranks)
     bw = comm.die_bandwidth(system, fabric)
-    share = (ranks - 1) / ranks
     twice = kind == "all_reduce" and not fabric.in_switch_reduction
-    volume = nbytes * share * (2.0 if twice else 1.0)
+    if kind in ("all_gather", "reduce_scatter"):
+        volume = nbytes * (ranks - 1)
+    else:
+        volume = nbytes * (ranks - 1) / ranks * (2.0 if twice else 1.0)
     steps = (2 if twice else 1) * math.log2(ranks)
     if fabric.collective_latency is not None:
         lat = fabric.collective_latency + steps * fabric.collective_sync_per_log2_rank
