@@ -4,7 +4,7 @@ and thin calls into the kernel model (`perf/kernels.py`) at the precision of eac
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields
 
 from cloudmatrix.perf import kernels
 from cloudmatrix.perf.deployment import Deployment
@@ -43,22 +43,40 @@ class DieContext:
         """rows x (K x N) GEMMs at the op class's precision, reported as one op (every builder here names
         its class; the default serves kernel-level checks of the expert GEMM)."""
         dtype = self.dtype(op_class)
-        op = kernels.gemms(rows, shapes, dtype, self.chip, name=name, stream=stream, weight_copies=weight_copies)
         share = self.stream_share[stream] if self.stream_share else 1.0
         if share >= 1.0 or rows <= 0:
-            return op
-        sub = kernels.gemms(rows / share, shapes, dtype, self.chip, name=name, stream=stream)
-        return _on_share(op, sub, share)
+            return kernels.gemms(rows, shapes, dtype, self.chip, name=name, stream=stream, weight_copies=weight_copies)
+        sub = kernels.gemms(
+            rows / share, shapes, dtype, self.chip, name=name, stream=stream, weight_copies=weight_copies
+        )
+        return self._on_share(sub, share, sum(k * n for k, n in shapes) * weight_copies, dtype)
 
     def grouped(self, name: str, rows: float, experts: float, shapes: Sequence[tuple[float, float]]) -> OpCost:
         """MoE experts as a grouped GEMM: `rows` token copies over `experts` experts whose weights are read."""
         dtype = self.dtype("experts")
-        op = kernels.grouped_gemm(rows, experts, shapes, dtype, self.chip, name=name, stream="moe")
         share = self.stream_share["moe"] if self.stream_share else 1.0
         if share >= 1.0 or rows <= 0:
-            return op
+            return kernels.grouped_gemm(rows, experts, shapes, dtype, self.chip, name=name, stream="moe")
         sub = kernels.grouped_gemm(rows / share, experts, shapes, dtype, self.chip, name=name, stream="moe")
-        return _on_share(op, sub, share)
+        return self._on_share(sub, share, sum(k * n for k, n in shapes) * experts, dtype)
+
+    def _on_share(self, sub: OpCost, share: float, params: float, dtype: str) -> OpCost:
+        """A GEMM as its stream runs it on `share` of the cores, from `sub`, the same GEMM with rows / share
+        on the whole die. The efficiency curves are fitted on the whole die, where m rows spread over all
+        cores; on a share of the cores each core holds the work of m / share rows, so the small-M fall-off
+        (tile and wave quantisation) is that of m / share rows. The compute time is stated for the whole
+        die (the overlap model divides it by the share again): share x (time of the m / share GEMM).
+        FLOPs and activation bytes scale back by the share; the `params` weights are read once either way."""
+        w = params * BYTES_PER_ELEMENT[dtype]
+        nbytes = w + (sub.bytes - w) * share
+        flops = sub.flops * share
+        vals = [getattr(sub, f) for f in _OP_FIELDS]  # dataclasses.replace, without its per-call overhead
+        vals[_I["flops"]] = flops
+        vals[_I["bytes"]] = nbytes
+        vals[_I["compute_time"]] = sub.compute_time * share
+        vals[_I["memory_time"]] = sub.memory_time * nbytes / sub.bytes if sub.bytes > 0 else 0.0
+        vals[_I["limit_time"]] = max(flops / self.chip.peak(dtype), nbytes / self.chip.die.hbm_bandwidth)
+        return OpCost(*vals)
 
     def vector(self, name: str, stream: str, elements: float, bytes_per_element: float) -> OpCost:
         """An element-wise vector kernel moving `bytes_per_element` bytes of HBM traffic per element."""
@@ -76,13 +94,8 @@ class DieContext:
         return kernels.collective(kind, nbytes, ranks, self.system, name=name, stream=stream)
 
 
-def _on_share(op: OpCost, sub: OpCost, share: float) -> OpCost:
-    """`op` as its stream runs it on `share` of the cores. The GEMM efficiency curves are fitted on the whole
-    die, where m rows spread over all cores; on a share of the cores each core holds the work of m / share
-    rows on the whole die, so the small-M fall-off (tile and wave quantisation) is that of m / share rows.
-    The compute time is stated for the whole die (the overlap model divides it by the share again):
-    share x (time of the m / share GEMM)."""
-    return replace(op, compute_time=sub.compute_time * share)
+_OP_FIELDS = tuple(f.name for f in fields(OpCost))
+_I = {f: i for i, f in enumerate(_OP_FIELDS)}
 
 
 def swiglu_shapes(hidden: float, inter: float) -> list[tuple[float, float]]:
