@@ -111,6 +111,7 @@ def test_moe_tp_follows_what_the_scenario_accepts(tmp_path, monkeypatch):
         ("[decode] batch_per_die = 64 does not fit: at this workload's mean context ...", T.NO_FIT),
         ("a decode instance holds 1,000 KV tokens but the longest request needs 9,000", T.NO_FIT),
         ("scenario 'x' uses 96 dies (colocated 1 x 96) but gb200-nvl72 has 72; shrink the pools", T.TOO_LARGE),
+        ("[colocated]: attention TP degree 36 must divide deepseek-r1's 128 heads", T.ATTN_TP_HEADS),
         ("something new the twin says", T.REJECTED),
     ],
 )

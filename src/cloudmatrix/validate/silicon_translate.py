@@ -58,6 +58,7 @@ INCONSISTENT = "layout does not add up (MoE TP x EP != attention TP x DP)"
 PIPELINE = "pipeline parallelism not modelled"
 PRECISION = "precision not supported by the twin"
 ATTN_TP = "attention TP not modelled (decode step ignores attn_tp)"
+ATTN_TP_HEADS = "attention TP degree does not divide the heads"
 MOE_TP = "MoE TP not modelled"
 TOO_LARGE = "more GPUs than the system has"
 NO_FIT = "twin: does not fit in memory"
@@ -71,7 +72,7 @@ _CLASSIFY = (
     (re.compile(r"dies \(|but .* has \d+", re.I), TOO_LARGE),
     (re.compile(r"unknown (system|hardware)|no such system", re.I), SYSTEM_MISSING),
     (re.compile(r"precision|does not support", re.I), PRECISION),
-    (re.compile(r"attention TP", re.I), ATTN_TP),
+    (re.compile(r"attention TP degree \d+ .*must divide .*heads", re.I), ATTN_TP_HEADS),
 )
 
 
