@@ -429,7 +429,7 @@ def write_requests_csv(path: str | Path, r: RequestRecords) -> None:
             f.writelines(",".join(row) + "\n" for row in zip(*text, strict=True))
 
 
-_CSV_CHUNK = 50_000
+_CSV_CHUNK = 4096  # rows per chunk: ~6 MB of Python strings at a time
 
 
 def _format_column(v: np.ndarray) -> list[str]:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cloudmatrix.sim.metrics import SLO, RequestRecords, busy_fraction, summarize
+from cloudmatrix.sim.metrics import SLO, RequestRecords, busy_fraction, latency_stats, summarize
 from cloudmatrix.sim.scenario import Scenario
 
 if TYPE_CHECKING:
@@ -52,8 +52,13 @@ def build_result(sim: ServingSimulation, end: float) -> SimResult:
         slo=SLO(sc.slo.ttft, sc.slo.tpot, sc.slo.target),
         output_events=out_ev,
         input_events=in_ev,
-        ttft_parts=ttft_components(sim),
     )
+    # the TTFT parts over the latency population only (arrived in the window, finished): no full-length temporaries
+    population = np.flatnonzero((sim.arrival >= t0) & (sim.arrival <= end) & ~np.isnan(sim.finish))
+    summary["ttft_components_s"] = {
+        name: {k: v for k, v in latency_stats(x).items() if k in ("mean", "p50")}
+        for name, x in ttft_components(sim, population).items()
+    }
     pools: dict[str, dict[str, Any]] = {}
     for name, p in sc.pools().items():
         starts, dts = np.asarray(sim.step_start[name]), np.asarray(sim.step_dt[name])
@@ -95,18 +100,21 @@ def build_result(sim: ServingSimulation, end: float) -> SimResult:
     return SimResult(sc, records, end, summary, out_ev, in_ev, run_ev, pools)
 
 
-def ttft_components(sim: ServingSimulation) -> dict[str, np.ndarray]:
-    """Each request's TTFT split into what it waited for [s]; the parts sum to its TTFT.
+def ttft_components(sim: ServingSimulation, idx: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """TTFT of requests `idx` (default: all) split into what each waited for [s]; the parts sum to its TTFT.
 
     One-token answers never reach a decode slot: their first token leaves at prefill end.
     """
-    one = np.isnan(sim.admitted)
-    kv_ready = np.where(one, sim.prefill_end, sim.kv_ready)
-    slot = np.where(one, sim.prefill_end, sim.admitted)
+    sel = slice(None) if idx is None else idx
+    arrival, queued, start, end = sim.arrival[sel], sim.queued[sel], sim.prefill_start[sel], sim.prefill_end[sel]
+    admitted, first = sim.admitted[sel], sim.first_token[sel]
+    one = np.isnan(admitted)
+    kv_ready = np.where(one, end, sim.kv_ready[sel])
+    slot = np.where(one, end, admitted)
     return {
-        "front_end": (sim.queued - sim.arrival) + (sim.first_token - slot),
-        "prefill_queue": sim.prefill_start - sim.queued,
-        "prefill": sim.prefill_end - sim.prefill_start,
-        "kv_transfer": kv_ready - sim.prefill_end,
+        "front_end": (queued - arrival) + (first - slot),
+        "prefill_queue": start - queued,
+        "prefill": end - start,
+        "kv_transfer": kv_ready - end,
         "decode_slot_wait": slot - kv_ready,
     }

@@ -21,9 +21,9 @@ class EventLoop:
         self._order = itertools.count()
         self._stopped = False
 
-    def at(self, t: float, handler: Handler, arg: Any = None) -> None:
+    def at(self, t: float, handler: Handler, arg: Any = None, _push=heapq.heappush) -> None:
         """Call `handler(arg, t)` at simulated time `t`."""
-        heapq.heappush(self._heap, (t, next(self._order), handler, arg))
+        _push(self._heap, (t, next(self._order), handler, arg))
 
     def __len__(self) -> int:
         return len(self._heap)

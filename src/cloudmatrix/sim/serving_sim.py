@@ -52,7 +52,8 @@ class ServingSimulation:
             raise CloudMatrixError("the workload has no requests; raise num_requests or duration")
         self.n = n
         self.loop = EventLoop()
-        self.arrival = self.wl.arrival_time.copy()
+        # the table is the run's own: closed-loop issue times are written into it (no second copy)
+        self.arrival = self.wl.arrival_time
         self.queued = np.full(n, np.nan)
         self.prefill_start = np.full(n, np.nan)
         self.prefill_end = np.full(n, np.nan)
@@ -62,8 +63,12 @@ class ServingSimulation:
         self.finish = np.full(n, np.nan)
         self.frontend = scenario.frontend
         self.egress = scenario.frontend.egress
+        # plain floats and bools on the per-request path (pydantic and property lookups cost more)
+        self._closed = self.wl.closed_loop
+        self._fe_request = scenario.frontend.request_s
+        self._fe_per_token = scenario.frontend.tokenize_s_per_token
         self.max_itl = np.full(n, np.nan)
-        self.cached = np.zeros(n, dtype=np.int64)
+        self.cached = np.zeros(n, dtype=np.int32)
         self.rng = np.random.default_rng(scenario.seed)
         self.kv_bytes_per_token = self.model.kv_bytes_per_token(scenario.precision.kv_cache)
         # per pool: the start and duration of every step or batch (utilisation, clipped to the window)
@@ -175,9 +180,9 @@ class ServingSimulation:
     # ------------------------------------------------------------ requests
     def _arrive(self, r: int, t: float) -> None:
         """Request `r` leaves its client at `t`; the front end takes it from there."""
-        if not self.wl.closed_loop and r + 1 < self.n:
+        if not self._closed and r + 1 < self.n:
             self.loop.at(float(self.arrival[r + 1]), self._arrive, r + 1)
-        ingress = self.frontend.ingress(int(self.wl.input_len[r]))
+        ingress = self._fe_request + self._fe_per_token * int(self.wl.input_len[r])  # FrontEndSpec.ingress
         if ingress > 0:
             self.loop.at(t + ingress, self._enter, r)
         else:
@@ -205,7 +210,7 @@ class ServingSimulation:
             self._drain_left -= 1
             if self._drain_left == 0:
                 self.loop.stop()
-        if self.wl.closed_loop and self._next_issue < self.n:
+        if self._closed and self._next_issue < self.n:
             k = self._next_issue
             self._next_issue += 1
             self.arrival[k] = t
