@@ -17,6 +17,7 @@ cache and streams tokens back. `step()` collects what the workers produced since
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import queue
 import time
@@ -37,7 +38,8 @@ from cloudmatrix.errors import CloudMatrixError
 
 @dataclass(frozen=True)
 class DisaggConfig:
-    decode_ep: int = 2  # ranks of the decode EP group
+    decode_ep: int = 2  # ranks of each decode EP group
+    decode_groups: int = 1  # decode EP groups (instances)
     block_size: int = 16
     pool_blocks: int = 512  # caching pool size (shared host memory)
     decode_cache_blocks: int = 512  # per decode rank
@@ -45,6 +47,7 @@ class DisaggConfig:
     seed: int = 0
     start_timeout_s: float = 120.0
     poll_s: float = 0.05
+    max_restarts: int = 3  # per worker (group); a worker that keeps failing is an error
 
 
 @dataclass
@@ -52,13 +55,46 @@ class _Req:
     rid: str
     prompt: list[int]
     params: SamplingParams
-    blocks: list[int]  # pool blocks of the prompt's KV (pinned until decode admitted it)
+    blocks: list[int]  # pool blocks of the tokens handed over (pinned until decode admitted them)
     hashes: list[int]
     detok: IncrementalDetokenizer | None
-    rank: int | None = None
-    cached: int = 0
+    stage: str = "prefill"  # prefill -> admit (waiting for a decode group) -> decode
+    group: tuple[int, int] | None = None  # (decode group, its epoch) serving it
+    rank: int | None = None  # the rank of that group holding its sequence
+    cached: int = 0  # prompt tokens served from the pool at its first prefill
+    n_hit: int = 0  # pool blocks of the current hand-over that were cached
     output: list[int] = field(default_factory=list)
+    first: int | None = None  # the token the decode side starts from
+    gen_state: object = None
     finished: bool = False
+
+    @property
+    def tokens(self) -> list[int]:
+        """Every token whose KV the next hand-over needs: the prompt and the output but its last token."""
+        return self.prompt + self.output[:-1]
+
+
+class _Worker:
+    """One worker process (prefill) or EP group of processes (decode) and its control queues."""
+
+    def __init__(self, name: str, procs: list, queues: list, epoch: int, store=None):
+        self.name, self.procs, self.queues, self.epoch, self.store = name, procs, queues, epoch, store
+        self.ready: set[str] = set()
+        self.failed = False
+
+    @property
+    def up(self) -> bool:
+        return not self.failed and len(self.ready) == len(self.procs)
+
+    def dead(self) -> bool:
+        return any(p.exitcode is not None for p in self.procs)
+
+    def kill(self) -> None:
+        for p in self.procs:
+            if p.is_alive():
+                p.kill()
+        for p in self.procs:
+            p.join(timeout=5)
 
 
 class DisaggregatedEngine:
@@ -66,89 +102,135 @@ class DisaggregatedEngine:
         from cloudmatrix.engine.loader import load_model
 
         self.config = cfg = config or DisaggConfig()
-        if cfg.decode_ep < 1:
-            raise CloudMatrixError(f"decode_ep must be >= 1, got {cfg.decode_ep}")
+        if cfg.decode_ep < 1 or cfg.decode_groups < 1:
+            raise CloudMatrixError(
+                f"decode_ep and decode_groups must be >= 1, got {cfg.decode_ep} and {cfg.decode_groups}"
+            )
         folder = Path(model_dir)
         model = load_model(folder, mtp=False)
-        self.model_config = model.config
+        self.model_config = c = model.config
         self.model_name = folder.name
-        self.max_model_len = model.config.max_position_embeddings
+        self.max_model_len = c.max_position_embeddings
         self.tokenizer = load_tokenizer(folder) if (folder / "tokenizer.json").exists() else None
         self.eos_token_ids = eos_token_ids(folder, self.tokenizer)
-        state = share_model(model)  # the weights, once, in shared memory
-        c = model.config
+        self._state = share_model(model)  # the weights, once, in shared memory: every (re)start is warm
         self.pool = new_pool_storage(
             cfg.pool_blocks, model.num_cache_layers, cfg.block_size, c.kv_lora_rank + c.qk_rope_head_dim, model.dtype
         )
         self.index = CachingPoolIndex(cfg.pool_blocks, cfg.block_size)
-        ctx = mp.get_context("spawn")
-        self._results = ctx.Queue()
-        self._prefill_q = ctx.Queue()
-        self._decode_q = [ctx.Queue() for _ in range(cfg.decode_ep)]
-        self._store = dist.TCPStore(
-            HOST, 0, cfg.decode_ep + 1, is_master=True, timeout=timedelta(seconds=60), wait_for_workers=False
-        )
-        self._procs: dict[str, mp.Process] = {}
-        self._spawn_args = (ctx, state)
-        old = os.environ.get("OMP_NUM_THREADS")
-        os.environ["OMP_NUM_THREADS"] = "1"  # inherited by the spawned workers
+        self._ctx = mp.get_context("spawn")
+        self._results = self._ctx.Queue()
+        self._live: dict[str, _Req] = {}
+        self._orphans: dict[str, _Req] = {}  # aborted mid hand-over: blocks pinned until the worker replies
+        self._ready: list[RequestOutput] = []
+        self._closed = False
+        self.restarts: dict[str, int] = {}
+        self._steps = self._tokens_in = self._tokens_out = self._computed = self._hit_tokens = 0
+        self.prefill = self._start_prefill(0)
+        self.decode = [self._start_decode(g, 0) for g in range(cfg.decode_groups)]
         try:
-            self._procs["prefill"] = ctx.Process(
-                target=prefill_main, daemon=True,
-                args=(self._prefill_q, self._results, self.pool, c, state, cfg.prefill_cache_blocks, cfg.block_size,
-                      cfg.seed),
-            )  # fmt: skip
-            for r in range(cfg.decode_ep):
-                self._procs[f"decode{r}"] = ctx.Process(
-                    target=decode_rank_main, daemon=True,
-                    args=(r, cfg.decode_ep, self._store.port, self._decode_q[r], self._results, self.pool, c, state,
-                          cfg.decode_cache_blocks, cfg.block_size, cfg.seed),
-                )  # fmt: skip
-            for p in self._procs.values():
-                p.start()
+            deadline = time.monotonic() + cfg.start_timeout_s
+            while not (self.prefill.up and all(w.up for w in self.decode)):
+                if time.monotonic() > deadline:
+                    raise CloudMatrixError("disaggregated workers did not start in time; see their stderr")
+                self._collect(timeout=0.1, starting=True)
+        except BaseException:
+            self.close()
+            raise
+
+    # ---- worker processes ---------------------------------------------------------------
+    def _spawn(self, target, args) -> mp.Process:
+        old = os.environ.get("OMP_NUM_THREADS")
+        os.environ["OMP_NUM_THREADS"] = "1"  # inherited by the spawned worker
+        try:
+            p = self._ctx.Process(target=target, args=args, daemon=True)
+            p.start()
         finally:
             if old is None:
                 os.environ.pop("OMP_NUM_THREADS", None)
             else:
                 os.environ["OMP_NUM_THREADS"] = old
-        self.pids: dict[str, int] = {}
-        self._live: dict[str, _Req] = {}
-        self._ready: list[RequestOutput] = []
-        self._closed = False
-        self._steps = self._tokens_in = self._tokens_out = self._computed = self._hit_tokens = 0
-        try:
-            self._wait_ready(time.monotonic() + cfg.start_timeout_s)
-        except BaseException:
-            self.close()
-            raise
+        return p
 
-    # ---- lifecycle ----------------------------------------------------------------------
-    def _wait_ready(self, deadline: float) -> None:
-        while len(self.pids) < len(self._procs):
-            try:
-                msg = self._results.get(timeout=max(deadline - time.monotonic(), 0.01))
-            except queue.Empty:
-                raise CloudMatrixError("disaggregated workers did not start in time; see their stderr") from None
-            if msg[0] == "error":
-                raise CloudMatrixError(f"worker {msg[1]} failed to start: {msg[2].strip().splitlines()[-1]}")
-            if msg[0] == "ready":
-                self.pids[msg[1]] = msg[2]
+    def _start_prefill(self, epoch: int) -> _Worker:
+        cfg, q = self.config, self._ctx.Queue()
+        args = (q, self._results, self.pool, self.model_config, self._state, cfg.prefill_cache_blocks,
+                cfg.block_size, cfg.seed)  # fmt: skip
+        return _Worker("prefill", [self._spawn(prefill_main, args)], [q], epoch)
+
+    def _start_decode(self, g: int, epoch: int) -> _Worker:
+        cfg = self.config
+        # A fresh rendezvous per incarnation: a restarted group never meets the failed one's store.
+        store = dist.TCPStore(
+            HOST, 0, cfg.decode_ep + 1, is_master=True, timeout=timedelta(seconds=60), wait_for_workers=False
+        )
+        queues = [self._ctx.Queue() for _ in range(cfg.decode_ep)]
+        procs = [
+            self._spawn(decode_rank_main, ((g, epoch), r, cfg.decode_ep, store.port, queues[r], self._results,
+                                           self.pool, self.model_config, self._state, cfg.decode_cache_blocks,
+                                           cfg.block_size, cfg.seed))  # fmt: skip
+            for r in range(cfg.decode_ep)
+        ]
+        return _Worker(f"decode{g}", procs, queues, epoch, store)
+
+    @property
+    def pids(self) -> dict[str, int]:
+        """Worker name -> pid of the live incarnation (decode ranks are named decode{group}.{rank})."""
+        out = {"prefill": self.prefill.procs[0].pid}
+        for w in self.decode:
+            out.update({f"{w.name}.{r}": p.pid for r, p in enumerate(w.procs)})
+        return out
+
+    def health(self) -> dict:
+        """{"status": "ok" | "degraded", "workers": {name: "ok" | "restarting"}, "restarts": {name: n}}."""
+        workers = {w.name: "ok" if w.up else "restarting" for w in [self.prefill, *self.decode]}
+        status = "ok" if all(v == "ok" for v in workers.values()) else "degraded"
+        return {"status": status, "workers": workers, "restarts": dict(self.restarts)}
+
+    def _restart(self, w: _Worker) -> _Worker:
+        n = self.restarts.get(w.name, 0) + 1
+        if n > self.config.max_restarts:
+            raise CloudMatrixError(
+                f"worker {w.name} failed {n} times; giving up (see the worker's traceback on stderr)"
+            )
+        self.restarts[w.name] = n
+        w.failed = True
+        w.kill()
+        if w.name == "prefill":
+            self.prefill = self._start_prefill(w.epoch + 1)
+            for r in self._live.values():  # its requests go again (their pool blocks are still pinned)
+                if r.stage == "prefill":
+                    self._send_prefill(r)
+            return self.prefill
+        g = int(w.name.removeprefix("decode"))
+        self.decode[g] = self._start_decode(g, w.epoch + 1)
+        for r in self._live.values():  # its requests are re-admitted from the pool, re-prefilling the rest
+            if r.group is not None and r.group[0] == g and r.stage in ("decode", "admit"):
+                self._hand_back(r)
+        return self.decode[g]
+
+    def _check_workers(self) -> None:
+        if self.prefill.dead() and not self.prefill.failed:
+            self._restart(self.prefill)
+        for w in list(self.decode):
+            if w.dead() and not w.failed:
+                self._restart(w)
 
     def close(self, timeout_s: float = 10.0) -> None:
-        """Stop every worker (they finish their lockstep together); kill what does not stop in time."""
+        """Stop every worker (decode ranks leave their lockstep together); kill what does not stop in time."""
         if self._closed:
             return
         self._closed = True
-        self._prefill_q.put(("stop",))
-        for q in self._decode_q:
-            q.put(("stop",))
+        workers = [w for w in [getattr(self, "prefill", None), *getattr(self, "decode", [])] if w is not None]
+        for w in workers:
+            for q in w.queues:
+                q.put(("stop",))
         deadline = time.monotonic() + timeout_s
-        for p in self._procs.values():
-            p.join(timeout=max(deadline - time.monotonic(), 0.1))
-        for p in self._procs.values():
-            if p.is_alive():
-                p.kill()
-                p.join(timeout=5)
+        for w in workers:
+            for p in w.procs:
+                p.join(timeout=max(deadline - time.monotonic(), 0.1))
+        for w in workers:
+            w.kill()
 
     def __enter__(self) -> DisaggregatedEngine:
         return self
@@ -182,77 +264,159 @@ class DisaggregatedEngine:
             raise CloudMatrixError("stop strings need a tokenizer; this model folder has none")
         if request_id in self._live:
             raise CloudMatrixError(f"request id {request_id!r} is already running; use a unique id")
-        bs = self.config.block_size
-        hashes = self.index.hashes(ids)
-        hit = self.index.lookup(hashes[: (len(ids) - 1) // bs])  # the last token is always computed
-        fresh = self.index.allocate(-(-len(ids) // bs) - len(hit))
         detok = IncrementalDetokenizer(self.tokenizer, params.stop, ids) if self.tokenizer is not None else None
-        self._live[request_id] = _Req(request_id, ids, params, hit + fresh, hashes, detok)
-        self._prefill_q.put(("prefill", request_id, ids, hit, fresh, params))
+        r = _Req(request_id, ids, params, [], [], detok)
+        self._plan_blocks(r)
+        self._live[request_id] = r
+        self._send_prefill(r)
+
+    def _plan_blocks(self, r: _Req) -> None:
+        """Pool blocks for the tokens r hands over: its cached prefix (a hit), fresh blocks for the rest."""
+        bs, toks = self.config.block_size, r.tokens
+        r.hashes = self.index.hashes(toks)
+        hit = self.index.lookup(r.hashes[: (len(toks) - 1) // bs])  # the last token is always computed
+        r.blocks = hit + self.index.allocate(-(-len(toks) // bs) - len(hit))
+        r.n_hit = len(hit)
+
+    def _send_prefill(self, r: _Req) -> None:
+        r.stage = "prefill"
+        hit, fresh = r.blocks[: r.n_hit], r.blocks[r.n_hit :]
+        self.prefill.queues[0].put(("prefill", r.rid, r.tokens, hit, fresh, r.params))
+
+    def _hand_back(self, r: _Req) -> None:
+        """A request whose decode group failed: hand over again from the pool (cached blocks are not
+        recomputed; its generated tokens but the last are prefilled; the last one feeds decode)."""
+        if r.stage == "admit":  # blocks still pinned from a hand-over that never completed
+            self.index.unpin(r.blocks)
+        r.group = None
+        self._plan_blocks(r)
+        self._send_prefill(r)
 
     def abort(self, request_id: str) -> None:
         r = self._live.get(request_id)
         if r is None or r.finished:
             return
-        if r.rank is not None:
-            self._decode_q[r.rank].put(("abort", request_id))
+        self._abort_on_decode(r)
+        if r.stage == "prefill" or (r.stage == "admit" and r.group is not None):
+            self._orphans[r.rid] = r  # its pinned blocks are released when the worker's reply arrives
+        elif r.stage == "admit":
+            self.index.unpin(r.blocks)
+        r.stage = "aborted"
         self._finish(r, "abort", [], "")
 
+    def _abort_on_decode(self, r: _Req) -> None:
+        """Free r's sequence on its decode rank (queued after its admit, so the rank sees both in order)."""
+        if r.group is not None and self._decode_worker(r.group) is not None:
+            self.decode[r.group[0]].queues[r.rank].put(("abort", r.rid))
+
     def has_unfinished(self) -> bool:
-        return bool(self._ready) or any(not r.finished for r in self._live.values())
+        return bool(self._ready) or bool(self._live)
 
     def step(self) -> list[RequestOutput]:
+        self._collect(self.config.poll_s if not self._ready and self._live else 0.0)
+        self._check_workers()
+        self._admit_waiting()
+        self._steps += 1
+        out, self._ready = self._ready, []
+        return out
+
+    # ---- worker messages ----------------------------------------------------------------
+    def _collect(self, timeout: float, starting: bool = False) -> None:
         msgs = []
-        if not self._ready and any(not r.finished for r in self._live.values()):
+        if timeout > 0:
             with contextlib.suppress(queue.Empty):
-                msgs.append(self._results.get(timeout=self.config.poll_s))
+                msgs.append(self._results.get(timeout=timeout))
         while True:
             try:
                 msgs.append(self._results.get_nowait())
             except queue.Empty:
                 break
         for msg in msgs:
-            self._handle(msg)
-        self._steps += 1
-        out, self._ready = self._ready, []
-        return out
+            self._handle(msg, starting)
 
-    def _handle(self, msg) -> None:
+    def _decode_worker(self, group: tuple[int, int]) -> _Worker | None:
+        """The decode group that sent a message, or None if that incarnation was replaced."""
+        w = self.decode[group[0]] if group[0] < len(getattr(self, "decode", [])) else None
+        return w if w is not None and w.epoch == group[1] and not w.failed else None
+
+    def _handle(self, msg, starting: bool) -> None:
         kind = msg[0]
-        if kind == "error":
-            raise CloudMatrixError(f"worker {msg[1]} failed: {msg[2].strip().splitlines()[-1]}")
-        if kind == "prefilled":
-            _, rid, first, n_hit, gen_state = msg
-            r = self._live.get(rid)
-            n_full = len(r.prompt) // self.config.block_size if r else 0
-            if r is not None:
-                self.index.publish(r.hashes[:n_full], r.blocks[:n_full])  # the pool now holds these blocks
-            if r is None or r.finished:  # aborted while prefilling
-                if r is not None:
-                    self.index.unpin(r.blocks)
+        if kind == "ready":
+            _, name, _pid, group = msg
+            w = self.prefill if group is None else self._decode_worker(group)
+            if w is not None:
+                w.ready.add(name)
+        elif kind == "error":
+            _, name, tb, group = msg
+            if starting:
+                raise CloudMatrixError(f"worker {name} failed to start: {tb.strip().splitlines()[-1]}")
+            w = self.prefill if group is None else self._decode_worker(group)
+            if w is not None and not w.failed:
+                self._restart(w)
+        elif kind == "prefilled":
+            self._on_prefilled(*msg[1:])
+        elif kind == "admitted":
+            _, group, rid = msg
+            orphan = self._orphans.pop(rid, None)
+            if orphan is not None:
+                self.index.unpin(orphan.blocks)
                 return
+            r = self._live.get(rid)
+            if r is not None and r.group == tuple(group) and r.stage == "admit":
+                r.stage = "decode"
+                self.index.unpin(r.blocks)
+        elif kind == "tokens":
+            _, group, out = msg
+            for rid, tok, reason in out:
+                r = self._live.get(rid)
+                if r is not None and r.group == tuple(group) and r.stage == "decode":
+                    self._emit(r, tok, reason)
+
+    def _on_prefilled(self, rid: str, first: int, n_hit: int, gen_state) -> None:
+        orphan = self._orphans.get(rid)
+        if orphan is not None and orphan.group is None:  # aborted while prefilling
+            del self._orphans[rid]
+            self.index.unpin(orphan.blocks)
+            return
+        r = self._live.get(rid)
+        if r is None or r.stage != "prefill":  # aborted meanwhile, or a duplicate from a replaced worker
+            return
+        n_full = len(r.tokens) // self.config.block_size
+        self.index.publish(r.hashes[:n_full], r.blocks[:n_full])  # the pool now holds these blocks
+        self._hit_tokens += n_hit
+        self._computed += len(r.tokens) - n_hit
+        if not r.output:  # a new request (not a hand-back after a failure)
             r.cached = n_hit
-            self._hit_tokens += n_hit
-            self._computed += len(r.prompt) - n_hit
             self._tokens_in += len(r.prompt)
             if self._emit(r, first, self._reason(r, first)):
                 self.index.unpin(r.blocks)
                 return
-            r.rank = min(range(self.config.decode_ep), key=self._load)
-            eos = frozenset() if r.params.ignore_eos else self.eos_token_ids
-            self._decode_q[r.rank].put(("admit", rid, len(r.prompt), r.blocks, first, r.params, gen_state, eos))
-        elif kind == "admitted":
-            r = self._live.get(msg[1])
-            if r is not None:
-                self.index.unpin(r.blocks)
-        elif kind == "tokens":
-            for rid, tok, reason in msg[1]:
-                r = self._live.get(rid)
-                if r is not None and not r.finished:
-                    self._emit(r, tok, reason)
+        r.first = r.output[-1]  # a hand-back resumes from its last emitted token
+        r.gen_state = gen_state if len(r.output) == 1 else None
+        r.stage = "admit"
+        self._admit_waiting()
 
-    def _load(self, rank: int) -> int:
-        return sum(1 for r in self._live.values() if r.rank == rank and not r.finished)
+    def _admit_waiting(self) -> None:
+        for r in self._live.values():
+            if r.stage != "admit" or r.group is not None:
+                continue
+            up = [g for g, w in enumerate(self.decode) if w.up]
+            if not up:
+                return  # every decode group is restarting: they wait (their KV is in the pool)
+            g = min(up, key=self._load)
+            w = self.decode[g]
+            r.group = (g, w.epoch)
+            rank = min(range(self.config.decode_ep), key=lambda k: self._load(g, k))
+            r.rank = rank
+            eos = frozenset() if r.params.ignore_eos else self.eos_token_ids
+            params = dataclasses.replace(r.params, max_tokens=r.params.max_tokens - len(r.output) + 1)
+            w.queues[rank].put(("admit", r.rid, len(r.tokens), r.blocks, r.first, params, r.gen_state, eos))
+
+    def _load(self, g: int, rank: int | None = None) -> int:
+        return sum(
+            1 for r in self._live.values()
+            if r.group is not None and r.group[0] == g and (rank is None or getattr(r, "rank", None) == rank)
+        )  # fmt: skip
 
     def _reason(self, r: _Req, tok: int) -> str | None:
         if tok in self.eos_token_ids and not r.params.ignore_eos:
@@ -267,8 +431,8 @@ class DisaggregatedEngine:
         if r.detok is not None:
             text = r.detok.add([tok])
             if r.detok.stopped:
-                if reason is None and r.rank is not None:
-                    self._decode_q[r.rank].put(("abort", r.rid))
+                if reason is None:
+                    self._abort_on_decode(r)
                 reason = "stop"
             elif reason is not None:
                 text += r.detok.flush()
@@ -289,7 +453,7 @@ class DisaggregatedEngine:
         )
 
     def stats(self) -> EngineStats:
-        running = sum(1 for r in self._live.values() if r.rank is not None)
+        running = sum(1 for r in self._live.values() if r.stage == "decode")
         return EngineStats(
             running=running, waiting=len(self._live) - running,
             kv_blocks_used=self.index.num_blocks - len(self.index._free), kv_blocks_total=self.index.num_blocks,

@@ -50,7 +50,7 @@ def prefill_main(ctrl, results, pool, config, state, cache_blocks: int, block_si
     try:
         model = model_from_shared(config, state)
         cache = model.new_cache(cache_blocks, block_size)
-        results.put(("ready", "prefill", os.getpid()))
+        results.put(("ready", "prefill", os.getpid(), None))
         with torch.inference_mode():
             while True:
                 msg = ctrl.get()
@@ -70,14 +70,27 @@ def prefill_main(ctrl, results, pool, config, state, cache_blocks: int, block_si
                 gen_state = sampler.generator.get_state() if sampler.generator is not None else None
                 results.put(("prefilled", rid, first, n_hit, gen_state))
     except Exception:
-        results.put(("error", "prefill", traceback.format_exc()))
+        results.put(("error", "prefill", traceback.format_exc(), None))
 
 
 def decode_rank_main(
-    rank: int, world: int, port: int, ctrl, results, pool, config, state, cache_blocks: int, block_size: int, seed
+    group: tuple[int, int],
+    rank: int,
+    world: int,
+    port: int,
+    ctrl,
+    results,
+    pool,
+    config,
+    state,
+    cache_blocks: int,
+    block_size: int,
+    seed: int,
 ) -> None:
+    """Rank `rank` of decode group `group` = (index, epoch); the epoch tags every message it sends, so the
+    front can drop what a failed incarnation of the group said after it was replaced."""
     torch.set_num_threads(1)
-    name = f"decode{rank}"
+    name = f"decode{group[0]}.{rank}"
     try:
         store = dist.TCPStore(HOST, port, world, is_master=False, timeout=timedelta(seconds=60))
         dist.init_process_group("gloo", store=store, rank=rank, world_size=world, timeout=timedelta(seconds=60))
@@ -87,7 +100,7 @@ def decode_rank_main(
         sync = StepSync(model) if world > 1 else None
         cache = model.new_cache(cache_blocks, block_size)
         live: dict[str, dict] = {}
-        results.put(("ready", name, os.getpid()))
+        results.put(("ready", name, os.getpid(), group))
         stopping = False
 
         def handle(msg) -> None:
@@ -104,7 +117,7 @@ def decode_rank_main(
                 pool_to_cache(pool, blocks, cache.data, cache.plan([sid], [prompt_len]).slots)
                 live[rid] = {"sid": sid, "next": first, "n": 1, "params": params, "eos": eos,
                              "sampler": _sampler(params, gen_state, seed)}  # fmt: skip
-                results.put(("admitted", rid))
+                results.put(("admitted", group, rid))
 
         def decode() -> None:
             rids = list(live)
@@ -124,7 +137,7 @@ def decode_rank_main(
                 out.append((rid, t, reason))
                 if reason:
                     cache.free_sequence(live.pop(rid)["sid"])
-            results.put(("tokens", out))
+            results.put(("tokens", group, out))
 
         with torch.inference_mode():
             while True:
@@ -152,7 +165,7 @@ def decode_rank_main(
                     continue
                 sync.run(plan, [decode] if passes else [])
     except Exception:
-        results.put(("error", name, traceback.format_exc()))
+        results.put(("error", name, traceback.format_exc(), group))
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
