@@ -11,6 +11,8 @@ package's DeepSeek model (sdk/models/deepseek.py) uses them:
   num_experts (split by moe_ep_size), distribution ("balanced", power laws), moe_dtype.
 - scale_matrix_perf: quantising an m x k BF16 matrix to quant_dtype.
 - nccl_perf: op_name, num_gpus, message_size in elements of nccl_dtype ("half" = 2 bytes).
+- wideep_deepep_ll_perf: DeepEP low-latency kernels, node_num nodes of 8 GPUs (EP = 8 x node_num), num_token per
+  rank, num_topk, hidden_size; dispatch_avg_t_us / combine_avg_t_us in microseconds (no `latency` column).
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ SOURCES = {
     "moe": ("moe", "trtllm", "1.3.0rc20", "moe_perf.parquet"),
     "quantize": ("quantize", "trtllm", "1.3.0rc20", "scale_matrix_perf.parquet"),
     "nccl": ("comm", "nccl", "2.29.2", "nccl_perf.parquet"),
+    # DeepEP low-latency dispatch/combine on one 8-GPU NVLink node (the only backend with DeepEP tables)
+    "deepep_ll": ("comm", "sglang", "0.5.12", "wideep_deepep_ll_perf.parquet"),
 }
 
 # aiconfigurator's dtype names -> the twin's precisions. fp8 is DeepSeek's block-scaled FP8 (fp8_block, the
@@ -66,6 +70,7 @@ def load(system: str, what: str, root: Path | None = None) -> Table | None:
         return None
     df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
     df = df.copy()
-    df["t"] = df["latency"].astype(float) * 1e-3  # ms -> s
-    df = df[df["t"] > 0]
+    if "latency" in df:
+        df["t"] = df["latency"].astype(float) * 1e-3  # ms -> s
+        df = df[df["t"] > 0]
     return Table(df, f"data/{system}/{op}/{backend}/{version}/{name}")

@@ -295,3 +295,46 @@ def fit_nccl(df: pd.DataFrame, bw: float, in_switch: bool) -> Fit:
         s = test[test["kind"] == kind]
         per[kind] = errors(model(s, x), s["t"].to_numpy())
     return Fit(params, len(train), len(test), mape, med, {"per_kind": per, "x": x})
+
+
+# ------------------------------------------------------------------ EP dispatch / combine (DeepEP low latency)
+
+DEEPEP_FP8_SCALE_GROUP = 128  # DeepEP low-latency dispatch: FP8 with one fp32 scale per 128 channels
+
+
+def ep_model(df: pd.DataFrame, op: str, bw: float, latency: float, eff: float, sync: float) -> np.ndarray:
+    """comm.ep_all_to_all: t = latency + T k m (1 - 1/EP) / (B eff) + sync log2(EP)."""
+    h = df["hidden_size"].to_numpy(float)
+    m = h + 4 * h / DEEPEP_FP8_SCALE_GROUP if op == "dispatch" else 2 * h
+    ep = 8.0 * df["node_num"].to_numpy(float)
+    vol = df["num_token"].to_numpy(float) * df["num_topk"].to_numpy(float) * m * (1 - 1 / ep)
+    return latency + vol / (bw * eff) + sync * np.log2(ep)
+
+
+def fit_ep(df: pd.DataFrame, bw: float, latency: float) -> Fit:
+    """dispatch_efficiency, combine_efficiency and sync_per_log2_rank of the NVLink plane, the fabric's one-message
+    `latency` a fixed input. One node only (EP8): sync is the whole fixed cost above `latency`, spread as
+    log2(8) = 3 doublings; larger EP groups extrapolate it."""
+    train, test = split(df)
+    td = train["dispatch_avg_t_us"].to_numpy() * 1e-6
+    tc = train["combine_avg_t_us"].to_numpy() * 1e-6
+
+    def res(x, d, a, b):
+        ed, ec, sync = _sig(x[0]), _sig(x[1]), np.exp(x[2])
+        return np.concatenate(
+            [np.log(ep_model(d, "dispatch", bw, latency, ed, sync) / a),
+             np.log(ep_model(d, "combine", bw, latency, ec, sync) / b)]
+        )  # fmt: skip
+
+    x = _solve(lambda x: res(x, train, td, tc), [_logit(0.5), _logit(0.5), np.log(2e-6)])
+    ed, ec, sync = float(_sig(x[0])), float(_sig(x[1])), float(np.exp(x[2]))
+    per = {}
+    allp, allm = [], []
+    for op, e, col in (("dispatch", ed, "dispatch_avg_t_us"), ("combine", ec, "combine_avg_t_us")):
+        p, meas = ep_model(test, op, bw, latency, e, sync), test[col].to_numpy() * 1e-6
+        per[op] = errors(p, meas)
+        allp.append(p)
+        allm.append(meas)
+    mape, med = errors(np.concatenate(allp), np.concatenate(allm))
+    params = {"dispatch_efficiency": ed, "combine_efficiency": ec, "sync_per_log2_rank": sync}
+    return Fit(params, 2 * len(train), 2 * len(test), mape, med, {"per_op": per})

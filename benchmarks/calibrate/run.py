@@ -216,6 +216,34 @@ def _curve_lines(q: dict) -> list[str]:
     ]
 
 
+def fit_ep_nvlink(aic: str, system_name: str, root: Path | None = None) -> tuple[F.Fit, str] | None:
+    """DeepEP low-latency dispatch/combine on the 8-GPU NVLink island, the plane's `latency` a fixed input."""
+    t = A.load(aic, "deepep_ll", root)
+    if t is None:
+        return None
+    s = load_system(system_name)
+    f = s.spec.scale_up
+    return F.fit_ep(t.frame, f.bandwidth_per_chip / s.chip.dies, f.latency), t.path
+
+
+def ep_block(fit: F.Fit, path: str, version: str) -> str:
+    per = ", ".join(f"{k} {e[0]:.1%}" for k, e in fit.extra["per_op"].items())
+    p = fit.params
+    return "\n".join(
+        [
+            "# EP dispatch/combine (decode, DeepEP low-latency kernels, FP8 dispatch / BF16 combine): fitted to",
+            f"#   aiconfigurator-core {version} systems/{path} (one 8-GPU node) with the formula of",
+            "#   cloudmatrix.perf.comm, `latency` above a fixed input; sync carries the whole fixed cost above it and",
+            "#   extrapolates as log2(EP) beyond EP8 (unmeasured).",
+            f"#   {fit.train_rows} rows fit / {fit.test_rows} held out, MAPE {fit.mape:.1%}, "
+            f"median {pct(fit.median_signed)}; {per}",
+            f"dispatch_efficiency = {p['dispatch_efficiency']:.3f}",
+            f"combine_efficiency = {p['combine_efficiency']:.3f}",
+            f'sync_per_log2_rank = "{p["sync_per_log2_rank"] * 1e6:.2f} us"',
+        ]
+    )
+
+
 def fabric_block(fit: F.Fit, path: str, in_switch: bool, version: str) -> str:
     per = ", ".join(f"{k} {e[0]:.1%}" for k, e in fit.extra["per_kind"].items())
     rule = "in-switch (NVLS) all-reduce volume" if in_switch else "ring all-reduce volume"
@@ -289,12 +317,20 @@ def main(argv: list[str] | None = None) -> int:
                 f"  {'nccl':12s} {f.test_rows:6d} rows  MAPE {f.mape:6.1%}  median {pct(f.median_signed):>7s}  "
                 f"in_switch={in_switch} " + ", ".join(f"{k}={v:.4g}" for k, v in f.params.items())
             )
+        ep = fit_ep_nvlink(aic, system_name)
+        if ep:
+            f, _ = ep
+            print(
+                f"  {'deepep_ll':12s} {f.test_rows:6d} rows  MAPE {f.mape:6.1%}  median {pct(f.median_signed):>7s}  "
+                + ", ".join(f"{k}={v:.4g}" for k, v in f.params.items())
+            )
         if args.write:
             p = CATALOG / f"{chip_name}.toml"
             p.write_text(T.replace_efficiency(p.read_text(), chip_block(r, version)))
-            if c:
+            blocks = ([ep_block(*ep, version)] if ep else []) + ([fabric_block(*c, version)] if c else [])
+            if blocks:
                 sp = CATALOG / f"{system_name}.toml"
-                sp.write_text(T.replace_in_table(sp.read_text(), "scale_up", fabric_block(*c, version)))
+                sp.write_text(T.replace_in_table(sp.read_text(), "scale_up", "\n".join(blocks)))
     for chip_name, aic in TRANSFERS.items():
         if aic in results and args.write:
             p = CATALOG / f"{chip_name}.toml"

@@ -172,6 +172,10 @@ class FabricSpec(_Frozen):
     dispatch_efficiency: Fraction = 1.0  # fraction of the link rate EP dispatch sustains
     combine_efficiency: Fraction = 1.0  # fraction of the link rate EP combine (and plain collectives) sustain
     sync_per_log2_rank: Seconds = 0.0  # completion signalling, per doubling of the group size
+    # Prefill's throughput (DeepEP "normal") kernels where they differ from the low-latency ones above;
+    # default: dispatch_efficiency / combine_efficiency.
+    prefill_dispatch_efficiency: Fraction | None = None
+    prefill_combine_efficiency: Fraction | None = None
     # Plain (NCCL-style) collectives on this plane, perf/kernels.py::collective; default: latency and the
     # combine efficiency.
     collective_latency: Seconds | None = None
