@@ -17,8 +17,9 @@ from .strategies import EDGE_TOML, JSON_EDGES, int_text
 
 MODELS_DIR = Path(str(resources.files("cloudmatrix.specs") / "catalog" / "models"))
 HARDWARE_DIR = Path(str(resources.files("cloudmatrix.specs") / "catalog" / "hardware"))
-MODEL_FILES = sorted(MODELS_DIR.glob("*.json"))
-HARDWARE_FILES = sorted(HARDWARE_DIR.glob("*.toml"))
+# read once: the examples must not change if a catalog file changes during the run
+MODEL_TEXTS = tuple(p.read_text() for p in sorted(MODELS_DIR.glob("*.json")))
+HARDWARE_TEXTS = tuple(p.read_text() for p in sorted(HARDWARE_DIR.glob("*.toml")))
 # the fields the readers use, plus one they do not
 CONFIG_KEYS = (
     "model_type", "architectures", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
@@ -39,7 +40,7 @@ def unique_file(base: Path, data: bytes, suffix: str) -> Path:
 
 @st.composite
 def mutated_config(draw) -> bytes:
-    cfg = json.loads(draw(st.sampled_from(MODEL_FILES)).read_text())
+    cfg = json.loads(draw(st.sampled_from(MODEL_TEXTS)))
     for _ in range(draw(st.integers(1, 3))):
         key = draw(st.sampled_from(CONFIG_KEYS))
         action = draw(st.sampled_from(("set", "set", "delete", "wrap", "small")))
@@ -93,7 +94,7 @@ _ASSIGNMENT = re.compile(r"^(\s*[A-Za-z_][\w-]*\s*=\s*)(.+?)(\s*#.*)?$")
 
 @st.composite
 def mutated_hardware(draw) -> bytes:
-    lines = draw(st.sampled_from(HARDWARE_FILES)).read_text().splitlines()
+    lines = draw(st.sampled_from(HARDWARE_TEXTS)).splitlines()
     assignments = [i for i, line in enumerate(lines) if _ASSIGNMENT.match(line)]
     for _ in range(draw(st.integers(1, 2))):
         i = draw(st.sampled_from(assignments))
@@ -131,7 +132,7 @@ def test_hardware_readers_on_mutated_tomls(tmp_path_factory, data):
             assert_finite(load_json(out))
 
 
-SYSTEM_NAMES = sorted(p.stem for p in HARDWARE_FILES)
+SYSTEM_NAMES = sorted(p.stem for p in HARDWARE_DIR.glob("*.toml"))
 
 
 @fuzz(ci_examples=15)

@@ -70,8 +70,23 @@ def test_utf8_with_a_byte_order_mark_is_read(tmp_path):
         ({**LLAMA_TINY, "tie_word_embeddings": 1}, "tie_word_embeddings = 1 is not a boolean"),
         ({**LLAMA_TINY, "model_type": ["llama"]}, "model_type = ['llama'] is not a string"),
         ({**LLAMA_TINY, "architectures": "LlamaForCausalLM"}, "architectures = 'LlamaForCausalLM' is not a list"),
+        ({**LLAMA_TINY, "num_hidden_layers": 10**12}, "num_hidden_layers = 1000000000000 is above the 10,000"),
+        ({**LLAMA_TINY, "hidden_size": 2**63}, "hidden_size = 9223372036854775808 is above"),
     ],
-    ids=["nan", "inf", "-inf", "text-str", "text-null", "text-list", "tie-str", "tie-int", "type-list", "arch-str"],
+    ids=[
+        "nan",
+        "inf",
+        "-inf",
+        "text-str",
+        "text-null",
+        "text-list",
+        "tie-str",
+        "tie-int",
+        "type-list",
+        "arch-str",
+        "layers-huge",
+        "hidden-huge",
+    ],
 )
 def test_bad_config_values_name_file_and_field(cfg, needle):
     with pytest.raises(CloudMatrixError) as e:

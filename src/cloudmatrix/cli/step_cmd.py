@@ -110,19 +110,21 @@ def step(
 
 def check_flags(**flags: float | None) -> None:
     """Every numeric flag finite and in range before anything is costed (NaN and inf never pass)."""
-    from cloudmatrix.user_input import finite, positive, positive_int
+    from cloudmatrix.user_input import finite, positive_int
 
     for name in ("dies", "ep", "attn_tp", "moe_tp", "nodes"):
         if flags[name] is not None:
             positive_int(f"--{name.replace('_', '-')}", flags[name])
-    for name in ("batch_per_die", "tokens_per_die", "prompt_len"):
-        positive(f"--{name.replace('_', '-')}", flags[name])
-    finite("--kv-len", flags["kv_len"], minimum=0)
+    # upper bounds far past any HBM, so that absurd sizes are an error rather than an overflow deep inside
+    for name, most in (("batch_per_die", 1e6), ("tokens_per_die", 1e9), ("prompt_len", 1e9)):
+        finite(f"--{name.replace('_', '-')}", flags[name], above=0, maximum=most)
+    finite("--kv-len", flags["kv_len"], minimum=0, maximum=1e9)
     finite("--mtp", flags["mtp"], minimum=0)
     finite("--mtp-acceptance", flags["mtp_acceptance"], minimum=0, maximum=1)
     finite("--zipf-s", flags["zipf_s"], minimum=0)
     if flags["imbalance"] is not None:
-        finite("--imbalance", flags["imbalance"], minimum=1)
+        # busiest / mean die: one die can carry at most all of the load, EP times the mean
+        finite("--imbalance", flags["imbalance"], minimum=1, maximum=flags["ep"])
     for name in ("shared_expert_dies", "redundant_experts"):
         if flags[name] is not None:
             finite(f"--{name.replace('_', '-')}", flags[name], minimum=0)
