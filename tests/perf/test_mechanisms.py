@@ -163,3 +163,17 @@ def test_decode_microbatching_gains_at_the_papers_operating_point():
     one = decode_step(R1, CM, dep.with_(microbatches=1), 48, 4096)
     two = decode_step(R1, CM, dep.with_(microbatches=2), 48, 4096)
     assert two.tokens_per_s_per_chip > one.tokens_per_s_per_chip
+
+
+def test_prefill_uses_the_throughput_kernels_efficiency_where_the_plane_has_one():
+    from cloudmatrix.perf import comm
+
+    h200 = load_system("hgx-h200")
+    up = h200.spec.scale_up
+    assert up.prefill_dispatch_efficiency is not None
+    t_pre, _ = comm.ep_all_to_all(h200, 8, 4096, 8, 7392, "dispatch", prefill=True)
+    t_dec, _ = comm.ep_all_to_all(h200, 8, 4096, 8, 7392, "dispatch")
+    volume = 4096 * 8 * 7392 * 7 / 8 / comm.die_bandwidth(h200, up)
+    assert t_dec - t_pre == pytest.approx(
+        volume / up.dispatch_efficiency - volume / up.prefill_dispatch_efficiency, rel=1e-9
+    )

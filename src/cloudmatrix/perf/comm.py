@@ -55,20 +55,32 @@ def ep_all_to_all(
     op: str,
     fabric: FabricSpec | None = None,
     hot_factor: float = 1.0,
+    prefill: bool = False,
 ) -> tuple[float, float]:
     """(time, physical limit) of one EP dispatch ("dispatch") or combine ("combine") on one die.
     The plane is the one the group sits on unless `fabric` names it.
 
     Every rank waits for the slowest one: `hot_factor` (>= 1) is the busiest expert die's load over
     the mean, which is how much more that die receives in a dispatch and sends back in a combine
-    than it would at perfect balance; the all-to-all completes when the hot die's traffic does."""
+    than it would at perfect balance; the all-to-all completes when the hot die's traffic does.
+    `prefill` selects the plane's throughput-kernel efficiencies (DeepEP normal) where it has them."""
     if group <= 1 or tokens <= 0:
         return 0.0, 0.0
     fabric = fabric or fabric_for_group(system, group)
-    eff = fabric.dispatch_efficiency if op == "dispatch" else fabric.combine_efficiency
+    eff = _efficiency(fabric, op, prefill)
     volume = tokens * copies_per_token * bytes_per_copy * (1 - 1 / group) * max(1.0, hot_factor)
     bw = die_bandwidth(system, fabric)
     return fabric.latency + volume / (bw * eff) + _sync(fabric, group), volume / bw
+
+
+def _efficiency(fabric: FabricSpec, op: str, prefill: bool) -> float:
+    """The fraction of the link an EP kernel sustains: prefill's throughput kernels where the plane gives
+    their own figure, else the (decode, low-latency) kernels' fit."""
+    if prefill:
+        own = fabric.prefill_dispatch_efficiency if op == "dispatch" else fabric.prefill_combine_efficiency
+        if own is not None:
+            return own
+    return fabric.dispatch_efficiency if op == "dispatch" else fabric.combine_efficiency
 
 
 def expected_distinct(bins: float, draws: float) -> float:
@@ -93,19 +105,19 @@ def hierarchical_ep_all_to_all(
     node_dies = system.scale_up_domain_chips * system.chip.dies
     nodes = group / node_dies
     if nodes <= 1:
-        return ep_all_to_all(system, group, tokens, top_k, bytes_per_copy, op, hot_factor=hot_factor)
+        return ep_all_to_all(system, group, tokens, top_k, bytes_per_copy, op, hot_factor=hot_factor, prefill=True)
     hot = max(1.0, hot_factor)
     up, out = system.spec.scale_up, system.spec.scale_out
     # scale-out: one copy per destination node; (1 - 1/nodes) of them leave the node
     per_token_nodes = expected_distinct(nodes, top_k)
     vol_out = tokens * per_token_nodes * (1 - 1 / nodes) * bytes_per_copy * hot
     bw_out = die_bandwidth(system, out)
-    eff_out = out.dispatch_efficiency if op == "dispatch" else out.combine_efficiency
+    eff_out = _efficiency(out, op, True)
     out_t = out.latency + vol_out / (bw_out * eff_out) + _sync(out, group)
     # scale-up: every die forwards (or, in a combine, pre-reduces) top_k copies per token inside its node
     vol_up = tokens * top_k * (1 - 1 / node_dies) * bytes_per_copy * hot
     bw_up = die_bandwidth(system, up)
-    eff_up = up.dispatch_efficiency if op == "dispatch" else up.combine_efficiency
+    eff_up = _efficiency(up, op, True)
     in_t = up.latency + vol_up / (bw_up * eff_up) + _sync(up, node_dies)
     out_lim, in_lim = vol_out / bw_out, vol_up / bw_up
     return max(out_t, in_t), max(out_lim, in_lim)

@@ -121,12 +121,13 @@ def _swiglu(c: DieContext, name: str, rows: float, inter: float) -> OpCost:
 def _all_to_all(
     c: DieContext, op: str, tokens: float, copies: float, nbytes: float, prefill: bool, imbalance: float
 ) -> OpCost:
-    """EP dispatch or combine; prefill on a group spanning nodes over the scale-out plane forwards through
-    the node (DeepEP normal kernels); decode sends each copy directly (low-latency kernels)."""
+    """EP dispatch or combine. Prefill runs the throughput kernels (DeepEP normal: their own efficiencies
+    where the plane gives them) and, on a group spanning nodes over the scale-out plane, forwards through
+    the node; decode sends each copy directly (low-latency kernels)."""
     ep = c.dep.ep_degree
     fabric = comm.fabric_for_group(c.system, ep)
     if prefill and fabric is c.system.spec.scale_out:
         t, lim = comm.hierarchical_ep_all_to_all(c.system, ep, tokens, copies, nbytes, op, imbalance)
     else:
-        t, lim = comm.ep_all_to_all(c.system, ep, tokens, copies, nbytes, op, hot_factor=imbalance)
+        t, lim = comm.ep_all_to_all(c.system, ep, tokens, copies, nbytes, op, hot_factor=imbalance, prefill=prefill)
     return comm_op(op, "moe", 1, tokens * copies * nbytes, t, lim)
