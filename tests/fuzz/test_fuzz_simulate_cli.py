@@ -66,9 +66,9 @@ def overrides(draw) -> list[str]:
 
 
 def run_args(draw, scenario: str) -> tuple[str, ...]:
-    duration = draw(st.sampled_from(("2", "5", "8", "0", "-1", "nan", "inf")))
+    duration = draw(st.sampled_from(("2", "5", "8", "20", "0.5", "1e-9", "0", "-1", "nan", "inf")))
     # usually a warm-up shorter than the run, so that most examples measure something
-    warmup = draw(st.sampled_from(("--set=warmup=0", "--set=warmup=1", None)))
+    warmup = draw(st.sampled_from(("--set=warmup=0", "--set=warmup=1", "--set=warmup=5", None)))
     # one run in five prints the tables instead of JSON: user text (a scenario name) must not break them
     output = "--json" if draw(st.integers(0, 4)) else "--quiet"
     args = ("simulate", scenario, f"--duration={duration}", output, "--quiet", *draw(overrides()))
