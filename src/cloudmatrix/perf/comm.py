@@ -123,31 +123,6 @@ def hierarchical_ep_all_to_all(
     return max(out_t, in_t), max(out_lim, in_lim)
 
 
-def _collective(system: System, group: int, volume: float, syncs: int = 1) -> tuple[float, float]:
-    """(time, physical limit) of a plain collective moving `volume` bytes per die over the group's fabric
-    at the combine kernels' efficiency (BF16 data, no quantisation), with `syncs` completion rounds."""
-    if group <= 1:
-        return 0.0, 0.0
-    fabric = fabric_for_group(system, group)
-    bw = die_bandwidth(system, fabric)
-    return fabric.latency + volume / (bw * fabric.combine_efficiency) + syncs * _sync(fabric, group), volume / bw
-
-
-def all_gather(system: System, group: int, bytes_per_die: float) -> tuple[float, float]:
-    """Every die ends with every die's `bytes_per_die` (ring-equivalent volume)."""
-    return _collective(system, group, bytes_per_die * (group - 1))
-
-
-def all_to_all(system: System, group: int, bytes_per_die: float) -> tuple[float, float]:
-    """Each die scatters `bytes_per_die` evenly over the group."""
-    return _collective(system, group, bytes_per_die * (1 - 1 / group))
-
-
-def all_reduce(system: System, group: int, bytes_per_die: float) -> tuple[float, float]:
-    """Ring all-reduce: reduce-scatter + all-gather, 2 (n-1)/n of the data each way."""
-    return _collective(system, group, 2 * bytes_per_die * (group - 1) / group, syncs=2)
-
-
 def transfer(fabric: FabricSpec, bandwidth: float, nbytes: float, efficiency: float = 1.0) -> float:
     """A point-to-point bulk transfer (KV cache prefill -> decode, cache-pool reads)."""
     return fabric.latency + nbytes / (bandwidth * efficiency)
