@@ -46,12 +46,6 @@ def gemm_efficiency(p: GemmEfficiency, m: float, n: float, k: float) -> float:
     return e
 
 
-def _input_bytes(dtype: str) -> float:
-    """Bytes per activation element fed to a GEMM: quantised with the weights when they are 8-bit or less."""
-    wb = BYTES_PER_ELEMENT[dtype]
-    return wb if wb <= 1 else ACT_BYTES
-
-
 def gemm(
     m: float,
     n: float,
@@ -80,34 +74,8 @@ def gemms(
     p: GemmEfficiency | None = None,
 ) -> OpCost:
     """Several GEMMs over the same m rows, shapes = ((k, n), ...), reported as one op: one launch per shape,
-    each at its own k's efficiency. `p` overrides the efficiency curve (grouped GEMMs pass theirs)."""
-    p = p or gemm_params(chip, dtype)
-    peak = chip.peak(dtype)
-    wb = BYTES_PER_ELEMENT[dtype]
-    in_b = _input_bytes(dtype)
-    flops = compute = params = act = 0.0
-    for k, n in shapes:
-        f = 2.0 * m * k * n
-        flops += f
-        compute += f / (peak * gemm_efficiency(p, m, n, k))
-        params += k * n
-        act += m * (k * in_b + n * ACT_BYTES)
-    nbytes = params * weight_copies * wb + act
-    bw = chip.die.hbm_bandwidth
-    eff = chip.efficiency
-    return OpCost(
-        name,
-        stream,
-        1,
-        flops,
-        nbytes,
-        compute,
-        nbytes / (bw * eff.memory),
-        0.0,
-        max(flops / peak, nbytes / bw),
-        "compute",
-        (p.latency if p.latency is not None else eff.kernel_latency) * len(shapes),
-    )
+    each at its own n's and k's efficiency. `p` overrides the efficiency curve."""
+    return _gemm_launches(m, m, shapes, weight_copies, dtype, chip, p or gemm_params(chip, dtype), name, stream)
 
 
 def grouped_gemm(
@@ -122,24 +90,42 @@ def grouped_gemm(
 ) -> OpCost:
     """MoE experts as grouped GEMMs: `rows` token copies spread over `experts` experts whose weights are read
     (pass the expected number of experts that receive tokens, not the slots held), shapes = ((k, n), ...)
-    per expert. The efficiency curve is the chip's grouped-GEMM fit with rows per expert as m."""
+    per expert. The efficiency curve is the chip's grouped-GEMM fit for `dtype` with rows per expert as m."""
     if rows <= 0 or experts <= 0:
         return OpCost(name, stream, 1, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
     eff = chip.efficiency
     p = eff.grouped_gemm_by_precision.get(dtype) or eff.grouped_gemm or gemm_params(chip, dtype)
-    per_expert = rows / experts
+    return _gemm_launches(rows / experts, rows, shapes, experts, dtype, chip, p, name, stream)
+
+
+def _gemm_launches(
+    m_eff: float, rows: float, shapes, weight_copies: float, dtype: str, chip: ChipSpec, p: GemmEfficiency, name, stream
+) -> OpCost:
+    """One launch per (k, n) shape over `rows` rows; `m_eff` rows set the efficiency (rows per expert when
+    grouped); each weight is read `weight_copies` times. Inlined float math: the step model calls this a lot."""
+    if rows <= 0:
+        return OpCost(name, stream, 1, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
     peak = chip.peak(dtype)
     wb = BYTES_PER_ELEMENT[dtype]
-    in_b = _input_bytes(dtype)
+    in_b = wb if wb <= 1 else ACT_BYTES  # W8A8 and below: the input is quantised too
+    e_rows = p.peak * (m_eff / (m_eff + p.half_rows) if p.half_rows > 0 else 1.0)
+    hn, hk = p.half_n, p.half_k
     flops = compute = params = act = 0.0
     for k, n in shapes:
+        e = e_rows
+        if hn > 0:
+            e *= n / (n + hn)
+        if hk > 0:
+            e *= k / (k + hk)
         f = 2.0 * rows * k * n
         flops += f
-        compute += f / (peak * gemm_efficiency(p, per_expert, n, k))
+        compute += f / (peak * e)
         params += k * n
-        act += rows * (k * in_b + n * ACT_BYTES)
-    nbytes = params * experts * wb + act
+        act += k * in_b + n * ACT_BYTES
+    nbytes = params * weight_copies * wb + act * rows
     bw = chip.die.hbm_bandwidth
+    eff = chip.efficiency
+    lat = p.latency if p.latency is not None else eff.kernel_latency
     return OpCost(
         name,
         stream,
@@ -151,7 +137,7 @@ def grouped_gemm(
         0.0,
         max(flops / peak, nbytes / bw),
         "compute",
-        (p.latency if p.latency is not None else eff.kernel_latency) * len(shapes),
+        lat * len(shapes),
     )
 
 
