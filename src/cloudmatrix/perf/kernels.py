@@ -11,9 +11,9 @@ GEMM efficiency saturates with the rows (tokens), the output columns and the red
 
 `half_rows` and `half_n` are tile/wave-quantisation effects (a 64- or 128-wide tile is paid for even
 when few rows or columns fill it, and few output tiles leave SMs idle), `half_k` the prologue/epilogue
-a short reduction cannot amortise. A grouped GEMM
-(MoE experts) uses the rows per expert as m. Plain float math only: the step model calls these
-hundreds of times per step.
+a short reduction cannot amortise. A grouped GEMM (MoE experts) uses the rows per expert as m. The
+formula lives once, in `_gemm_launches`. Plain float math only: the step model calls these hundreds
+of times per step.
 """
 
 from __future__ import annotations
@@ -32,18 +32,6 @@ def gemm_params(chip: ChipSpec, dtype: str) -> GemmEfficiency:
     """The GEMM efficiency curve for `dtype`: its own fit where the chip file has one, else the default."""
     eff = chip.efficiency
     return eff.gemm_by_precision.get(dtype) or eff.gemm_default
-
-
-def gemm_efficiency(p: GemmEfficiency, m: float, n: float, k: float) -> float:
-    """Fraction of peak an m x n x k GEMM reaches (see the module docstring)."""
-    e = p.peak
-    if p.half_rows > 0:
-        e *= m / (m + p.half_rows)
-    if p.half_n > 0:
-        e *= n / (n + p.half_n)
-    if p.half_k > 0:
-        e *= k / (k + p.half_k)
-    return e
 
 
 def gemm(
