@@ -256,3 +256,13 @@ def test_shortest_prompt_first_lowers_mean_ttft_under_load(small):
         ttft[policy] = (np.nanmean(r.ttft), np.nanmean(r.ttft[longest]))
     assert ttft["shortest"][0] < 0.9 * ttft["fcfs"][0]
     assert ttft["shortest"][1] > ttft["fcfs"][1]  # the longest prompts pay for it
+
+
+@pytest.mark.parametrize("depth,acceptance", [(1, 0.7), (2, 0.7), (2, 1.0), (3, 0.999999)])
+def test_mtp_tokens_per_step_follow_the_acceptance(small, depth, acceptance):
+    """Drafts are accepted in order until the first rejection: E[tokens] = sum_k a^k, k = 0..depth."""
+    sim = Simulation(small(**{"mtp.depth": depth, "mtp.acceptance": acceptance}))
+    draws = np.concatenate([sim._tokens_per_seq(20_000) for _ in range(5)])
+    assert draws.dtype.kind in "iu" and draws.min() >= 1 and draws.max() <= 1 + depth
+    expected = sum(acceptance**k for k in range(depth + 1))
+    assert draws.mean() == pytest.approx(expected, abs=0.01)

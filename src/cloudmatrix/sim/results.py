@@ -39,10 +39,10 @@ def build_result(sim: ServingSimulation, end: float) -> SimResult:
     )  # fmt: skip
     dies_per_chip = sim.system.chip.dies
     chips = {name: max(1, round(p.instances * p.dies / dies_per_chip)) for name, p in sc.pools().items()}
-    out_ev = (np.asarray(sim.out_s), np.asarray(sim.out_e), np.asarray(sim.out_n, dtype=np.float64))
-    in_ev = (np.asarray(sim.in_s), np.asarray(sim.in_e), np.asarray(sim.in_n, dtype=np.float64))
+    out_ev = (_view(sim.out_s), _view(sim.out_e), _view(sim.out_n))
+    in_ev = (_view(sim.in_s), _view(sim.in_e), _view(sim.in_n))
     dname = sim.decode_pool
-    run_ev = (np.asarray(sim.step_start[dname]), np.asarray(sim.run_n, dtype=np.float64))
+    run_ev = (_view(sim.step_start[dname]), _view(sim.run_n))
     t0 = min(sc.warmup, end)
     summary = summarize(
         records,
@@ -61,7 +61,7 @@ def build_result(sim: ServingSimulation, end: float) -> SimResult:
     }
     pools: dict[str, dict[str, Any]] = {}
     for name, p in sc.pools().items():
-        starts, dts = np.asarray(sim.step_start[name]), np.asarray(sim.step_dt[name])
+        starts, dts = _view(sim.step_start[name]), _view(sim.step_dt[name])
         in_window = (starts < end) & (starts + dts > t0)
         pools[name] = {
             "instances": p.instances,
@@ -78,7 +78,7 @@ def build_result(sim: ServingSimulation, end: float) -> SimResult:
     if sim.run_n and end > t0:
         # time-weighted batch over the window: each step holds its batch for its duration
         s0 = run_ev[0]
-        w = np.clip(np.minimum(s0 + np.asarray(sim.step_dt[dname]), end) - np.maximum(s0, t0), 0.0, None)
+        w = np.clip(np.minimum(s0 + _view(sim.step_dt[dname]), end) - np.maximum(s0, t0), 0.0, None)
         pools[dname]["mean_batch_per_die"] = float(np.sum(run_ev[1] * w) / (end - t0) / dpool.dies / dpool.instances)
     else:
         pools[dname]["mean_batch_per_die"] = 0.0
@@ -98,6 +98,11 @@ def build_result(sim: ServingSimulation, end: float) -> SimResult:
     summary["requests"]["in_flight_at_end"] = int(np.sum(issued & ~(sim.finish <= end)))
     summary["requests"]["never_issued"] = int(np.sum(~issued))
     return SimResult(sc, records, end, summary, out_ev, in_ev, run_ev, pools)
+
+
+def _view(a) -> np.ndarray:
+    """A float64 typed array as numpy, without a copy."""
+    return np.frombuffer(a, dtype=np.float64) if len(a) else np.zeros(0)
 
 
 def ttft_components(sim: ServingSimulation, idx: np.ndarray | None = None) -> dict[str, np.ndarray]:

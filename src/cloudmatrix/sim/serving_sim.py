@@ -19,6 +19,7 @@ population: the requests that arrived in the window, run until they finish.
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Callable
 
 import numpy as np
@@ -71,17 +72,15 @@ class ServingSimulation:
         self.cached = np.zeros(n, dtype=np.int32)
         self.rng = np.random.default_rng(scenario.seed)
         self.kv_bytes_per_token = self.model.kv_bytes_per_token(scenario.precision.kv_cache)
-        # per pool: the start and duration of every step or batch (utilisation, clipped to the window)
-        self.step_start: dict[str, list[float]] = {}
-        self.step_dt: dict[str, list[float]] = {}
+        # Per-step records are typed arrays (8 bytes an entry, not a 32-byte Python float): a two-hour
+        # run has hundreds of thousands of steps. Per pool: the start and duration of every step or
+        # batch (utilisation, clipped to the window).
+        self.step_start: dict[str, array] = {}
+        self.step_dt: dict[str, array] = {}
         # tokens as spans (start, end, count): each step's tokens spread over the step that made them
-        self.out_s: list[float] = []
-        self.out_e: list[float] = []
-        self.out_n: list[int] = []
-        self.in_s: list[float] = []
-        self.in_e: list[float] = []
-        self.in_n: list[int] = []
-        self.run_n: list[int] = []  # sequences decoding in each decode-pool step
+        self.out_s, self.out_e, self.out_n = array("d"), array("d"), array("d")
+        self.in_s, self.in_e, self.in_n = array("d"), array("d"), array("d")
+        self.run_n = array("d")  # sequences decoding in each decode-pool step
         self.transfer_bytes = 0.0
         self.kv_occupancy_sum = 0.0
         self._next_issue = 0
@@ -92,8 +91,8 @@ class ServingSimulation:
         for name, pool in pools.items():
             self.costs[name] = PoolCosts(self.model, self.system, scenario.deployment(pool, self.model),
                                          scenario.experts, scenario.base_dir)  # fmt: skip
-            self.step_start[name] = []
-            self.step_dt[name] = []
+            self.step_start[name] = array("d")
+            self.step_dt[name] = array("d")
         self._build_decoders(pools[self.decode_pool])
         self._build_cache()
 
@@ -291,12 +290,14 @@ class ServingSimulation:
         m = self.sc.mtp
         if m.depth == 0 or m.acceptance == 0:
             return np.ones(n, dtype=np.int64)
+        if m.acceptance == 1:
+            return np.full(n, 1 + m.depth, dtype=np.int64)
         threshold = np.uint16(min(65535, round(m.acceptance * 65536)))
         u = np.frombuffer(self.rng.bytes(2 * n * m.depth), dtype=np.uint16)
         if m.depth == 1:
             ok = (u < threshold).view(np.uint8)
-            return ok + np.uint8(1)
-        ok = (u.reshape(n, m.depth) < threshold).view(np.uint8)
+            return ok + np.uint8(1)  # uint8 holds 1 or 2; the scheduler's minimum with int64 gives int64
+        ok = (u.reshape(n, m.depth) < threshold).astype(np.int64)
         return 1 + np.cumprod(ok, axis=1).sum(axis=1)
 
     def _apply_decode_step(self, d: DecodeInstance, t: float, dt: float) -> None:
