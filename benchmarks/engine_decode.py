@@ -9,10 +9,12 @@ initialisation and loaded into ours from its state dict. Both sides run greedy o
 (torch.set_num_threads(1)) in this process over the same prompts (length --prompt-len, random ids).
 
 Decode time = time of the last new token - time of the first (after prefill), stamped inside
-both generation loops (ours: GenerationResult.token_times; transformers: a streamer), so the
-prefill drops out without subtracting two long runs; decode tokens/s = batch x (N - 1) / decode
-time. Each side's best of --repeat interleaved runs is kept. Ours: paged latent cache, absorbed MLA,
-grouped experts. transformers: DynamicCache, eager attention (sdpa is no faster on this CPU at
+both generation loops (ours: GenerationResult.token_times, one stamp per LLMEngine step;
+transformers: a streamer), so the prefill drops out without subtracting two long runs; decode
+tokens/s = batch x (N - 1) / decode time. Each side's best of --repeat interleaved runs is kept.
+Ours: `greedy_generate`, i.e. the serving runtime (LLMEngine) with every prompt prefilled in one
+step, then one decode pass per step: paged latent cache, ragged absorbed MLA, grouped experts.
+transformers: DynamicCache, eager attention (sdpa is no faster on this CPU at
 these shapes; --attn sdpa to check), its grouped-mm experts. The generated tokens of both are
 compared (fp32: identical). bf16 runs but is slower than fp32 on CPUs without bf16 units.
 """
