@@ -65,3 +65,49 @@ def test_disconnect_aborts_in_the_workers(served):
     stats = engine.stats()
     assert server.loop.pending() == 0 and stats.running == 0 and stats.waiting == 0
     assert stats.tokens_out - before < 200  # it stopped before max_tokens
+
+
+def test_killed_decode_worker_stream_continues_with_no_lost_or_repeated_tokens(served):
+    """Kill a decode rank by pid mid-stream: the group restarts warm, the request is handed over from the
+    caching pool, and the client's stream reads exactly the in-process engine's greedy text."""
+    import json
+    import os
+    import signal
+    import threading
+
+    url, engine, _ = served
+    prompt = "OTHELLO.\nIt is the cause, it is the cause, my soul"
+    want = LLMEngine(config=EngineConfig(kv_cache_tokens=2048)).generate(
+        [prompt], SamplingParams(max_tokens=60, ignore_eos=True)
+    )[0]
+    statuses: list[str] = []
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            statuses.append(httpx.get(f"{url}/health", timeout=10).json()["status"])
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    body = {"model": NAME, "prompt": prompt, "max_tokens": 60, "stream": True, "ignore_eos": True,
+            "temperature": 0, "stream_options": {"include_usage": True}}  # fmt: skip
+    pieces, usage, killed = [], None, None
+    with httpx.stream("POST", f"{url}/v1/completions", json=body, timeout=180) as r:
+        for line in r.iter_lines():
+            if not line.startswith("data: {"):
+                continue
+            ev = json.loads(line[6:])
+            if ev.get("usage"):
+                usage = ev["usage"]
+            pieces.extend(c["text"] for c in ev["choices"])
+            if len(pieces) == 10 and killed is None:
+                killed = engine.pids["decode0.0"]
+                watcher.start()
+                os.kill(killed, signal.SIGKILL)
+    stop.set()
+    watcher.join(10)
+    assert killed is not None and engine.pids["decode0.0"] != killed  # a new incarnation serves
+    assert "".join(pieces) == want.text
+    assert usage["completion_tokens"] == 60
+    assert "degraded" in statuses and httpx.get(f"{url}/health").json()["status"] == "ok"
+    assert engine.health()["restarts"].get("decode0") == 1

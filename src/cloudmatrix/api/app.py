@@ -254,10 +254,8 @@ def create_app(engine: Any, config: ServerConfig, params_factory: Callable[..., 
     async def health() -> JSONResponse:
         stats = server.loop.last_stats
         body: dict[str, Any] = {"status": "ok", "model": config.model_name}
-        engine_health = getattr(engine, "health", None)
-        if callable(engine_health):
-            h = engine_health()
-            body.update(h if isinstance(h, dict) else {"status": str(h)})
+        if server.loop.last_health:  # e.g. a disaggregated engine restarting a worker: "degraded"
+            body.update(server.loop.last_health)
         if not server.loop.alive:
             body = {"status": "error", "detail": server.loop.error or "the engine loop is not running"}
             return JSONResponse(body, status_code=503)

@@ -56,6 +56,7 @@ class EngineLoop:
         self.error: str | None = None
         self.steps = 0
         self.last_stats: Any = None
+        self.last_health: dict | None = None  # the engine's own health() (workers up?), read on this thread
         self.recent_e2e_s: float | None = None  # moving average of finished requests' E2E (for Retry-After)
 
     # -- lifecycle -------------------------------------------------------------------------------------------
@@ -163,6 +164,9 @@ class EngineLoop:
                     self._wake.clear()
                 self.last_stats = self.engine.stats()
                 self.metrics.set_engine_stats(self.last_stats)
+                health = getattr(self.engine, "health", None)
+                if callable(health):
+                    self.last_health = health()
         except Exception as e:  # the engine broke: fail every reader, report it on /health
             self.error = f"engine loop stopped: {type(e).__name__}: {e}"
             with self._lock:

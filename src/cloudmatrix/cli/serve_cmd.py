@@ -47,17 +47,16 @@ def build_engine(
         if (prefill, decode, ep) != (1, 1, 2):
             raise CloudMatrixError("--prefill/--decode/--ep describe worker processes; drop them with --single-process")
         return LLMEngine(model, config=EngineConfig(max_num_seqs=max_num_seqs, kv_cache_tokens=kv_cache_tokens))
-    if prefill != 1 or decode != 1:
+    if prefill != 1:
         raise CloudMatrixError(
-            f"--prefill {prefill} --decode {decode}: the disaggregated runtime runs one prefill worker and one "
-            "decode group for now; use --prefill 1 --decode 1 (the default) and size the group with --ep"
+            f"--prefill {prefill}: the disaggregated runtime runs one prefill worker for now; use --prefill 1"
         )
-    if ep < 1:
-        raise CloudMatrixError(f"--ep must be at least 1, got {ep}")
+    if decode < 1 or ep < 1:
+        raise CloudMatrixError(f"--decode and --ep must be at least 1, got --decode {decode} --ep {ep}")
     from cloudmatrix.engine.disagg import DisaggConfig, DisaggregatedEngine
 
     blocks = -(-kv_cache_tokens // DisaggConfig.block_size)
-    config = DisaggConfig(decode_ep=ep, decode_cache_blocks=blocks, pool_blocks=blocks)
+    config = DisaggConfig(decode_ep=ep, decode_groups=decode, decode_cache_blocks=blocks, pool_blocks=blocks)
     return DisaggregatedEngine(model or DEFAULT_MODEL_DIR, config=config)
 
 
@@ -95,7 +94,9 @@ def serve(
 
     engine = build_engine(model, single_process, prefill, decode, ep, ray, max_num_seqs, kv_cache_tokens, threads)
     name = served_model_name or (DEFAULT_NAME if model is None else model.resolve().name)
-    where = "one in-process engine" if single_process else f"1 prefill worker, 1 decode group of {ep} EP ranks"
+    where = (
+        "one in-process engine" if single_process else f"1 prefill worker, {decode} decode group(s) of {ep} EP ranks"
+    )
     typer.echo(f"serving {name} ({where}) at http://{host}:{port}/v1  (max context {engine.max_model_len} tokens)")
     config = ServerConfig(
         model_name=name,
