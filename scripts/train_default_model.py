@@ -84,14 +84,15 @@ CONFIG = dict(
     dtype="bfloat16",
 )
 
-# The chat template renders a conversation as a scene of a play, which is all this model has read.
+# The chat template renders a conversation as a scene of a play, the only dialogue this model has read: the user
+# speaks as the KING, the model answers as GLOUCESTER (a system message becomes a stage direction).
 CHAT_TEMPLATE = (
     "{% for message in messages %}"
     "{% if message['role'] == 'system' %}[{{ message['content'] }}]\n\n"
-    "{% elif message['role'] == 'user' %}USER.\n{{ message['content'] }}\n\n"
-    "{% else %}POET.\n{{ message['content'] }}\n\n{% endif %}"
+    "{% elif message['role'] == 'user' %}KING.\n{{ message['content'] }}\n\n"
+    "{% else %}GLOUCESTER.\n{{ message['content'] }}\n\n{% endif %}"
     "{% endfor %}"
-    "{% if add_generation_prompt %}POET.\n{% endif %}"
+    "{% if add_generation_prompt %}GLOUCESTER.\n{% endif %}"
 )
 
 
