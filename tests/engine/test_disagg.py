@@ -67,24 +67,31 @@ def _run(engine, names, deadline_s=60.0) -> dict:
     return {"tokens": got, "reasons": reasons, "cached": cached}
 
 
-def test_disaggregated_matches_one_process(checkpoint):
+@pytest.fixture(scope="module")
+def engine(checkpoint):
+    """One deployment for the module (three processes start once): a prefill worker, a 2-rank decode group."""
+    eng = DisaggregatedEngine(checkpoint, config=DisaggConfig(decode_ep=2, block_size=4, pool_blocks=128,
+                                                              decode_cache_blocks=64, prefill_cache_blocks=32))
+    try:
+        yield eng
+    finally:
+        eng.close()
+    assert all(not p.is_alive() for w in [eng.prefill, *eng.decode] for p in w.procs)  # closed cleanly
+
+
+def test_disaggregated_matches_one_process(engine, checkpoint):
     ref = load_model(checkpoint)
     expected = {k: _one_process_greedy(ref, p, n) for k, (p, n) in REQUESTS.items()}
-    engine = DisaggregatedEngine(checkpoint, config=DisaggConfig(decode_ep=2, block_size=4, pool_blocks=64,
-                                                                 decode_cache_blocks=64, prefill_cache_blocks=32))
-    try:
-        assert set(engine.pids) == {"prefill", "decode0.0", "decode0.1"} and len(set(engine.pids.values())) == 3
-        assert engine.health()["status"] == "ok"
-        for k in ("a", "b", "c"):
-            p, n = REQUESTS[k]
-            engine.add_request(k, p, SamplingParams(max_tokens=n))
-        first = _run(engine, ["a", "b", "c"])
-        p, n = REQUESTS["d"]
-        engine.add_request("d", p, SamplingParams(max_tokens=n))  # after "a" published its blocks
-        second = _run(engine, ["d"])
-        stats = engine.stats()
-    finally:
-        engine.close()
+    assert set(engine.pids) == {"prefill", "decode0.0", "decode0.1"} and len(set(engine.pids.values())) == 3
+    assert engine.health()["status"] == "ok"
+    for k in ("a", "b", "c"):
+        p, n = REQUESTS[k]
+        engine.add_request(k, p, SamplingParams(max_tokens=n))
+    first = _run(engine, ["a", "b", "c"])
+    p, n = REQUESTS["d"]
+    engine.add_request("d", p, SamplingParams(max_tokens=n))  # after "a" published its blocks
+    second = _run(engine, ["d"])
+    stats = engine.stats()
     got = {**first["tokens"], **second["tokens"]}
     assert got == expected
     assert all(r == "length" for r in {**first["reasons"], **second["reasons"]}.values())
@@ -92,54 +99,48 @@ def test_disaggregated_matches_one_process(checkpoint):
     assert stats.prefix_hits == len(SHARED)
     assert stats.prefill_tokens_computed == sum(len(p) for p, _ in REQUESTS.values()) - len(SHARED)
     assert stats.tokens_out == sum(n for _, n in REQUESTS.values())
-    assert all(not p.is_alive() for w in [engine.prefill, *engine.decode] for p in w.procs)  # closed cleanly
 
 
 LONG = {"x": ([5, 6, 7, 8, 9, 10], 24), "y": ([11, 12, 13], 20), "z": ([40, 41, 42, 43, 44], 22)}
 
 
-def test_killed_workers_lose_no_tokens_and_restart_warm(checkpoint):
+def test_killed_workers_lose_no_tokens_and_restart_warm(engine, checkpoint):
     """SIGKILL a decode rank mid-stream: its group's requests are handed over again from the pool (only the
     uncached tokens re-prefilled) to the restarted group, and their streams go on with nothing lost or
     repeated. SIGKILL the prefill worker: its request is sent again to the restarted one."""
     ref = load_model(checkpoint)
     expected = {k: _one_process_greedy(ref, p, n) for k, (p, n) in LONG.items()}
     expected["w"] = _one_process_greedy(ref, [7, 7, 7, 1, 2], 4)
-    engine = DisaggregatedEngine(checkpoint, config=DisaggConfig(decode_ep=2, block_size=4, pool_blocks=96,
-                                                                 decode_cache_blocks=64, prefill_cache_blocks=32))
-    try:
-        for k, (p, n) in LONG.items():
-            engine.add_request(k, p, SamplingParams(max_tokens=n))
-        got: dict[str, list[int]] = {k: [] for k in [*LONG, "w"]}
-        end = time.monotonic() + 90
-        victim = engine.pids["decode0.1"]
-        killed, degraded = False, False
-        while engine.has_unfinished():
-            assert time.monotonic() < end, "did not recover in time"
-            for out in engine.step():
-                got[out.request_id] += out.new_token_ids
-                assert out.finish_reason in (None, "length")
-            if not killed and all(len(got[k]) >= 3 for k in LONG):
-                os.kill(victim, signal.SIGKILL)
-                killed = True
-            degraded |= engine.health()["status"] == "degraded"
-        assert killed and degraded
-        assert engine.health() == {"status": "ok", "workers": {"prefill": "ok", "decode0": "ok"},
-                                   "restarts": {"decode0": 1}}  # fmt: skip
-        assert victim not in engine.pids.values()
-        # the hand-back read each prompt's full block from the pool (x: 4 tokens, z: 4, y has none) and
-        # re-prefilled only the rest; the first prefills had no shared prefix
-        assert engine.stats().prefix_hits == 8
-        assert {k: got[k] for k in LONG} == {k: expected[k] for k in LONG}
+    hits_before = engine.stats().prefix_hits
+    for k, (p, n) in LONG.items():
+        engine.add_request(k, p, SamplingParams(max_tokens=n))
+    got: dict[str, list[int]] = {k: [] for k in [*LONG, "w"]}
+    end = time.monotonic() + 90
+    victim = engine.pids["decode0.1"]
+    killed, degraded = False, False
+    while engine.has_unfinished():
+        assert time.monotonic() < end, "did not recover in time"
+        for out in engine.step():
+            got[out.request_id] += out.new_token_ids
+            assert out.finish_reason in (None, "length")
+        if not killed and all(len(got[k]) >= 3 for k in LONG):
+            os.kill(victim, signal.SIGKILL)
+            killed = True
+        degraded |= engine.health()["status"] == "degraded"
+    assert killed and degraded
+    assert engine.health() == {"status": "ok", "workers": {"prefill": "ok", "decode0": "ok"},
+                               "restarts": {"decode0": 1}}  # fmt: skip
+    assert victim not in engine.pids.values()
+    # the hand-back read each prompt's full block from the pool (x: 4 tokens, z: 4, y has none) and
+    # re-prefilled only the rest; the first prefills had no shared prefix
+    assert engine.stats().prefix_hits - hits_before == 8
+    assert {k: got[k] for k in LONG} == {k: expected[k] for k in LONG}
 
-        os.kill(engine.pids["prefill"], signal.SIGKILL)
-        engine.add_request("w", [7, 7, 7, 1, 2], SamplingParams(max_tokens=4))
-        while engine.has_unfinished():
-            assert time.monotonic() < end + 60, "prefill did not recover in time"
-            for out in engine.step():
-                got[out.request_id] += out.new_token_ids
-        assert got["w"] == expected["w"]
-        assert engine.health()["restarts"] == {"decode0": 1, "prefill": 1}
-    finally:
-        engine.close()
-    assert all(not p.is_alive() for w in [engine.prefill, *engine.decode] for p in w.procs)
+    os.kill(engine.pids["prefill"], signal.SIGKILL)
+    engine.add_request("w", [7, 7, 7, 1, 2], SamplingParams(max_tokens=4))
+    while engine.has_unfinished():
+        assert time.monotonic() < end + 60, "prefill did not recover in time"
+        for out in engine.step():
+            got[out.request_id] += out.new_token_ids
+    assert got["w"] == expected["w"]
+    assert engine.health()["restarts"] == {"decode0": 1, "prefill": 1}

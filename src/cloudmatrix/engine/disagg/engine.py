@@ -133,6 +133,12 @@ class DisaggregatedEngine:
             while not (self.prefill.up and all(w.up for w in self.decode)):
                 if time.monotonic() > deadline:
                     raise CloudMatrixError("disaggregated workers did not start in time; see their stderr")
+                dead = [w.name for w in [self.prefill, *self.decode] if w.dead()]
+                if dead:
+                    raise CloudMatrixError(
+                        f"worker {dead[0]} exited while starting (see its stderr); a script that builds the engine "
+                        "needs an `if __name__ == '__main__':` guard, since workers are spawned"
+                    )
                 self._collect(timeout=0.1, starting=True)
         except BaseException:
             self.close()
