@@ -46,13 +46,16 @@ def free_port() -> int:
 
 def start(kind: str, model: Path, threads: int, port: int, log: Path) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    if kind == "cloudmatrix":
+    if kind.startswith("cloudmatrix"):
         cmd = [sys.executable, "-m", "cloudmatrix.cli.main", "serve", "--model", str(model), "--port", str(port),
                "--threads", str(threads), "--served-model-name", "m"]  # fmt: skip
+        cmd += ["--single-process"] if kind == "cloudmatrix-1proc" else []
     else:
         exe = Path(sys.executable).with_name("transformers")
         cmd = [str(exe), "serve", str(model), "--host", "127.0.0.1", "--port", str(port), "--device", "cpu",
-               "--dtype", "float32", "--continuous-batching", "--log-level", "warning"]  # fmt: skip
+               "--dtype", "float32", "--log-level", "warning"]  # fmt: skip
+        # Its --continuous-batching fails on DeepseekV3 (transformers 5.x: the paged cache's index_copy_ gets MLA's
+        # latent shape, "Source/destination tensor must have same slice shapes"), so the baseline runs without it.
         env["HF_HUB_OFFLINE"] = "1"
     return subprocess.Popen(cmd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, cwd=ROOT)
 
@@ -126,7 +129,7 @@ def run(kind: str, args: argparse.Namespace, tokenizer) -> dict:
     proc = start(kind, args.model, args.threads, port, Path(f"/tmp/serve_load_{kind}.log"))
     try:
         wait_ready(url, proc, args.start_timeout)
-        model = "m" if kind == "cloudmatrix" else str(args.model)
+        model = "m" if kind.startswith("cloudmatrix") else str(args.model)
         asyncio.run(closed_loop(url, model, min(4, args.requests), min(2, args.concurrency), 4))  # warm-up
         results, wall = asyncio.run(closed_loop(url, model, args.requests, args.concurrency, args.max_tokens))
         return summarise(results, wall, tokenizer)
@@ -148,24 +151,34 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=32)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--baseline", choices=["transformers", "none"], default="transformers")
+    ap.add_argument(
+        "--ours", default="disagg,1proc", help="comma list: disagg (serve's default), 1proc (--single-process)"
+    )
     ap.add_argument("--start-timeout", type=float, default=180)
     args = ap.parse_args()
     tokenizer = Tokenizer.from_file(str(args.model / "tokenizer.json"))
-    kinds = ["cloudmatrix"] + (["transformers"] if args.baseline == "transformers" else [])
+    names = {"disagg": "cloudmatrix", "1proc": "cloudmatrix-1proc"}
+    kinds = [names[o] for o in args.ours.split(",")] + (["transformers"] if args.baseline == "transformers" else [])
     rows = {k: run(k, args, tokenizer) for k in kinds}
     print(f"{args.requests} requests, concurrency {args.concurrency}, max_tokens {args.max_tokens}, "
           f"threads {args.threads}, model {args.model.name}")  # fmt: skip
-    print(f"{'server':<13}{'tok/s':>8}{'TTFT p50':>10}{'p90':>8}{'TPOT p50':>10}{'p90':>8}{'E2E p50':>9}{'p90':>8}")
+    print(
+        "cloudmatrix = serve's default (prefill worker + decode EP group of 2 + caching pool, 4 processes); "
+        "cloudmatrix-1proc = serve --single-process (in-process engine with MTP)"
+    )
+    print(f"{'server':<19}{'tok/s':>8}{'TTFT p50':>10}{'p90':>8}{'TPOT p50':>10}{'p90':>8}{'E2E p50':>9}{'p90':>8}")
     for k, r in rows.items():
         t, p, e = r["ttft"], r["tpot"], r["e2e"]
-        print(f"{k:<13}{r['tok_per_s']:>8.1f}{t['p50']:>10.3f}{t['p90']:>8.3f}"
+        print(f"{k:<19}{r['tok_per_s']:>8.1f}{t['p50']:>10.3f}{t['p90']:>8.3f}"
               f"{p['p50']:>10.4f}{p['p90']:>8.4f}{e['p50']:>9.2f}{e['p90']:>8.2f}")  # fmt: skip
     if "transformers" in rows:
-        a, b = rows["cloudmatrix"], rows["transformers"]
-        ratio = {m: a[m]["p50"] / b[m]["p50"] for m in ("ttft", "tpot", "e2e")}
-        print(f"ratios cloudmatrix / transformers serve: throughput {a['tok_per_s'] / b['tok_per_s']:.2f}x, "
-              f"TTFT p50 {ratio['ttft']:.2f}, TPOT p50 {ratio['tpot']:.2f}, E2E p50 {ratio['e2e']:.2f} "
-              "(latency ratios below 1 = ours faster)")  # fmt: skip
+        b = rows["transformers"]
+        for k in (k for k in rows if k != "transformers"):
+            a = rows[k]
+            ratio = {m: a[m]["p50"] / b[m]["p50"] for m in ("ttft", "tpot", "e2e")}
+            print(f"{k} / transformers serve: throughput {a['tok_per_s'] / b['tok_per_s']:.2f}x, "
+                  f"TTFT p50 {ratio['ttft']:.2f}, TPOT p50 {ratio['tpot']:.2f}, E2E p50 {ratio['e2e']:.2f} "
+                  "(latency ratios below 1 = ours faster)")  # fmt: skip
     print(json.dumps(rows, indent=1))
 
 
