@@ -164,3 +164,11 @@ def test_prefill_throughput_resolves_expert_balance(small):
         sc = small(text + extra, duration=12.0, warmup=4.0)
         rates[placement] = simulate(sc).summary["prefill_tokens_per_s_per_chip"]
     assert rates["perfect"] > rates["none"] * 1.02
+
+
+def test_without_the_drain_the_run_stops_at_the_duration(small):
+    res = build_simulation(small(duration=10.0, warmup=2.0)).run(drain=False)
+    r = res.records
+    assert np.nanmax(r.finish_time) <= 10.0
+    arrived = (r.arrival >= 2.0) & (r.arrival <= 10.0)
+    assert not r.finished[arrived].all()  # the figures then cover only those finished by 10 s

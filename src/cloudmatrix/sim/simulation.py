@@ -23,9 +23,12 @@ def build_simulation(scenario: Scenario) -> ServingSimulation:
 Simulation = build_simulation  # the name existing callers use: Simulation(scenario).run()
 
 
-def run_scenario(scenario: Scenario, progress: Callable[[float], None] | None = None) -> SimResult:
-    """Simulate `scenario` to its duration (or until its workload ends)."""
-    return build_simulation(scenario).run(progress)
+def run_scenario(
+    scenario: Scenario, progress: Callable[[float], None] | None = None, *, drain: bool = True
+) -> SimResult:
+    """Simulate `scenario` to its duration (or until its workload ends), then, with `drain`, until the
+    requests that arrived in the measurement window have finished (see `ServingSimulation.run`)."""
+    return build_simulation(scenario).run(progress, drain=drain)
 
 
 simulate = run_scenario
