@@ -95,7 +95,7 @@ def simulate_cmd(
             console=Console(stderr=True),
             transient=True,
         ) as bar:
-            task = bar.add_task(sc.name, total=horizon)
+            task = bar.add_task(escape(sc.name), total=horizon)  # the description is rendered as markup
             res = sim.run(progress=lambda t: bar.update(task, completed=min(t, horizon)))
     if csv is not None:
         write_requests_csv(csv, res.records)
