@@ -76,3 +76,19 @@ def test_sized_cluster_adds_prefill_until_balanced():
     s = split_sized_cluster(2, 4, 8000, 2000, 4000, 500)
     assert (s.prefill_instances, s.decode_instances, s.chips) == (4, 1, 12)
     assert s.bottleneck == "balanced"
+
+
+@pytest.mark.parametrize(
+    "econ",
+    [
+        Economics(years=float("inf")),
+        Economics(usd_per_kwh=float("nan")),
+        Economics(pue=float("inf")),
+        Economics(pue=1e300, usd_per_kwh=1e300),  # each finite, the product is not
+        Economics(years=1e-320),
+    ],
+    ids=["inf-years", "nan-price", "inf-pue", "overflow", "vanishing-years"],
+)
+def test_non_finite_economics_are_errors(econ):
+    with pytest.raises(CloudMatrixError):
+        cost_per_million_tokens(1e5, 3e6, 145e3, econ)

@@ -58,7 +58,13 @@ def cost_per_million_tokens(tokens_per_s: float, price_usd: float, power_w: floa
     capex = price_usd / (econ.years * HOURS_PER_YEAR)
     energy = power_w / 1000 * econ.pue * econ.usd_per_kwh
     tokens_per_hour = tokens_per_s * 3600 * econ.utilisation
-    return Cost(capex, energy, (capex + energy) / tokens_per_hour * 1e6, power_w / tokens_per_s)
+    cost = Cost(capex, energy, (capex + energy) / tokens_per_hour * 1e6, power_w / tokens_per_s)
+    if not all(math.isfinite(v) and v > 0 for v in vars(cost).values()):
+        raise CloudMatrixError(
+            f"the cost per token overflows or vanishes (years {econ.years:g}, ${econ.usd_per_kwh:g}/kWh, "
+            f"PUE {econ.pue:g}, utilisation {econ.utilisation:g}); use realistic economics"
+        )
+    return cost
 
 
 @dataclass(frozen=True)
