@@ -145,7 +145,7 @@ def test_full_queue_is_429_with_retry_after_and_accepted_requests_complete():
         with cf.ThreadPoolExecutor(2) as pool:
             accepted = [pool.submit(post, url, "/v1/completions", json=body) for _ in range(2)]
             deadline = time.monotonic() + 10
-            while len(engine.reqs) < 2 and time.monotonic() < deadline:
+            while httpx.get(f"{url}/health").json().get("pending") != 2 and time.monotonic() < deadline:
                 time.sleep(0.02)
             r = post(url, "/v1/completions", json=body)
             assert "busy" in one_line_error(r, 429)
