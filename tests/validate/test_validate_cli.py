@@ -54,6 +54,7 @@ def test_markdown_report_and_table_output(tmp_path):
     assert "per slice" in out.stdout and "h200_sxm trtllm agg" in out.stdout
     md = (tmp_path / "r.md").read_text()
     assert "| TTFT |" in md and "layout incomplete" in md
+    assert "1 of 2 validation rows predicted, 50%; 1 of the 1 with a complete layout, 100%" in md
 
 
 def test_bad_options_are_one_line_errors(tmp_path):

@@ -92,6 +92,7 @@ def _silicon(system, workers, limit, path, side_by_side, quiet):
     from cloudmatrix.report.validate_report import SuiteResult
     from cloudmatrix.validate.silicon import run_silicon, systems_filter
     from cloudmatrix.validate.silicon_csv import PACKAGE, load_silicon_set
+    from cloudmatrix.validate.silicon_translate import DATA_REASONS
 
     data = load_silicon_set(path)
     points = systems_filter(data.measurements, system)
@@ -132,7 +133,7 @@ def _silicon(system, workers, limit, path, side_by_side, quiet):
         + f"; {workers} worker process{'es' if workers > 1 else ''}; "
         f"simulated wall time {sum(r.wall_s for r in rows):,.0f} s",
     ]
-    return SuiteResult("silicon", ("ttft", "tpot"), rows, preamble)
+    return SuiteResult("silicon", ("ttft", "tpot"), rows, preamble, data_reasons=DATA_REASONS)
 
 
 def _paper(no_sim: bool):

@@ -34,6 +34,7 @@ class SuiteResult:
     preamble: list[str] = field(default_factory=list)  # lines about the input set (dedup counts, ...)
     scale: float = 1e3  # metric values x scale in the tables
     unit: str = "ms"
+    data_reasons: tuple[str, ...] = ()  # refusals caused by the measured set itself (no estimator can run those)
 
     def summary(self) -> tuple[SliceStats, list[SliceStats]]:
         return summarize(self.rows, self.metrics)
@@ -65,10 +66,17 @@ def tables(res: SuiteResult) -> list[Table]:
     for k in res.metrics:
         body.append([k.upper(), *_stats_cells(overall.metrics.get(k))])
     calib = sum(r.tag == "calibration" for r in res.rows)
+    title = (
+        f"{res.name} suite: overall ({overall.predicted} of {overall.rows} validation rows predicted, "
+        f"{overall.coverage:.0%}"
+    )
+    if res.data_reasons:
+        complete = overall.rows - sum(overall.refused.get(k, 0) for k in res.data_reasons)
+        share_complete = overall.predicted / max(complete, 1)
+        title += f"; {overall.predicted} of the {complete} with a complete layout, {share_complete:.0%}"
     out.append(
         Table(
-            f"{res.name} suite: overall ({overall.predicted} of {overall.rows} validation rows predicted, "
-            f"{overall.coverage:.0%})",
+            title + ")",
             head,
             body,
             (f"{calib} calibration rows listed but not scored. " if calib else "")

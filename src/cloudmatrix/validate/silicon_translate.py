@@ -64,6 +64,8 @@ TOO_LARGE = "more GPUs than the system has"
 NO_FIT = "twin: does not fit in memory"
 REJECTED = "twin rejects the deployment"
 SIM_FAILED = "simulation failed"
+# refusals caused by the measured set itself: no estimator could run these rows
+DATA_REASONS = (NO_CONCURRENCY, INCOMPLETE, INCONSISTENT)
 
 # CloudMatrixError message -> reason, first match wins
 _CLASSIFY = (
