@@ -44,13 +44,23 @@ OVERRIDES = {
     "slo.tpot": toml_number(0.001, 0.2),
     "workload.concurrency": toml_number(1, 4000, integer=True),
     "workload.num_requests": toml_number(1, 20000, integer=True),
-    "workload.input_len": toml_number(1, 8192, integer=True),
     "workload.output_len": st.one_of(
         toml_number(1, 2048, integer=True),
         st.tuples(st.integers(-5, 3000), st.integers(-5, 3000)).map(
             lambda t: f'{{ kind = "uniform", lo = {t[0]}, hi = {t[1]} }}'
         ),
     ),
+    "workload.kind": toml_choice("poisson", "gamma", "closed"),
+    "workload.rate": toml_number(0.1, 400),
+    "workload.cv": toml_number(0.1, 5),
+    "workload.input_len": st.one_of(
+        toml_number(1, 8192, integer=True),
+        st.tuples(st.integers(-5, 8192), st.sampled_from(("0.1", "1", "3", "nan"))).map(
+            lambda t: f'{{ kind = "lognormal", mean = {t[0]}, cv = {t[1]}, max = 16384 }}'
+        ),
+    ),
+    "caching.capacity_gb": toml_number(0.001, 1e4),
+    "caching.block_size": toml_number(1, 1024, integer=True),
     "kv_block_size": toml_number(1, 4096, integer=True),
     "caching.enabled": st.sampled_from(("true", "false", '"yes"')),
     "name": st.sampled_from(('"[/x]"', '"[bold]run"', '"ok"')),
