@@ -80,7 +80,7 @@ class _Req:
 class FakeEngine:
     BLOCK = 4
 
-    def __init__(self, max_model_len: int = 64, fail_at_step: int | None = None):
+    def __init__(self, max_model_len: int = 64, fail_at_step: int | None = None, stall_from_step: int | None = None):
         self.tokenizer = tiny_tokenizer()
         self.max_model_len = max_model_len
         self.vocab = self.tokenizer.get_vocab_size()
@@ -90,6 +90,7 @@ class FakeEngine:
         self.gate = threading.Event()  # clear it to hold every step (a stalled engine)
         self.gate.set()
         self.fail_at_step = fail_at_step
+        self.stall_from_step = stall_from_step  # from this step on, every step waits for `gate`
         self.steps = 0
         self.tokens_in = self.tokens_out = 0
         self.health_status: str | None = None
@@ -117,6 +118,8 @@ class FakeEngine:
     def step(self) -> list[Out]:
         self.gate.wait(30)
         self.steps += 1
+        if self.stall_from_step is not None and self.steps >= self.stall_from_step:
+            self.gate.clear()
         if self.fail_at_step is not None and self.steps >= self.fail_at_step:
             raise RuntimeError("simulated engine fault")
         outs, self._abort_outputs = self._abort_outputs, []

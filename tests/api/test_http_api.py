@@ -199,6 +199,23 @@ def test_request_timeout_is_504_and_aborts():
         assert engine.reqs == {} and engine.aborted
 
 
+def test_stream_past_its_timeout_ends_with_an_error_event_and_aborts():
+    engine = FakeEngine(stall_from_step=3)  # steps 1-3 give a token each, step 4 waits
+    with serve(engine, request_timeout_s=1.0) as url:
+        body = {"model": MODEL, "prompt": "the quick", "max_tokens": 10, "stream": True}
+        with httpx.stream("POST", f"{url}/v1/completions", json=body, timeout=30) as r:
+            events = [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
+        engine.gate.set()
+        assert events[-1] == "[DONE]"
+        error = json.loads(events[-2])["error"]
+        assert error["code"] == 504 and "timed out" in error["message"]
+        assert sum(1 for e in events[:-2] if json.loads(e).get("choices")) == 3
+        deadline = time.monotonic() + 10
+        while engine.reqs and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert engine.reqs == {} and engine.aborted
+
+
 def test_metrics_use_vllm_style_names(server):
     url, _ = server
     client(url).completions.create(model=MODEL, prompt="to be or not", max_tokens=4)
