@@ -48,8 +48,9 @@ def start(kind: str, model: Path, threads: int, port: int, log: Path) -> subproc
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     if kind.startswith("cloudmatrix"):
         cmd = [sys.executable, "-m", "cloudmatrix.cli.main", "serve", "--model", str(model), "--port", str(port),
-               "--threads", str(threads), "--served-model-name", "m"]  # fmt: skip
-        cmd += ["--single-process"] if kind == "cloudmatrix-1proc" else []
+               "--served-model-name", "m"]  # fmt: skip
+        # the disaggregated workers run 1 thread each; --threads sets the single process's
+        cmd += ["--single-process", "--threads", str(threads)] if kind == "cloudmatrix-1proc" else []
     else:
         exe = Path(sys.executable).with_name("transformers")
         cmd = [str(exe), "serve", str(model), "--host", "127.0.0.1", "--port", str(port), "--device", "cpu",

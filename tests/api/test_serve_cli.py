@@ -70,6 +70,10 @@ def test_serve_answers_a_streamed_chat_completion_then_stops():
         (["--port", "0"], "--port"),
         (["--max-pending", "0"], "--max-pending"),
         (["--model", "/nonexistent"], "config.json"),
+        (["--max-num-seqs", "4"], "--single-process"),  # would be ignored by the worker processes
+        (["--prefill", "2"], "--prefill"),
+        (["--ray", "auto"], "--ray"),
+        (["--single-process", "--ep", "4"], "--single-process"),
     ],
 )
 def test_bad_flags_are_one_line_errors(flags, words):

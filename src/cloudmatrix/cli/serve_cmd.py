@@ -30,7 +30,7 @@ def build_engine(
     decode: int,
     ep: int,
     ray: str | None,
-    max_num_seqs: int,
+    max_num_seqs: int | None,
     kv_cache_tokens: int,
     threads: int,
 ):
@@ -46,7 +46,12 @@ def build_engine(
     if single_process:
         if (prefill, decode, ep) != (1, 1, 2):
             raise CloudMatrixError("--prefill/--decode/--ep describe worker processes; drop them with --single-process")
-        return LLMEngine(model, config=EngineConfig(max_num_seqs=max_num_seqs, kv_cache_tokens=kv_cache_tokens))
+        seqs = {} if max_num_seqs is None else {"max_num_seqs": max_num_seqs}
+        return LLMEngine(model, config=EngineConfig(kv_cache_tokens=kv_cache_tokens, **seqs))
+    if max_num_seqs is not None or threads != 1:
+        raise CloudMatrixError(
+            "--max-num-seqs and --threads apply to --single-process; the worker processes run one thread each"
+        )
     if prefill != 1:
         raise CloudMatrixError(
             f"--prefill {prefill}: the disaggregated runtime runs one prefill worker for now; use --prefill 1"
@@ -74,14 +79,16 @@ def serve(
     served_model_name: Annotated[str | None, typer.Option(help="Model id clients send (default: folder name)")] = None,
     max_pending: Annotated[int, typer.Option(help="Requests accepted at once (running + waiting); more get 429")] = 64,
     request_timeout: Annotated[float, typer.Option(help="Seconds before a request is aborted (504)")] = 300.0,
-    max_num_seqs: Annotated[int, typer.Option(help="Sequences the engine runs at once")] = 32,
+    max_num_seqs: Annotated[
+        int | None, typer.Option(help="Sequences the engine runs at once (--single-process; default 64)")
+    ] = None,
     kv_cache_tokens: Annotated[int, typer.Option(help="KV cache size in tokens")] = 32768,
-    threads: Annotated[int, typer.Option(help="torch threads per engine process")] = 1,
+    threads: Annotated[int, typer.Option(help="torch threads of the engine (--single-process)")] = 1,
 ) -> None:
     """Serve a model over an OpenAI-compatible HTTP API: /v1/completions, /v1/chat/completions, /metrics."""
     if not 0 < port < 65536:
         raise CloudMatrixError(f"--port {port} is not a TCP port (1-65535)")
-    for flag, v in (("--max-pending", max_pending), ("--threads", threads), ("--max-num-seqs", max_num_seqs)):
+    for flag, v in (("--max-pending", max_pending), ("--threads", threads), ("--max-num-seqs", max_num_seqs or 1)):
         if v < 1:
             raise CloudMatrixError(f"{flag} must be at least 1, got {v}")
     if not request_timeout > 0:
