@@ -1,8 +1,9 @@
 """Start N local ranks of torch.distributed (gloo on CPU, NCCL on GPU) and collect what each returns.
 
-The parent process owns the rendezvous store on 127.0.0.1 with a port the OS picks, so there is no
-race for a "free port" between choosing it and binding it. Each worker pins torch to one thread
-(more threads only slow matmuls on small machines, and N ranks already share the cores).
+The parent process owns the rendezvous store with a port the OS picks, so there is no race for a
+"free port" between choosing it and binding it. It binds `host` (127.0.0.1 by default: local ranks;
+ray_launch.py places ranks on several hosts and takes the address from Ray). Each worker pins torch
+to one thread (more threads only slow matmuls on small machines, and N ranks already share the cores).
 """
 
 from __future__ import annotations
@@ -26,24 +27,30 @@ def _worker(
     rank: int,
     fn: Callable[..., Any],
     world_size: int,
+    host: str,
     port: int,
     backend: str,
     out_dir: str,
     args: tuple,
     timeout_s: float,
 ) -> None:
-    torch.set_num_threads(1)
-    if backend == "nccl":
-        torch.cuda.set_device(rank % torch.cuda.device_count())
-    store = dist.TCPStore(HOST, port, world_size, is_master=False, timeout=timedelta(seconds=timeout_s))
-    dist.init_process_group(
-        backend, store=store, rank=rank, world_size=world_size, timeout=timedelta(seconds=timeout_s)
-    )
+    init_rank(rank, world_size, host, port, backend, timeout_s)
     try:
         result = fn(rank, world_size, *args)
         torch.save(result, os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
+
+
+def init_rank(rank: int, world_size: int, host: str, port: int, backend: str, timeout_s: float) -> None:
+    """Join the process group whose rendezvous store listens at host:port (one torch thread)."""
+    torch.set_num_threads(1)
+    if backend == "nccl":
+        torch.cuda.set_device(rank % torch.cuda.device_count())
+    store = dist.TCPStore(host, port, world_size, is_master=False, timeout=timedelta(seconds=timeout_s))
+    dist.init_process_group(
+        backend, store=store, rank=rank, world_size=world_size, timeout=timedelta(seconds=timeout_s)
+    )
 
 
 def run_ranks(
@@ -52,6 +59,7 @@ def run_ranks(
     *args: Any,
     backend: str = "gloo",
     timeout_s: float = 120.0,
+    host: str = HOST,
 ) -> list[Any]:
     """Run fn(rank, world_size, *args) in `world_size` spawned processes; return their results by rank.
 
@@ -62,12 +70,12 @@ def run_ranks(
     if backend == "nccl" and not torch.cuda.is_available():
         raise CloudMatrixError("backend 'nccl' needs CUDA GPUs; use backend='gloo' on CPU")
     store = dist.TCPStore(
-        HOST, 0, world_size + 1, is_master=True, timeout=timedelta(seconds=timeout_s), wait_for_workers=False
+        host, 0, world_size + 1, is_master=True, timeout=timedelta(seconds=timeout_s), wait_for_workers=False
     )
     with tempfile.TemporaryDirectory(prefix="cloudmatrix-ranks-") as out_dir:
         mp.spawn(
             _worker,
-            args=(fn, world_size, store.port, backend, out_dir, args, timeout_s),
+            args=(fn, world_size, host, store.port, backend, out_dir, args, timeout_s),
             nprocs=world_size,
             join=True,
         )
