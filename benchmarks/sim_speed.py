@@ -67,25 +67,38 @@ def show(r: dict) -> None:
           f"{r['prefill_batches']:,} prefill batches")  # fmt: skip
 
 
+def rate(r: dict) -> float:
+    return r["simulated_s"] / r["wall_s"]
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--duration", type=float, default=3600.0)
     ap.add_argument("--baseline", help="git revision to compare against (runs its tree in a subprocess)")
     ap.add_argument("--baseline-scenario", default="default")
+    ap.add_argument("--repeat", type=int, default=1, help="runs of each, interleaved; the best counts")
     args = ap.parse_args()
     here = Path(__file__).resolve().parents[1] / "src"
     # enough requests that arrivals (150/s) or clients never run out within the hour and its drain
     requests = int(200 * args.duration * 1.5)
-    new = {n: run(here, n, args.duration, requests) for n in ("default", "paper-saturation")}
-    for r in new.values():
+    with tempfile.TemporaryDirectory() as d:
+        base_src = tree_at(args.baseline, Path(d)) if args.baseline else None
+        best: dict[str, dict] = {}
+        for _ in range(args.repeat):  # interleaved, so a change in machine load hits both alike
+            runs = [(n, here, n) for n in ("default", "paper-saturation")]
+            if base_src is not None:
+                runs.append((f"{args.baseline_scenario} @ {args.baseline}", base_src, args.baseline_scenario))
+            for label, src, name in runs:
+                r = run(src, name, args.duration, requests)
+                r["scenario"] = label
+                if label not in best or rate(r) > rate(best[label]):
+                    best[label] = r
+    for r in best.values():
         show(r)
     if args.baseline:
-        with tempfile.TemporaryDirectory() as d:
-            base = run(tree_at(args.baseline, Path(d)), args.baseline_scenario, args.duration, requests)
-        base["scenario"] = f"{args.baseline_scenario} @ {args.baseline}"
-        show(base)
-        sat = new["paper-saturation"]
-        ratio = (sat["simulated_s"] / sat["wall_s"]) / (base["simulated_s"] / base["wall_s"])
-        steps = (sat["decode_steps"] / sat["wall_s"]) / (base["decode_steps"] / base["wall_s"])
-        print(f"paper-saturation vs the baseline's saturated default: {ratio:.2f}x sim s per wall s, "
-              f"{steps:.2f}x decode steps per wall s")
+        base = best[f"{args.baseline_scenario} @ {args.baseline}"]
+        same = args.baseline_scenario if args.baseline_scenario in best else "paper-saturation"
+        new = best[same]
+        print(f"{same} vs {base['scenario']}: {rate(new) / rate(base):.2f}x sim s per wall s, "
+              f"{(new['decode_steps'] / new['wall_s']) / (base['decode_steps'] / base['wall_s']):.2f}x decode steps "
+              "per wall s")

@@ -43,7 +43,7 @@ class PoolSpec(_Section):
 
 
 class MtpSpec(_Section):
-    depth: int = Field(default=0, ge=0)
+    depth: int = Field(default=0, ge=0, le=16)  # draft tokens per step
     acceptance: float = Field(default=0.0, ge=0, le=1)
 
 
