@@ -30,6 +30,10 @@ from cloudmatrix.engine.runtime.sampling import RowSampler, sample
 HOST = "127.0.0.1"
 
 
+def _orphaned(parent: int) -> bool:
+    return os.getppid() != parent
+
+
 def _exit(results) -> None:
     """Flush what this worker sent, then leave without the interpreter's teardown: collecting a model
     whose tensors are shared-memory mappings took seconds per worker at exit on this machine."""
@@ -55,13 +59,19 @@ def _rows(cache, sid: int) -> torch.Tensor:
 
 def prefill_main(ctrl, results, pool, config, state, cache_blocks: int, block_size: int, seed: int) -> None:
     torch.set_num_threads(1)
+    parent = os.getppid()
     try:
         model = model_from_shared(config, state)
         cache = model.new_cache(cache_blocks, block_size)
         results.put(("ready", "prefill", os.getpid(), None))
         with torch.inference_mode():
             while True:
-                msg = ctrl.get()
+                try:
+                    msg = ctrl.get(timeout=1.0)
+                except queue.Empty:
+                    if _orphaned(parent):
+                        return
+                    continue
                 if msg[0] == "stop":
                     return
                 _, rid, prompt, hit_blocks, out_blocks, params = msg
@@ -100,6 +110,7 @@ def decode_rank_main(
     """Rank `rank` of decode group `group` = (index, epoch); the epoch tags every message it sends, so the
     front can drop what a failed incarnation of the group said after it was replaced."""
     torch.set_num_threads(1)
+    parent = os.getppid()
     name = f"decode{group[0]}.{rank}"
     try:
         store = dist.TCPStore(HOST, port, world, is_master=False, timeout=timedelta(seconds=60))
@@ -151,6 +162,8 @@ def decode_rank_main(
 
         with torch.inference_mode():
             while True:
+                if _orphaned(parent):  # the front process is gone: nobody will send "stop"
+                    return
                 while True:  # drain control messages without blocking
                     try:
                         handle(ctrl.get_nowait())
