@@ -33,6 +33,7 @@ COMMAND_MODULES = (
     "simulate_cmd",
     "reproduce_cmd",
     "compare_cmd",
+    "plan_cmd",
     "validate_cmd",
     "generate_cmd",
     "serve_cmd",
