@@ -144,3 +144,17 @@ def test_killed_workers_lose_no_tokens_and_restart_warm(engine, checkpoint):
             got[out.request_id] += out.new_token_ids
     assert got["w"] == expected["w"]
     assert engine.health()["restarts"] == {"decode0": 1, "prefill": 1}
+
+
+def test_requests_the_workers_cannot_hold_are_refused(engine):
+    from cloudmatrix.errors import CloudMatrixError
+
+    with pytest.raises(CloudMatrixError, match="do not fit the workers' KV caches"):
+        engine.add_request("big", list(range(1, 90)) * 2, SamplingParams(max_tokens=100))
+    with pytest.raises(CloudMatrixError, match="already running"):
+        engine.add_request("dup", [1, 2], SamplingParams(max_tokens=2))
+        engine.add_request("dup", [1, 2], SamplingParams(max_tokens=2))
+    engine.abort("dup")
+    while engine.has_unfinished():
+        engine.step()
+    assert engine.stats().running == 0

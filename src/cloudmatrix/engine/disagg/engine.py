@@ -270,6 +270,15 @@ class DisaggregatedEngine:
             raise CloudMatrixError("stop strings need a tokenizer; this model folder has none")
         if request_id in self._live:
             raise CloudMatrixError(f"request id {request_id!r} is already running; use a unique id")
+        bs, cfg = self.config.block_size, self.config
+        if -(-len(ids) // bs) > cfg.prefill_cache_blocks or -(-(len(ids) + params.max_tokens) // bs) > min(
+            cfg.decode_cache_blocks, cfg.pool_blocks
+        ):
+            raise CloudMatrixError(
+                f"request {request_id!r}: {len(ids)} prompt + {params.max_tokens} max_tokens tokens do not fit the "
+                f"workers' KV caches ({cfg.prefill_cache_blocks} prefill / {cfg.decode_cache_blocks} decode blocks of "
+                f"{bs}); shorten the request or give the workers more blocks"
+            )
         detok = IncrementalDetokenizer(self.tokenizer, params.stop, ids) if self.tokenizer is not None else None
         r = _Req(request_id, ids, params, [], [], detok)
         self._plan_blocks(r)
@@ -403,26 +412,31 @@ class DisaggregatedEngine:
         self._admit_waiting()
 
     def _admit_waiting(self) -> None:
+        """Hand prefilled requests (oldest first) to the decode rank with the most unreserved KV blocks.
+
+        A request reserves its worst case (prompt + max_tokens) on its rank, so a decode step never runs
+        out of blocks; a request that fits nowhere yet waits (its KV stays in the pool)."""
+        cfg = self.config
         for r in self._live.values():
             if r.stage != "admit" or r.group is not None:
                 continue
-            up = [g for g, w in enumerate(self.decode) if w.up]
-            if not up:
-                return  # every decode group is restarting: they wait (their KV is in the pool)
-            g = min(up, key=self._load)
+            slots = [(g, k) for g, w in enumerate(self.decode) if w.up for k in range(cfg.decode_ep)]
+            if not slots:
+                return  # every decode group is restarting
+            g, k = min(slots, key=lambda s: self._reserved(*s))
+            if self._reserved(g, k) + self._need(r) > cfg.decode_cache_blocks:
+                return
             w = self.decode[g]
-            r.group = (g, w.epoch)
-            rank = min(range(self.config.decode_ep), key=lambda k: self._load(g, k))
-            r.rank = rank
+            r.group, r.rank = (g, w.epoch), k
             eos = frozenset() if r.params.ignore_eos else self.eos_token_ids
             params = dataclasses.replace(r.params, max_tokens=r.params.max_tokens - len(r.output) + 1)
-            w.queues[rank].put(("admit", r.rid, len(r.tokens), r.blocks, r.first, params, r.gen_state, eos))
+            w.queues[k].put(("admit", r.rid, len(r.tokens), r.blocks, r.first, params, r.gen_state, eos))
 
-    def _load(self, g: int, rank: int | None = None) -> int:
-        return sum(
-            1 for r in self._live.values()
-            if r.group is not None and r.group[0] == g and (rank is None or getattr(r, "rank", None) == rank)
-        )  # fmt: skip
+    def _need(self, r: _Req) -> int:
+        return -(-(len(r.prompt) + r.params.max_tokens) // self.config.block_size)
+
+    def _reserved(self, g: int, k: int) -> int:
+        return sum(self._need(r) for r in self._live.values() if r.group is not None and (r.group[0], r.rank) == (g, k))
 
     def _reason(self, r: _Req, tok: int) -> str | None:
         if tok in self.eos_token_ids and not r.params.ignore_eos:

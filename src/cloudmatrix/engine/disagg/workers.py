@@ -57,6 +57,30 @@ def _rows(cache, sid: int) -> torch.Tensor:
     return (table[:, None] * bs + torch.arange(bs)).reshape(-1)[: cache.seq_len(sid)]
 
 
+def _prefill_batch(model, cache, pool, msgs: list, results, seed: int) -> None:
+    """Prefill several requests in one packed pass: cached prefixes from the pool, the rest computed."""
+    bs = cache.block_size
+    sids, rows_hit = [], []
+    for _, _rid, _prompt, hit_blocks, _out, _params in msgs:
+        sid = cache.add_sequence()
+        n_hit = len(hit_blocks) * bs
+        if n_hit:
+            pool_to_cache(pool, hit_blocks, cache.data, cache.plan([sid], [n_hit]).slots)
+        sids.append(sid)
+        rows_hit.append(n_hit)
+    new = [len(m[2]) - n for m, n in zip(msgs, rows_hit, strict=True)]
+    batch = cache.plan(sids, new)
+    hidden = model(torch.tensor([t for m, n in zip(msgs, rows_hit, strict=True) for t in m[2][n:]]), batch, cache)
+    last = torch.tensor(new).cumsum(0) - 1
+    samplers = [_sampler(m[5], None, seed) for m in msgs]
+    firsts = sample(model.logits(hidden[last]), samplers)
+    for m, sid, n_hit, first, sampler in zip(msgs, sids, rows_hit, firsts, samplers, strict=True):
+        cache_to_pool(cache.data, _rows(cache, sid)[n_hit:], pool, m[4])
+        cache.free_sequence(sid)
+        gen_state = sampler.generator.get_state() if sampler.generator is not None else None
+        results.put(("prefilled", m[1], first, n_hit, gen_state))
+
+
 def prefill_main(ctrl, results, pool, config, state, cache_blocks: int, block_size: int, seed: int) -> None:
     torch.set_num_threads(1)
     parent = os.getppid()
@@ -74,19 +98,25 @@ def prefill_main(ctrl, results, pool, config, state, cache_blocks: int, block_si
                     continue
                 if msg[0] == "stop":
                     return
-                _, rid, prompt, hit_blocks, out_blocks, params = msg
-                n_hit = len(hit_blocks) * block_size
-                sid = cache.add_sequence()
-                if n_hit:
-                    pool_to_cache(pool, hit_blocks, cache.data, cache.plan([sid], [n_hit]).slots)
-                batch = cache.plan([sid], [len(prompt) - n_hit])
-                hidden = model(torch.tensor(prompt[n_hit:]), batch, cache)
-                sampler = _sampler(params, None, seed)
-                first = sample(model.logits(hidden[-1:]), [sampler])[0]
-                cache_to_pool(cache.data, _rows(cache, sid)[n_hit:], pool, out_blocks)
-                cache.free_sequence(sid)
-                gen_state = sampler.generator.get_state() if sampler.generator is not None else None
-                results.put(("prefilled", rid, first, n_hit, gen_state))
+                # Batch what else is queued into packed passes, as far as the working cache holds them.
+                batch, used, stop = [msg], -(-len(msg[2]) // block_size), False
+                while True:
+                    try:
+                        nxt = ctrl.get_nowait()
+                    except queue.Empty:
+                        break
+                    if nxt[0] == "stop":
+                        stop = True
+                        break
+                    need = -(-len(nxt[2]) // block_size)
+                    if used + need > cache.num_blocks:
+                        _prefill_batch(model, cache, pool, batch, results, seed)
+                        batch, used = [], 0
+                    batch.append(nxt)
+                    used += need
+                _prefill_batch(model, cache, pool, batch, results, seed)
+                if stop:
+                    return
     except Exception:
         results.put(("error", "prefill", traceback.format_exc(), None))
     finally:
