@@ -111,28 +111,34 @@ def run_silicon(
 
         cache = EstimateCache.default()
     jobs = [(m, side_by_side, cache.get(m.row) if cache is not None and aic_can_take(m) else None) for m in ms]
-    out: list[ValidationRow] = []
+    fresh = 0
+
+    def keep(job: tuple, r: ValidationRow) -> None:
+        nonlocal fresh
+        if cache is not None and job[2] is None and aic_can_take(job[0]):
+            cache.put(job[0].row, (r.reference, r.reference_note))
+            fresh += 1
+            if fresh % 20 == 0:  # a stopped run keeps most of what AIC computed
+                cache.save()
+
     if workers == 1 or len(ms) <= 1:
-        results: Iterable[ValidationRow] = map(_predict, jobs)
-        out = _collect(results, len(ms), progress)
+        out = _collect(map(_predict, jobs), jobs, keep, progress)
     else:
         with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker) as pool:
             # in the order of the file, so that results are reproducible
-            out = _collect(pool.map(_predict, jobs, chunksize=1), len(ms), progress)
+            out = _collect(pool.map(_predict, jobs, chunksize=1), jobs, keep, progress)
     if cache is not None:
-        for (m, _, known), r in zip(jobs, out, strict=True):
-            if known is None and aic_can_take(m):
-                cache.put(m.row, (r.reference, r.reference_note))
         cache.save()
     return out
 
 
-def _collect(results: Iterable[ValidationRow], n: int, progress: Callable[[int, int], None] | None):
+def _collect(results: Iterable[ValidationRow], jobs: list[tuple], keep, progress) -> list[ValidationRow]:
     out = []
-    for r in results:
+    for job, r in zip(jobs, results, strict=True):
+        keep(job, r)
         out.append(r)
         if progress:
-            progress(len(out), n)
+            progress(len(out), len(jobs))
     return out
 
 
