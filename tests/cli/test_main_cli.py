@@ -9,7 +9,7 @@ def test_no_arguments_prints_the_quick_start_and_the_command_list(cli):
     code, out, _ = cli()
     assert code == 0
     lines = out.splitlines()
-    start = lines.index("Quick start:")
+    start = next(i for i, line in enumerate(lines) if line.startswith("Quick start"))
     quick = lines[start + 1 : start + 6]
     assert [line.split()[1] for line in quick] == ["simulate", "step", "compare", "validate", "serve"]
     assert all(line.startswith("  cloudmatrix ") for line in quick)

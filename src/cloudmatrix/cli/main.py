@@ -40,12 +40,12 @@ COMMAND_MODULES = (
 )
 
 QUICK_START = """\
-Quick start:
-  cloudmatrix simulate             CloudMatrix384 serving DeepSeek-R1: TTFT, TPOT, tokens/s per chip, SLO verdict
-  cloudmatrix step                 one decode step of that deployment, op by op, with its roofline limit
-  cloudmatrix compare              the same workload on GB200 NVL72 and HGX: tokens/s per chip, $ and J per token
-  cloudmatrix validate             the twin's error against published measurements
-  cloudmatrix serve                the small engine behind an OpenAI-compatible HTTP API
+Quick start (docs/quickstart.md walks through it in ten minutes):
+  cloudmatrix simulate                 CloudMatrix384 serving DeepSeek-R1: TTFT, TPOT, verdict
+  cloudmatrix step                     one decode step, op by op, and its roofline limit
+  cloudmatrix compare                  the same workload on GB200 NVL72 and HGX, with $ and J/token
+  cloudmatrix validate --suite paper   the twin against the paper's published figures
+  cloudmatrix serve                    the small engine behind an OpenAI-compatible HTTP API
 """
 
 _registered = False
