@@ -19,6 +19,11 @@ _METRIC = {
 
 def diagnose(res: ScreenResult, req: PlanRequest, system_key: str) -> str:
     """One line: for each constraint, the best any plan achieves among those that meet every other one."""
+    if not res.prefill:
+        return (
+            f"{system_key}: no prefill instance holds {req.model} with a whole {req.isl}-token prompt in its token "
+            "budget; allow more chips (--chips) or use a system with more HBM per die"
+        )
     if len(res) == 0:
         return (
             f"{system_key}: no decode instance holds {req.model}'s weights plus one {req.isl + req.osl}-token "
@@ -26,13 +31,14 @@ def diagnose(res: ScreenResult, req: PlanRequest, system_key: str) -> str:
             "with more HBM per die"
         )
     checks = res.checks(req)
+    everything = np.ones(len(res), bool)
     parts = []
-    for name, ok in checks.items():
-        others = np.logical_and.reduce([v for k, v in checks.items() if k != name] or [np.ones(len(res), bool)])
-        if ok[others].any():
-            continue  # this one alone does not bind
-        pool = others if others.any() else np.ones(len(res), bool)
-        parts.append(_why(name, res, req, pool, others.any()))
+    for name, ok in checks.items():  # alone binding: every plan that meets the others fails this one
+        others = np.logical_and.reduce([v for k, v in checks.items() if k != name] or [everything])
+        if others.any() and not ok[others].any():
+            parts.append(_why(name, res, req, others, True))
+    if not parts:  # no single constraint: name those no plan meets at all
+        parts = [_why(name, res, req, everything, False) for name, ok in checks.items() if not ok.any()]
     if not parts:
         parts.append("several constraints bind together; relax the TTFT or TPOT target")
     return f"{system_key}: no plan meets the request: " + "; ".join(parts)
@@ -55,7 +61,7 @@ def _why(name: str, res: ScreenResult, req: PlanRequest, pool: np.ndarray, alone
         msg = f"{name} binds: the best plan needs {best:,.0f} chips, {limit:,.0f} allowed"
         return msg + f" (best {per.max():,.0f} tokens/s per chip); raise {flag} to {best:,.0f} or lower --rate{tail}"
     return (
-        f"{name} binds: the best plan reaches {best * scale:,.3g} {unit} against the limit of {limit * scale:,.3g} "
-        f"{unit} (over by {(best - limit) * scale:,.3g} {unit}); raise {flag} to at least {best * scale:,.3g} "
+        f"{name} binds: the best plan reaches {best * scale:,.4g} {unit} against the limit of {limit * scale:,.4g} "
+        f"{unit} (over by {(best - limit) * scale:,.3g} {unit}); raise {flag} to at least {best * scale:,.4g} "
         f"{unit}{tail}"
     )

@@ -66,6 +66,9 @@ def screen(
     points = 0
     rho = req.max_utilisation
     lam_max = np.array([max_rate_under(p, req.isl, req.ttft_p90, rho) for p in prefill])  # per prefill instance
+    # a prefill layout that misses the TTFT target even unloaded still makes rows (at 1% of its rate), so that
+    # the TTFT check, not an empty table, reports it
+    lam_max = np.where(lam_max > 0, lam_max, [0.01 * rho * p.max_rate for p in prefill])
     c_p = np.array([p.layout.dies // dpc for p in prefill], dtype=np.float64)
     t_first = np.array([float(p.time[0]) for p in prefill])
     by_sw: dict[object, np.ndarray] = {}
@@ -73,9 +76,9 @@ def screen(
         by_sw.setdefault(p.software, np.zeros(len(prefill), bool))[j] = True
     for i, dc in enumerate(decode):
         same = by_sw.get(dc.software)
-        if same is None or not (same & (lam_max > 0)).any():
+        if same is None or not same.any():
             continue
-        pj = np.flatnonzero(same & (lam_max > 0))
+        pj = np.flatnonzero(same)
         lam, cp = lam_max[pj][None, :], c_p[pj][None, :]
         cd = dc.layout.dies // dpc
         r1 = (rho * dc.rate_per_instance(req.osl))[:, None]  # per decode instance at the utilisation cap
