@@ -123,6 +123,24 @@ def test_simulate_shipped_scenarios_with_overrides(data):
         check_summary(load_json(out))
 
 
+@fuzz(ci_examples=6)
+@given(
+    st.sampled_from(("new/records.csv", "records.csv", ".", "FILE/records.csv", "FILE")),
+    st.sampled_from((None, "plots", "FILE", "FILE/plots")),
+)
+def test_simulate_output_paths(tmp_path_factory, csv, plots):
+    base = tmp_path_factory.mktemp("simulate-out")
+    (base / "FILE").write_text("")
+    args = ("simulate", "paper-decode", "--duration=2", "--set=warmup=0", "--quiet", f"--csv={base / csv}")
+    if plots is not None:
+        args += (f"--plots={base / plots}",)
+    code, out, err = run_cli(*args)
+    if check_outcome(args, code, out, err):
+        assert (base / csv).read_text().count("\n") >= 1  # at least the header
+        if plots is not None:
+            assert sorted(p.suffix for p in (base / plots).iterdir()) == [".png", ".png"]
+
+
 def _toml_value(v) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
