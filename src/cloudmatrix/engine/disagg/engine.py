@@ -48,6 +48,7 @@ class DisaggConfig:
     start_timeout_s: float = 120.0
     poll_s: float = 0.05
     max_restarts: int = 3  # per worker (group); a worker that keeps failing is an error
+    ray: str | None = None  # None: local processes; "local" or a Ray address: Ray actors (ray_placement.py)
 
 
 @dataclass
@@ -80,6 +81,7 @@ class _Worker:
     def __init__(self, name: str, procs: list, queues: list, epoch: int, store=None):
         self.name, self.procs, self.queues, self.epoch, self.store = name, procs, queues, epoch, store
         self.ready: set[str] = set()
+        self.pids: dict[str, int] = {}  # from each process's "ready" message (also right for Ray actors)
         self.failed = False
 
     @property
@@ -114,12 +116,22 @@ class DisaggregatedEngine:
         self.tokenizer = load_tokenizer(folder) if (folder / "tokenizer.json").exists() else None
         self.eos_token_ids = eos_token_ids(folder, self.tokenizer)
         self._state = share_model(model)  # the weights, once, in shared memory: every (re)start is warm
-        self.pool = new_pool_storage(
-            cfg.pool_blocks, model.num_cache_layers, cfg.block_size, c.kv_lora_rank + c.qk_rope_head_dim, model.dtype
-        )
-        self.index = CachingPoolIndex(cfg.pool_blocks, cfg.block_size)
+        shape = (cfg.pool_blocks, model.num_cache_layers, cfg.block_size, c.kv_lora_rank + c.qk_rope_head_dim)
+        self._ray = None
+        self._host = HOST
         self._ctx = mp.get_context("spawn")
-        self._results = self._ctx.Queue()
+        if cfg.ray is None:
+            self.pool = new_pool_storage(*shape, model.dtype)
+            self._pool_arg, self._state_arg = self.pool, self._state
+        else:
+            from cloudmatrix.engine.disagg.ray_placement import RayPlacement
+
+            self._ray = RayPlacement(cfg.ray, 1 + cfg.decode_groups * cfg.decode_ep, cfg.start_timeout_s)
+            self._host = self._ray.host
+            self.pool, self._pool_arg = self._ray.share_pool(shape, model.dtype)
+            self._state_arg = self._ray.share_weights(self._state)
+        self.index = CachingPoolIndex(cfg.pool_blocks, cfg.block_size)
+        self._results = self._queue()
         self._live: dict[str, _Req] = {}
         self._orphans: dict[str, _Req] = {}  # aborted mid hand-over: blocks pinned until the worker replies
         self._ready: list[RequestOutput] = []
@@ -145,7 +157,12 @@ class DisaggregatedEngine:
             raise
 
     # ---- worker processes ---------------------------------------------------------------
-    def _spawn(self, target, args) -> mp.Process:
+    def _queue(self):
+        return self._ctx.Queue() if self._ray is None else self._ray.queue()
+
+    def _spawn(self, target, args, bundle: int):
+        if self._ray is not None:
+            return self._ray.spawn(target, args, bundle)
         old = os.environ.get("OMP_NUM_THREADS")
         os.environ["OMP_NUM_THREADS"] = "1"  # inherited by the spawned worker
         try:
@@ -159,22 +176,23 @@ class DisaggregatedEngine:
         return p
 
     def _start_prefill(self, epoch: int) -> _Worker:
-        cfg, q = self.config, self._ctx.Queue()
-        args = (q, self._results, self.pool, self.model_config, self._state, cfg.prefill_cache_blocks,
+        cfg, q = self.config, self._queue()
+        args = (q, self._results, self._pool_arg, self.model_config, self._state_arg, cfg.prefill_cache_blocks,
                 cfg.block_size, cfg.seed)  # fmt: skip
-        return _Worker("prefill", [self._spawn(prefill_main, args)], [q], epoch)
+        return _Worker("prefill", [self._spawn(prefill_main, args, 0)], [q], epoch)
 
     def _start_decode(self, g: int, epoch: int) -> _Worker:
         cfg = self.config
         # A fresh rendezvous per incarnation: a restarted group never meets the failed one's store.
         store = dist.TCPStore(
-            HOST, 0, cfg.decode_ep + 1, is_master=True, timeout=timedelta(seconds=60), wait_for_workers=False
+            self._host, 0, cfg.decode_ep + 1, is_master=True, timeout=timedelta(seconds=60), wait_for_workers=False
         )
-        queues = [self._ctx.Queue() for _ in range(cfg.decode_ep)]
+        queues = [self._queue() for _ in range(cfg.decode_ep)]
         procs = [
             self._spawn(decode_rank_main, ((g, epoch), r, cfg.decode_ep, store.port, queues[r], self._results,
-                                           self.pool, self.model_config, self._state, cfg.decode_cache_blocks,
-                                           cfg.block_size, cfg.seed))  # fmt: skip
+                                           self._pool_arg, self.model_config, self._state_arg,
+                                           cfg.decode_cache_blocks, cfg.block_size, cfg.seed, self._host),
+                        1 + g * cfg.decode_ep + r)  # fmt: skip
             for r in range(cfg.decode_ep)
         ]
         return _Worker(f"decode{g}", procs, queues, epoch, store)
@@ -182,9 +200,9 @@ class DisaggregatedEngine:
     @property
     def pids(self) -> dict[str, int]:
         """Worker name -> pid of the live incarnation (decode ranks are named decode{group}.{rank})."""
-        out = {"prefill": self.prefill.procs[0].pid}
-        for w in self.decode:
-            out.update({f"{w.name}.{r}": p.pid for r, p in enumerate(w.procs)})
+        out: dict[str, int] = {}
+        for w in [self.prefill, *self.decode]:
+            out.update(w.pids)
         return out
 
     def health(self) -> dict:
@@ -237,6 +255,8 @@ class DisaggregatedEngine:
                 p.join(timeout=max(deadline - time.monotonic(), 0.1))
         for w in workers:
             w.kill()
+        if getattr(self, "_ray", None) is not None:
+            self._ray.close()
 
     def __enter__(self) -> DisaggregatedEngine:
         return self
@@ -357,10 +377,11 @@ class DisaggregatedEngine:
     def _handle(self, msg, starting: bool) -> None:
         kind = msg[0]
         if kind == "ready":
-            _, name, _pid, group = msg
+            _, name, pid, group = msg
             w = self.prefill if group is None else self._decode_worker(group)
             if w is not None:
                 w.ready.add(name)
+                w.pids[name] = pid
         elif kind == "error":
             _, name, tb, group = msg
             if starting:

@@ -36,10 +36,26 @@ def _orphaned(parent: int) -> bool:
 
 def _exit(results) -> None:
     """Flush what this worker sent, then leave without the interpreter's teardown: collecting a model
-    whose tensors are shared-memory mappings took seconds per worker at exit on this machine."""
-    results.close()
-    results.join_thread()
-    os._exit(0)
+    whose tensors are shared-memory mappings took seconds per worker at exit on this machine.
+    (A Ray actor's queue is an actor: nothing to flush, and Ray ends the actor itself.)"""
+    if hasattr(results, "join_thread"):
+        results.close()
+        results.join_thread()
+        os._exit(0)
+
+
+def _resolve(pool, state):
+    """Local workers get the shared tensors themselves; Ray actors get files in shared memory to map
+    (Ray would copy tensors): the pool as one mapped file, the weights as a torch.save file mmapped."""
+    if isinstance(pool, tuple):
+        path, shape, dtype = pool
+        n = 1
+        for d in shape:
+            n *= d
+        pool = torch.from_file(path, shared=True, size=n, dtype=dtype).view(*shape)
+    if isinstance(state, str):
+        state = torch.load(state, mmap=True, weights_only=True)
+    return pool, state
 
 
 def _sampler(params, gen_state: torch.Tensor | None, seed: int) -> RowSampler:
@@ -85,6 +101,7 @@ def prefill_main(ctrl, results, pool, config, state, cache_blocks: int, block_si
     torch.set_num_threads(1)
     parent = os.getppid()
     try:
+        pool, state = _resolve(pool, state)
         model = model_from_shared(config, state)
         cache = model.new_cache(cache_blocks, block_size)
         results.put(("ready", "prefill", os.getpid(), None))
@@ -136,6 +153,7 @@ def decode_rank_main(
     cache_blocks: int,
     block_size: int,
     seed: int,
+    host: str = HOST,
 ) -> None:
     """Rank `rank` of decode group `group` = (index, epoch); the epoch tags every message it sends, so the
     front can drop what a failed incarnation of the group said after it was replaced."""
@@ -143,7 +161,8 @@ def decode_rank_main(
     parent = os.getppid()
     name = f"decode{group[0]}.{rank}"
     try:
-        store = dist.TCPStore(HOST, port, world, is_master=False, timeout=timedelta(seconds=60))
+        pool, state = _resolve(pool, state)
+        store = dist.TCPStore(host, port, world, is_master=False, timeout=timedelta(seconds=60))
         dist.init_process_group("gloo", store=store, rank=rank, world_size=world, timeout=timedelta(seconds=60))
         model = model_from_shared(config, state)
         if world > 1:
