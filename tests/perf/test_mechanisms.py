@@ -177,3 +177,25 @@ def test_prefill_uses_the_throughput_kernels_efficiency_where_the_plane_has_one(
     assert t_dec - t_pre == pytest.approx(
         volume / up.dispatch_efficiency - volume / up.prefill_dispatch_efficiency, rel=1e-9
     )
+
+
+def test_a_whole_moe_op_fit_is_not_charged_its_permute_and_swiglu_again():
+    # NVIDIA grouped-GEMM curves are fitted to TensorRT-LLM's whole MoE op (permute, GEMMs, SwiGLU, un-permute)
+    dep = build_deployment(R1, dies=8, ep=8, redundant_experts=0, precision="fp8", microbatches=1)
+    h200 = load_system("hgx-h200")
+    gpu = {r.name for r in prefill_step(R1, h200, dep, 8192, 4096).rows}
+    assert "token_permute" not in gpu and "routed_swiglu" not in gpu
+    assert "routed_swiglu" not in {r.name for r in decode_step(R1, h200, dep, 16, 2048).rows}
+    # the shared expert is a plain GEMM (fit without the activation): its SwiGLU stays
+    assert "shared_swiglu" in gpu
+    # the 910C's grouped GEMM is the plain GEMM curve: the vector kernels are costed
+    cm = {r.name for r in prefill_step(R1, CM, build_deployment(R1, dies=32, microbatches=1), 8192, 4096).rows}
+    assert {"token_permute", "routed_swiglu"} <= cm
+
+
+def test_blackwell_boards_apply_deepeps_sm_share():
+    from cloudmatrix.perf.overlap import DEEPEP_NORMAL_SMS, comm_cores_for
+
+    for name, sms in (("hgx-b200", 148), ("gb200-nvl72", 152)):
+        share = comm_cores_for(load_system(name).chip).sm_share
+        assert share == pytest.approx(DEEPEP_NORMAL_SMS / sms)

@@ -15,7 +15,9 @@ Weights read: only the experts expected to receive at least one token this micro
 Vector work, where real stacks run separate kernels (prefill): quantising tokens before dispatch,
 permuting received copies into expert order, SwiGLU, and the weighted combine sum. In decode the
 fused dispatch/combine kernels (CloudMatrix-Infer FusedDispatch/FusedCombine, DeepEP low-latency)
-quantise and reduce inside the communication kernel; SwiGLU is still its own kernel.
+quantise and reduce inside the communication kernel; SwiGLU is still its own kernel. Where the chip's
+grouped-GEMM curve was fitted to whole MoE-op measurements (NVIDIA: TensorRT-LLM's fused MoE op), the
+permutation and SwiGLU are inside that fit and are not costed again (`moe_op_fitted`).
 """
 
 from __future__ import annotations
@@ -70,18 +72,19 @@ def moe_ops(c: DieContext, tokens: float, phase: str) -> tuple[list[OpCost], dic
     if prefill and BYTES_PER_ELEMENT[dep.precision.dispatch] < ACT_BYTES and ep > 1:
         ops.append(c.vector("dispatch_quant", "moe", send_tokens * h, ACT_BYTES + disp_b / h))
     ops.append(_all_to_all(c, "dispatch", send_tokens, copies, disp_b, prefill, imbalance))
-    if prefill:
+    whole_op = moe_op_fitted(c)
+    if prefill and not whole_op:
         # gather the received copies into expert-contiguous rows (read + write each copy)
         ops.append(c.vector("token_permute", "moe", hot_rows * h, 2 * disp_b / h))
     routed = c.grouped("routed_experts", hot_rows, distinct, swiglu_shapes(h, inter))
-    swiglu = _swiglu(c, "routed_swiglu", hot_rows, inter)
+    swiglu = None if whole_op else _swiglu(c, "routed_swiglu", hot_rows, inter)
     if dep.shared_expert_dies:
         shared_rows = group_tokens * m.shared_experts / dep.shared_expert_dies
         shared_inter = m.moe_intermediate * m.shared_experts
         shared = c.matmul("shared_expert_dies", "moe", shared_rows, swiglu_shapes(h, shared_inter), "experts")
         shared_sw = _swiglu(c, "shared_swiglu", shared_rows, shared_inter)
         # the expert stage lasts as long as its slowest die: routed or shared
-        if routed.time + swiglu.time >= shared.time + shared_sw.time:
+        if routed.time + (swiglu.time if swiglu else 0.0) >= shared.time + shared_sw.time:
             ops += [routed, swiglu]
         else:
             ops += [shared, shared_sw]
@@ -110,6 +113,16 @@ def moe_ops(c: DieContext, tokens: float, phase: str) -> tuple[list[OpCost], dic
         "shared_rows_per_die": shared_rows,
     }
     return present(*ops), loads
+
+
+def moe_op_fitted(c: DieContext) -> bool:
+    """Whether the chip's grouped-GEMM curve was fitted to whole MoE-op measurements (a `[grouped_gemm]`
+    table: aiconfigurator's moe_perf rows time TensorRT-LLM's fused MoE op, routing, token permutation, both
+    grouped GEMMs, the activation and the un-permute). Its latency and efficiency then already hold the
+    permutation and SwiGLU kernels, which must not be costed again. Without the table (the 910C) the grouped
+    GEMM is the plain GEMM curve and those kernels are costed as vector ops."""
+    eff = c.chip.efficiency
+    return eff.grouped_gemm is not None or bool(eff.grouped_gemm_by_precision)
 
 
 def _swiglu(c: DieContext, name: str, rows: float, inter: float) -> OpCost:
