@@ -135,7 +135,7 @@ def print_tables(
         console.print(_table(f"{workload}: best decode batch, prefill rate", PERFORMANCE, rows))
         console.print(_table(f"whole system, pools balanced; {money}", ECONOMICS, rows))
     console.print(
-        "[dim]Same cost model for every system; it is optimistic vs published figures (CloudMatrix384 decode ~+24%, "
-        "prefill ~+75%; GB200 NVL72 decode ~1.7x, prefill ~2.9x vs LMSYS): trust ratios more than absolute "
-        "numbers, and note the larger GB200 gap flatters NVL72. Every column: --wide or the HTML report.[/]"
+        "[dim]Same cost model for every system; its error against published measurements differs per system "
+        "(`cloudmatrix validate`, docs/accuracy.md): trust ratios more than absolute numbers. Every column: --wide "
+        "or the HTML report.[/]"
     )

@@ -18,13 +18,10 @@ from cloudmatrix.plan.cross_system import ServingTarget, SystemResult
 from cloudmatrix.plan.economics import Economics
 
 CAVEAT = (
-    "All systems are costed with the same roofline cost model (cloudmatrix.perf). Against published measurements "
-    "it is optimistic: on CloudMatrix384 by about +24% in decode (2,413 vs 1,943 tokens/s per NPU at 96 sequences "
-    "per NPU, Zuo et al.) and about +75% in prefill (11,640 vs 6,688 tokens/s per NPU, perfect expert balance); on "
-    "GB200 NVL72 by about 2.9x in prefill and ~1.7x in decode against LMSYS's SGLang figures (26,156 and 13,386 "
-    "tokens/s per GPU, 2K prompts), where Blackwell kernel efficiencies are H800 placeholders. Absolute numbers "
-    "carry this uncertainty; ratios between systems are more robust, but the larger gap on GB200 flatters NVL72 "
-    "(see docs/compare.md for a published-anchored estimate)."
+    "All systems are costed with the same cost model (cloudmatrix.perf), calibrated from kernel-level measurements "
+    "only. Its error against published end-to-end measurements differs per system and changes as the cost model "
+    "does: `cloudmatrix validate` measures it and docs/accuracy.md records it. Absolute numbers carry that error; "
+    "ratios between systems are more robust, but only as far as the errors on the two systems are alike."
 )
 
 COLUMNS = (
