@@ -41,15 +41,16 @@ def padded_absorbed(attn, cache, batch, q_nope, q_rope):
 
 @torch.no_grad()
 @pytest.mark.parametrize("query_len", [1, 2])
-def test_ragged_absorbed_attention_matches_the_padded_path(ours, query_len):
+@pytest.mark.parametrize("fill", [[3, 1, 57, 8], [4, 5, 6, 5]], ids=["ragged", "same-blocks"])
+def test_ragged_absorbed_attention_matches_the_padded_path(ours, query_len, fill):
     """One long sequence among short ones, contexts ending anywhere in a block (even leaving the last
-    block empty for the first new token): the block-wise split softmax equals the padded softmax."""
+    block empty for the first new token): the chunked split softmax equals the padded softmax; and
+    sequences holding the same number of blocks take the dense path, which must agree too."""
     attn = ours.layers[1].self_attn
     cache = ours.new_cache(num_blocks=40, block_size=4)
     seqs = [cache.add_sequence() for _ in range(4)]
     g = torch.Generator().manual_seed(0)
     H = ours.config.hidden_size
-    fill = [3, 1, 57, 8]
     ctx = cache.plan(seqs, fill)
     x = torch.randn(sum(fill), H, generator=g)
     attn(x, *ours.rotary(ctx.positions, x.dtype), ctx, cache, absorbed=False)
@@ -61,7 +62,10 @@ def test_ragged_absorbed_attention_matches_the_padded_path(ours, query_len):
     ragged = attn.attend_absorbed(q_nope, q_rope, cache, batch, 4)
     torch.testing.assert_close(ragged, padded_absorbed(attn, cache, batch, q_nope, q_rope), atol=1e-5, rtol=1e-5)
     view = batch.decode_view(4)
-    assert view.blocks.numel() == sum(-(-(f + query_len) // 4) for f in fill)  # only the blocks in use
+    used = [-(-(f + query_len) // 4) for f in fill]
+    assert view.dense == (len(set(used)) == 1)
+    chunk = 1 if view.dense else 16  # dense: exactly the blocks in use; else chunks of 16 blocks of 4
+    assert view.blocks.numel() == sum(-(-u // chunk) * chunk for u in used)
 
 
 @torch.no_grad()

@@ -144,10 +144,10 @@ def test_paged_cache_blocks_and_bytes():
     assert batch.slots.tolist() == [0, 1, 2, 3, 4, 5, 8, 9, 10]
     batch = cache.plan([b, a], [2, 2])  # b grows into a fresh block 3, a fills block 1
     assert batch.slots.tolist() == [11, 12, 6, 7] and cache.block_table(b) == [2, 3]
-    view = batch.decode_view(2)  # ragged: b's 2 blocks then a's 2, no padding to the longest
-    assert view.blocks.tolist() == [2, 3, 0, 1] and view.block_seq.tolist() == [0, 0, 1, 1]
-    assert not view.visible[1, 0, 0].any()  # b's first new token (position 3) sees nothing in block 3
-    assert view.visible[1, 1, 0].tolist() == [True, False, False, False]  # its second (4) sees position 4
+    view = batch.decode_view(2)  # b's 2 blocks then a's 2; both hold 2 blocks: one dense chunk each
+    assert view.dense and view.blocks.tolist() == [2, 3, 0, 1] and view.chunk_seq.tolist() == [0, 1]
+    assert view.visible[0, 0, 0].tolist() == [True] * 4 + [False] * 4  # b's first new token: position 3
+    assert view.visible[0, 1, 0].tolist() == [True] * 5 + [False] * 3  # its second: position 4
     cache.set_len(b, 4)  # roll back the last token: block 3 goes back to the pool
     assert cache.block_table(b) == [2] and cache.free_blocks == 2
     cache.free_sequence(a)

@@ -28,6 +28,10 @@ from cloudmatrix.serving.kv_blocks import KVBlockManager
 # Passes where every sequence brings at most this many new tokens (decode, MTP verification) run the
 # absorbed latent attention; longer ones (prefill) up-project K/V, which costs fewer FLOPs there.
 ABSORBED_MAX_QUERY = 4
+# The absorbed path scores keys in chunks of this many tokens (whole blocks): a sequence's last chunk
+# is padded (masked), never the batch to its longest sequence. Chunks rather than single blocks keep
+# the batched matmuls wide enough to be efficient on a CPU (16-token blocks: 4 blocks per chunk).
+ATTENTION_CHUNK_TOKENS = 64
 
 
 @dataclass
@@ -36,9 +40,12 @@ class DecodeView:
 
     n: int
     q: int
-    blocks: torch.Tensor  # [NB] block ids, sequence after sequence (only blocks holding its tokens)
-    block_seq: torch.Tensor  # [NB] which of the n sequences each block belongs to
-    visible: torch.Tensor  # [NB, q, 1, bs] bool: key (block, offset) visible to new token i (causal)
+    # dense: every sequence holds the same number of blocks, so each is one chunk of all of them (no
+    # padding, one plain softmax); else chunks of C blocks, each sequence padded to whole chunks
+    dense: bool
+    blocks: torch.Tensor  # [NC * C] block ids, sequence after sequence
+    chunk_seq: torch.Tensor  # [NC] which of the n sequences each chunk belongs to
+    visible: torch.Tensor  # [NC, q, 1, C * bs] bool: key visible to new token i (causal; padding never)
 
 
 @dataclass
@@ -118,15 +125,20 @@ class AttentionBatch:
             if any(k != q for k in self.query_lens[:n]):
                 raise ValueError("the absorbed path needs the same number of new tokens in every sequence")
             dev, bs = self.positions.device, self.block_size
-            counts = np.array([len(t) for t in self.tables[:n]], dtype=np.int64)
-            blocks = np.fromiter((b for t in self.tables[:n] for b in t), dtype=np.int64, count=int(counts.sum()))
-            owner = np.repeat(np.arange(n), counts)
-            index_in_seq = np.arange(blocks.size) - (np.cumsum(counts) - counts)[owner]
-            key_pos = index_in_seq[:, None] * bs + np.arange(bs)  # [NB, bs]
+            counts = {len(t) for t in self.tables[:n]}
+            dense = len(counts) == 1
+            C = counts.pop() if dense else max(1, ATTENTION_CHUNK_TOKENS // bs)
+            # each sequence's blocks, padded with its first block to whole chunks (padding is masked)
+            padded = [t + [t[0]] * (-len(t) % C) for t in self.tables[:n]]
+            chunks = np.array([len(t) // C for t in padded], dtype=np.int64)
+            blocks = np.fromiter((b for t in padded for b in t), dtype=np.int64, count=int(chunks.sum()) * C)
+            owner = np.repeat(np.arange(n), chunks)
+            index_in_seq = np.arange(owner.size) - (np.cumsum(chunks) - chunks)[owner]
+            key_pos = index_in_seq[:, None] * (C * bs) + np.arange(C * bs)  # [NC, C * bs]
             ctx = np.asarray(self.context_lens[:n], dtype=np.int64)[owner]
             visible = key_pos[:, None, :] <= ctx[:, None, None] + np.arange(q)[None, :, None]
             self._views[n] = DecodeView(
-                n, q, torch.from_numpy(blocks).to(dev), torch.from_numpy(owner).to(dev),
+                n, q, dense, torch.from_numpy(blocks).to(dev), torch.from_numpy(owner).to(dev),
                 torch.from_numpy(visible[:, :, None, :]).to(dev),
             )  # fmt: skip
         return self._views[n]

@@ -142,10 +142,13 @@ class MLAttention(nn.Module):
     ) -> torch.Tensor:
         """Attention in the latent space for the batch's first n sequences (q new tokens each).
 
-        Ragged and paged: scores are computed block by block over only the blocks each sequence
-        owns (one batched matmul over all of them), with a per-block max and sum that are merged
-        per sequence afterwards (the split-softmax of flash-decoding), so a long sequence in the
-        batch costs its own length, not the batch's width times it.
+        Ragged and paged: attention reads only the blocks each sequence owns. When every sequence
+        holds the same number of blocks, those form one [n, blocks * bs] layout and a plain masked
+        softmax runs. Otherwise keys are scored in chunks of whole blocks (ATTENTION_CHUNK_TOKENS),
+        every chunk of the batch in one batched matmul; the softmax is taken against each sequence's
+        own maximum (one scatter over the chunk maxima) and the chunks' weighted sums are added per
+        sequence (split softmax, as in flash-decoding), so a long sequence in the batch costs its own
+        length, not the batch's width times it.
         """
         w_uk, w_uv_t = self.absorbed_weights()
         view = batch.decode_view(n)
@@ -153,22 +156,28 @@ class MLAttention(nn.Module):
         w = self.r + self.dr
         # q_lat_h = W_UK_h^T q_nope_h: [h, T, dn] @ [h, dn, r] -> [h, T, r]
         q_lat = torch.bmm(q_nope.transpose(0, 1), w_uk)
-        # One matmul scores both parts: [q_lat | q_rope] . [c | k_rope].
-        q = torch.cat([q_lat.transpose(0, 1), q_rope], dim=-1).reshape(n, q_len * h, w)
-        kv = cache.gather_blocks(self.layer_id, view.blocks).to(q.dtype)  # [NB, bs, w]
-        NB, bs = kv.shape[0], kv.shape[1]
-        scores = torch.bmm(q.index_select(0, view.block_seq), kv.transpose(1, 2)).view(NB, q_len, h, bs)
-        scores = (scores * self.scale).float().masked_fill_(~view.visible, float("-inf"))
-        m = scores.amax(dim=-1)  # [NB, q, h]; -inf where a block holds nothing visible to that token
-        p = torch.exp(scores - torch.where(torch.isinf(m), 0.0, m)[..., None])
-        o_blk = torch.bmm(p.view(NB, q_len * h, bs).to(q.dtype), kv[..., : self.r])  # [NB, q*h, r]
-        owner = view.block_seq[:, None, None].expand_as(m)
+        # One matmul scores both parts: [q_lat | q_rope] . [c | k_rope]; the scale goes on the queries.
+        q = (torch.cat([q_lat.transpose(0, 1), q_rope], dim=-1) * self.scale).reshape(n, q_len * h, w)
+        kv = cache.gather_blocks(self.layer_id, view.blocks).to(q.dtype)  # [NC * C, bs, w]
+        kv = kv.view(view.chunk_seq.numel(), -1, w)  # [NC, K, w] with K = C * bs keys per chunk
+        NC, K = kv.shape[0], kv.shape[1]
+        if view.dense:  # one chunk per sequence: a plain masked softmax, nothing to merge
+            scores = torch.bmm(q, kv.transpose(1, 2)).view(n, q_len, h, K).masked_fill_(~view.visible, float("-inf"))
+            p = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
+            o_lat = torch.bmm(p.view(n, q_len * h, K), kv[..., : self.r])
+            o = torch.bmm(o_lat.view(T, h, self.r).transpose(0, 1), w_uv_t)
+            return o.transpose(0, 1).reshape(T, h * self.dv)
+        scores = torch.bmm(q.index_select(0, view.chunk_seq), kv.transpose(1, 2)).view(NC, q_len, h, K)
+        scores = scores.float().masked_fill_(~view.visible, float("-inf"))
+        m = scores.amax(dim=-1)  # [NC, q, h]; -inf where a chunk holds nothing visible to that token
+        owner = view.chunk_seq[:, None, None].expand_as(m)
         seq_max = torch.full((n, q_len, h), float("-inf"), device=m.device).scatter_reduce_(0, owner, m, "amax")
-        alpha = torch.exp(m - seq_max.index_select(0, view.block_seq))  # [NB, q, h], 0 for empty blocks
-        den = torch.zeros(n, q_len, h, device=m.device).index_add_(0, view.block_seq, p.sum(-1) * alpha)
-        num = torch.zeros(n, q_len * h, self.r, dtype=o_blk.dtype, device=m.device)
-        num.index_add_(0, view.block_seq, o_blk * alpha.view(NB, q_len * h, 1).to(o_blk.dtype))
-        o_lat = num / den.view(n, q_len * h, 1).to(num.dtype)  # [n, q*h, r]
+        # weights relative to the sequence's max: e^(s - M) = e^(s - m) e^(m - M); empty chunks give 0
+        p = torch.exp(scores - seq_max.index_select(0, view.chunk_seq)[..., None])
+        den = torch.zeros(n, q_len, h, device=m.device).index_add_(0, view.chunk_seq, p.sum(-1))
+        o_chunk = torch.bmm(p.view(NC, q_len * h, K).to(q.dtype), kv[..., : self.r])  # [NC, q*h, r]
+        num = torch.zeros(n, q_len * h, self.r, dtype=o_chunk.dtype, device=m.device)
+        o_lat = num.index_add_(0, view.chunk_seq, o_chunk) / den.view(n, q_len * h, 1).to(num.dtype)
         # o_h = W_UV_h o_lat_h: [h, T, r] @ [h, r, dv] -> [h, T, dv]
         o = torch.bmm(o_lat.view(T, h, self.r).transpose(0, 1), w_uv_t)
         return o.transpose(0, 1).reshape(T, h * self.dv)
