@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cloudmatrix.errors import CloudMatrixError
+from cloudmatrix.perf import Deployment
 from cloudmatrix.perf.memory import memory_per_die, usable_hbm
 from cloudmatrix.plan.search.space import InstanceLayout, Software
 from cloudmatrix.sim.costs import PoolCosts
@@ -26,25 +27,44 @@ MAX_BATCH_PER_DIE = 512  # the cap of plan.sweep.DECODE_BATCHES (DeepEP-style bu
 DECODE_ANCHORS = (1, 2, 4, 8, 16, 32, 64, 96, 128, 192, 256, 384, 512)
 
 
-class _SharedImbalanceCosts(PoolCosts):
-    """PoolCosts whose EPLB step imbalance is shared by every layout with the same routed dies and slots (the
-    placement depends on nothing else: uniform popularity, seed 0); the step costing is the simulator's."""
+class _SharedPlacementCosts(PoolCosts):
+    """PoolCosts whose EPLB placement is shared by every layout with the same routed dies and slots per die (it
+    depends on nothing else here: uniform popularity, seed 0), so its memoised expert-load statistics are
+    computed once for all of them; the step costing is the simulator's, inherited unchanged."""
 
-    _imbalances: dict[tuple, tuple[float, ModelSpec]] = {}
+    _placements: dict[tuple, tuple[object, ModelSpec]] = {}
+
+    def __init__(self, model: ModelSpec, system: System, dep: Deployment):
+        moe = model.is_moe and dep.ep_degree > 1
+        key = (id(model), dep.routed_dies, dep.slots_per_routed_die(model)) if moe else None
+        hit = self._placements.get(key) if key else None
+        if hit is not None and hit[1] is model:
+            super().__init__(model, system, dep, _CONTIGUOUS)  # the cheap placement, replaced at once
+            self.placement = hit[0]
+            return
+        super().__init__(model, system, dep, ExpertsSpec())
+        if key:
+            self._placements[key] = (self.placement, model)  # holding the model pins its id
+
+
+    _imbalances: dict[tuple, float] = {}
 
     def imbalance(self, tokens_per_die: float) -> float:
+        """The simulator's step imbalance, remembered per (placement, routed tokens) across layouts."""
         if self.placement is None:
             return 1.0
-        dep = self.dep
-        k = (id(self.model), dep.routed_dies, dep.slots_per_routed_die(self.model), round(tokens_per_die * dep.dies))
+        k = (id(self.placement), round(tokens_per_die * self.dep.dies))
         hit = self._imbalances.get(k)
-        if hit is None or hit[1] is not self.model:
-            hit = self._imbalances[k] = (super().imbalance(tokens_per_die), self.model)  # model pins its id
-        return hit[0]
+        if hit is None:
+            hit = self._imbalances[k] = super().imbalance(tokens_per_die)
+        return hit
+
+
+_CONTIGUOUS = ExpertsSpec(placement="none")
 
 
 def pool_costs(model: ModelSpec, system: System, lay: InstanceLayout, sw: Software) -> PoolCosts:
-    return _SharedImbalanceCosts(model, system, lay.deployment(model, sw, system), ExpertsSpec())
+    return _SharedPlacementCosts(model, system, lay.deployment(model, sw, system))
 
 
 @dataclass
