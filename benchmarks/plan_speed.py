@@ -60,13 +60,14 @@ def main() -> None:
     req = PlanRequest(systems=("cloudmatrix384",), isl=4096, osl=256, tpot_p90=0.050, ttft_p90=10.0, workers=2)
     model, system = load_model(req.model), load_system("cloudmatrix384")
     t0 = time.perf_counter()
-    dcs, pcs, anchors = build_curves(model, system, req, default_space(model, system, req), system.chips)
+    dcs, pcs, ccs, anchors = build_curves(model, system, req, default_space(model, system, req), system.chips)
     t_curves = time.perf_counter() - t0
-    print(f"curves: {len(dcs)} decode + {len(pcs)} prefill, {anchors:,} step-model calls in {t_curves:.1f} s "
+    print(f"curves: {len(dcs)} decode + {len(pcs)} prefill + {len(ccs)} colocated, {anchors:,} step-model calls "
+          f"in {t_curves:.1f} s "
           f"({anchors / t_curves:,.0f} calls/s)")  # fmt: skip
     reps, t0 = 3, time.perf_counter()
     for _ in range(reps):
-        res = screen(system, req, dcs, pcs, chip_limit(system, req))
+        res = screen(system, req, dcs, pcs, chip_limit(system, req), ccs)
     t_screen = (time.perf_counter() - t0) / reps
     rate = res.points / t_screen
     print(f"screen: {res.points:,} points in {t_screen:.2f} s = {rate:,.0f} points/s = {rate * 60 / 1e6:.1f}M/min")

@@ -64,3 +64,19 @@ def test_ray_tasks_give_the_local_result(planned):
     finally:
         ray.shutdown()
     assert got == run_scenario_text(text)
+
+
+def test_colocated_plan_meets_its_slo_when_simulated(tmp_path):
+    """A colocated-only request: the plan mixes prefill chunks into decode steps, and the simulator agrees."""
+    req = small_request(modes=("colocated",), top_k=1, ttft_p90=3.0, tpot_p90=0.200)
+    space = small_space()
+    space.chunks = (512, 1024)
+    result = run_plan(req, spaces={SYSTEM: space})
+    best = result.systems[0].best
+    assert best.mode == "colocated" and best.prefill is None
+    c = best.confirmed
+    assert c["ttft_p90_s"] <= req.ttft_p90 and c["tpot_p90_s"] <= req.tpot_p90
+    path = tmp_path / "coloc.toml"
+    path.write_text(scenario_toml(best, req))
+    sc = load_scenario(path)
+    assert sc.mode == "colocated" and sc.colocated.tokens_per_die == best.prefill_tokens_per_die

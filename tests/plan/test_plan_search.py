@@ -56,7 +56,7 @@ def _brute_force(req, space):
 
 
 def test_screen_finds_the_brute_force_optimum():
-    req, space = small_request(confirm=False), small_space()
+    req, space = small_request(confirm=False, modes=("disaggregated",)), small_space()
     sp = plan_system(SYSTEM, req, space)
     key, lay, b, play, ptok = _brute_force(req, space)
     p = sp.best

@@ -44,10 +44,16 @@ def plan_rows(result: PlanResult) -> list[tuple[str, ...]]:
         per_chip = f"{p.tokens_per_chip:,.0f}"
         if c.get("output_tokens_per_s_per_chip") is not None:
             per_chip += f"\nsim {c['output_tokens_per_s_per_chip']:,.0f}"
-        dep = (
-            f"P {p.prefill_instances}x {p.prefill.label(p.model)} {p.prefill_tokens_per_die} tok/die\n"
-            f"D {p.decode_instances}x {p.decode.label(p.model)} batch {p.batch_per_die}\n{p.software.label()}"
-        )
+        if p.prefill is None:
+            dep = (
+                f"colocated {p.decode_instances}x {p.decode.label(p.model)} batch {p.batch_per_die}, chunk "
+                f"{p.prefill_tokens_per_die} tok/die\n{p.software.label()}"
+            )
+        else:
+            dep = (
+                f"P {p.prefill_instances}x {p.prefill.label(p.model)} {p.prefill_tokens_per_die} tok/die\n"
+                f"D {p.decode_instances}x {p.decode.label(p.model)} batch {p.batch_per_die}\n{p.software.label()}"
+            )
         why = (
             f"bound: {p.bounding_op}\nHBM free {p.headroom / 1e9:.1f} GB/die\n"
             f"${cost.usd_per_million_tokens:.3f}/M tok, {cost.joules_per_token:.2f} J/tok"

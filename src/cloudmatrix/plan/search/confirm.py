@@ -32,11 +32,10 @@ def _window(plan: Plan, req: PlanRequest) -> tuple[float, float]:
 
 def scenario_toml(plan: Plan, req: PlanRequest, name: str | None = None) -> str:
     """The plan as a scenario file that `cloudmatrix simulate` runs unchanged."""
-    m, sw = plan.model, plan.software
+    sw = plan.software
     warm, measure = _window(plan, req)
     total = round(warm + measure, 3)
     nodes = plan.system.nodes if plan.system.spec.power is None and plan.system.spec.price_usd is None else None
-    p, d = plan.prefill, plan.decode
     lines = [
         f"# Written by `cloudmatrix plan`: {req.model} on {plan.system_key}, {req.traffic_label()}.",
         f"# Screen: {plan.chips} chips, {plan.tokens_per_chip:,.0f} output tokens/s per chip, TPOT "
@@ -46,29 +45,12 @@ def scenario_toml(plan: Plan, req: PlanRequest, name: str | None = None) -> str:
         f'system = "{plan.system_key}"',
         *([f"nodes = {nodes}"] if nodes is not None else []),
         f'model = "{req.model}"',
-        'mode = "disaggregated"',
+        f'mode = "{plan.mode}"',
         f"duration = {total}",
         f"warmup = {round(warm, 3)}",
         f"seed = {req.seed}",
         "",
-        "[prefill]",
-        f"instances = {plan.prefill_instances}",
-        f"dies = {p.dies}",
-        *([f"ep = {p.ep(m)}"] if m.is_moe else []),
-        f"attn_tp = {p.attn_tp}",
-        f"moe_tp = {p.moe_tp}",
-        f"microbatches = {p.microbatches}",
-        f"tokens_per_die = {plan.prefill_tokens_per_die}",
-        "",
-        "[decode]",
-        f"instances = {plan.decode_instances}",
-        f"dies = {d.dies}",
-        *([f"ep = {d.ep(m)}"] if m.is_moe else []),
-        f"attn_tp = {d.attn_tp}",
-        f"moe_tp = {d.moe_tp}",
-        f"microbatches = {d.microbatches}",
-        f"batch_per_die = {plan.batch_per_die}",
-        "",
+        *_pool_lines(plan),
         "[mtp]",
         f"depth = {sw.mtp_depth}",
         f"acceptance = {float(sw.mtp_acceptance)}",
@@ -93,6 +75,22 @@ def scenario_toml(plan: Plan, req: PlanRequest, name: str | None = None) -> str:
     return "\n".join(lines)
 
 
+def _pool_lines(plan: Plan) -> list[str]:
+    m, d = plan.model, plan.decode
+
+    def shape(lay, n: int) -> list[str]:
+        return [f"instances = {n}", f"dies = {lay.dies}", *([f"ep = {lay.ep(m)}"] if m.is_moe else []),
+                f"attn_tp = {lay.attn_tp}", f"moe_tp = {lay.moe_tp}", f"microbatches = {lay.microbatches}"]  # fmt: skip
+
+    if plan.prefill is None:
+        return ["[colocated]", *shape(d, plan.decode_instances), f"batch_per_die = {plan.batch_per_die}",
+                f"tokens_per_die = {plan.prefill_tokens_per_die}", ""]  # fmt: skip
+    return [
+        "[prefill]", *shape(plan.prefill, plan.prefill_instances), f"tokens_per_die = {plan.prefill_tokens_per_die}",
+        "", "[decode]", *shape(d, plan.decode_instances), f"batch_per_die = {plan.batch_per_die}", "",
+    ]  # fmt: skip
+
+
 def run_scenario_text(text: str) -> dict[str, Any]:
     """Simulate one scenario given as TOML text; the figures confirmation judges by."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -115,7 +113,7 @@ def run_scenario_text(text: str) -> dict[str, Any]:
         "output_tokens_per_s": s["output_tokens_per_s"],
         "output_tokens_per_s_per_chip": s["output_tokens_per_s"] / chips,
         "decode_tokens_per_s_per_chip": s["decode_tokens_per_s_per_chip"],
-        "mean_batch_per_die": s["pools"]["decode"].get("mean_batch_per_die"),
+        "mean_batch_per_die": s["pools"]["colocated" if sc.mode == "colocated" else "decode"].get("mean_batch_per_die"),
         "window_s": s["measured_s"],
         "meets_slo": bool(ttft <= sc.slo.ttft and tpot <= sc.slo.tpot),
     }

@@ -149,3 +149,55 @@ def prefill_curve(
     times = np.array([pc.prefill_time(k * isl, k * isl * (isl + 1) / 2, isl) for k in pts])
     k = np.arange(1, k_max + 1, dtype=np.float64)
     return PrefillCurve(lay, sw, tokens_per_die, k, np.interp(k, np.asarray(pts, dtype=np.float64), times), len(pts))
+
+
+@dataclass
+class ColocatedCurve:
+    """Colocated instances (chunked prefill in the decode steps) at every batch per die 1..b_max, each step
+    carrying the prompt tokens that keep its slots full: c(b) = dies * b * tokens/step * isl / (osl - 1)."""
+
+    layout: InstanceLayout
+    software: Software
+    chunk_per_die: int  # the chunked-prefill budget per die per step
+    batch: np.ndarray
+    step: np.ndarray  # decode of b per die plus the prefill chunk that feeds them
+    tpot: np.ndarray
+    headroom: np.ndarray
+    chunk_tokens: np.ndarray  # prompt tokens per step per instance at steady state
+    anchors: int
+
+    def rate_per_instance(self, osl: int) -> np.ndarray:
+        return self.layout.dies * self.batch / ((osl - 1) * self.tpot)
+
+
+def colocated_curve(
+    model: ModelSpec, system: System, lay: InstanceLayout, sw: Software, chunk_per_die: int, isl: int, osl: int,
+    exact: bool = False,
+) -> ColocatedCurve | None:  # fmt: skip
+    """None when no batch fits, or the chunk budget cannot feed even one sequence per die."""
+    pc = pool_costs(model, system, lay, sw)
+    dep = pc.dep
+    tps = dep.tokens_per_step()
+    free, per_seq = memory_line(model, system, pc, isl + osl)
+    chunk_mem = sum(memory_per_die(model, dep, 0.0, chunk_per_die, pc.disp_bytes).values()) - sum(
+        memory_per_die(model, dep, 0.0, 0.0, pc.disp_bytes).values()
+    )
+    free -= chunk_mem
+    feed = math.floor(chunk_per_die * (osl - 1) / (tps * isl))  # slots one step's budget keeps full
+    b_max = min(MAX_BATCH_PER_DIE, feed, math.floor(free / per_seq) if per_seq > 0 else MAX_BATCH_PER_DIE)
+    if b_max < 1:
+        return None
+    try:
+        pc.check_prefill_fit(chunk_per_die, "colocated chunk")
+    except CloudMatrixError:
+        return None
+    batch = np.arange(1, b_max + 1, dtype=np.float64)
+    pts = batch.astype(int).tolist() if exact else sorted({a for a in DECODE_ANCHORS if a <= b_max} | {b_max})
+    ctx = isl + osl / 2
+    times = []
+    for b in pts:
+        c = max(1, round(lay.dies * b * tps * isl / (osl - 1)))
+        times.append(pc.decode_time(b, ctx) + pc.prefill_time(c, c * (isl + 1) / 2, min(c, isl)))
+    step = np.interp(batch, np.asarray(pts, dtype=np.float64), np.asarray(times))
+    chunk = lay.dies * batch * tps * isl / (osl - 1)
+    return ColocatedCurve(lay, sw, chunk_per_die, batch, step, step / tps, free - batch * per_seq, chunk, len(pts))

@@ -19,7 +19,7 @@ _METRIC = {
 
 def diagnose(res: ScreenResult, req: PlanRequest, system_key: str) -> str:
     """One line: for each constraint, the best any plan achieves among those that meet every other one."""
-    if not res.prefill:
+    if len(res) == 0 and not res.prefill and "colocated" not in req.modes:
         return (
             f"{system_key}: no prefill instance holds {req.model} with a whole {req.isl}-token prompt in its token "
             "budget; allow more chips (--chips) or use a system with more HBM per die"

@@ -12,7 +12,15 @@ import numpy as np
 from cloudmatrix.errors import CloudMatrixError
 from cloudmatrix.perf import decode_step
 from cloudmatrix.plan.search.confirm import confirm, scenario_toml
-from cloudmatrix.plan.search.curves import DecodeCurve, PrefillCurve, decode_curve, pool_costs, prefill_curve
+from cloudmatrix.plan.search.curves import (
+    ColocatedCurve,
+    DecodeCurve,
+    PrefillCurve,
+    colocated_curve,
+    decode_curve,
+    pool_costs,
+    prefill_curve,
+)
 from cloudmatrix.plan.search.frontier import pareto
 from cloudmatrix.plan.search.infeasible import diagnose
 from cloudmatrix.plan.search.plans import Plan
@@ -26,6 +34,7 @@ from cloudmatrix.plan.search.screen import (
     tokens_per_user,
 )
 from cloudmatrix.plan.search.space import (
+    COLOCATED_CHUNK_PER_DIE,
     PREFILL_TOKENS_PER_DIE,
     InstanceLayout,
     Software,
@@ -49,6 +58,8 @@ class Space:
     decode: list[InstanceLayout] | None = None  # None: every valid layout per software
     prefill: list[InstanceLayout] | None = None
     prefill_tokens: tuple[int, ...] = PREFILL_TOKENS_PER_DIE
+    colocated: list[InstanceLayout] | None = None  # None: the decode layouts (when the request allows colocated)
+    chunks: tuple[int, ...] = COLOCATED_CHUNK_PER_DIE
 
 
 @dataclass
@@ -78,32 +89,42 @@ def default_space(model: ModelSpec, system: System, req: PlanRequest) -> Space:
 
 def build_curves(
     model: ModelSpec, system: System, req: PlanRequest, space: Space, max_chips: int, progress: Progress | None = None
-) -> tuple[list[DecodeCurve], list[PrefillCurve], int]:
+) -> tuple[list[DecodeCurve], list[PrefillCurve], list[ColocatedCurve], int]:
     max_dies = max_chips * system.chip.dies
     jobs = []
+    disagg, coloc = "disaggregated" in req.modes, "colocated" in req.modes
     for sw in space.software:
         dec = space.decode if space.decode is not None else instance_layouts(model, system, sw, max_dies)
         pre = space.prefill if space.prefill is not None else instance_layouts(
             model, system, sw, min(max_dies, MAX_PREFILL_DIES)
         )
         pre = [p for p in pre if p.attn_tp == 1 and p.moe_tp == 1]  # prefill: SP attention, pure EP
-        jobs += [("d", sw, lay, 0) for lay in dec]
-        jobs += [("p", sw, lay, t) for lay in pre for t in space.prefill_tokens]
-    dcs, pcs, anchors = [], [], 0
+        if disagg:
+            jobs += [("d", sw, lay, 0) for lay in dec]
+            jobs += [("p", sw, lay, t) for lay in pre for t in space.prefill_tokens]
+        if coloc:
+            col = space.colocated if space.colocated is not None else dec
+            jobs += [("c", sw, lay, t) for lay in col for t in space.chunks]
+    dcs, pcs, ccs, anchors = [], [], [], 0
     for n, (kind, sw, lay, t) in enumerate(jobs):
         if kind == "d":
             c = decode_curve(model, system, lay, sw, req.isl, req.osl)
             if c is not None:
                 dcs.append(c)
                 anchors += c.anchors
-        else:
+        elif kind == "p":
             c = prefill_curve(model, system, lay, sw, t, req.isl)
             if c is not None:
                 pcs.append(c)
                 anchors += c.anchors
+        else:
+            c = colocated_curve(model, system, lay, sw, t, req.isl, req.osl)
+            if c is not None:
+                ccs.append(c)
+                anchors += c.anchors
         if progress and (n % 16 == 0 or n == len(jobs) - 1):
             progress("cost model at anchors", n + 1, len(jobs))
-    return dcs, pcs, anchors
+    return dcs, pcs, ccs, anchors
 
 
 def _polish(
@@ -113,21 +134,27 @@ def _polish(
     top = best_rows(res, req, POLISH_LAYOUTS)
     if not top:
         return None
-    exact = []
+    dec, col = [], []
     for i in top:
-        dc = res.decode[int(res.rows["dc"][i])]
-        exact.append(decode_curve(model, system, dc.layout, dc.software, req.isl, req.osl, exact=True))
-    return screen(system, req, [c for c in exact if c is not None], res.prefill, max_chips)
+        c = res.decode[int(res.rows["dc"][i])]
+        if isinstance(c, ColocatedCurve):
+            col.append(colocated_curve(model, system, c.layout, c.software, c.chunk_per_die, req.isl, req.osl, True))
+        else:
+            dec.append(decode_curve(model, system, c.layout, c.software, req.isl, req.osl, exact=True))
+    dec, col = [c for c in dec if c is not None], [c for c in col if c is not None]
+    return screen(system, req, dec, res.prefill, max_chips, col)
 
 
 def _plan_of(key: str, system: System, model: ModelSpec, req: PlanRequest, res: ScreenResult, i: int) -> Plan:
     r = res.rows
-    dc, pc = res.decode[int(r["dc"][i])], res.prefill[int(r["pc"][i])]
+    dc = res.decode[int(r["dc"][i])]
+    pc = None if r["pc"][i] < 0 else res.prefill[int(r["pc"][i])]
     b = int(r["batch"][i])
     dep = pool_costs(model, system, dc.layout, dc.software).dep
     op = decode_step(model, system, dep, b, req.isl + req.osl / 2, check_memory=False).dominant()
     return Plan(
-        key, system, model, dc.software, dc.layout, b, int(r["n_d"][i]), pc.layout, pc.tokens_per_die,
+        key, system, model, dc.software, dc.layout, b, int(r["n_d"][i]), pc and pc.layout,
+        pc.tokens_per_die if pc else dc.chunk_per_die,
         int(r["n_p"][i]), float(r["rate"][i]), float(r["tpot"][i]), float(r["ttft"][i]), float(r["headroom"][i]),
         req.osl, bounding_op=f"{op.name} ({op.bound}, {op.time / dc.step[b - 1]:.0%} of the step)",
     )  # fmt: skip
@@ -141,8 +168,8 @@ def plan_system(
     model, system = load_model(req.model), sized_system(key, req)
     max_chips = chip_limit(system, req)
     space = space or default_space(model, system, req)
-    dcs, pcs, anchors = build_curves(model, system, req, space, max_chips, progress)
-    res = screen(system, req, dcs, pcs, max_chips)
+    dcs, pcs, ccs, anchors = build_curves(model, system, req, space, max_chips, progress)
+    res = screen(system, req, dcs, pcs, max_chips, ccs)
     sp = SystemPlan(key, system, res, anchors=anchors)
     ok = res.feasible(req)
     # the frontier: plans meeting every constraint but TPOT (the chart shows where the TPOT target cuts)

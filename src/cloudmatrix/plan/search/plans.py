@@ -20,8 +20,8 @@ class Plan:
     decode: InstanceLayout
     batch_per_die: int
     decode_instances: int
-    prefill: InstanceLayout
-    prefill_tokens_per_die: int
+    prefill: InstanceLayout | None  # None: colocated (the decode instances run chunked prefill)
+    prefill_tokens_per_die: int  # colocated: the chunk budget per die per step
     prefill_instances: int
     rate: float  # requests/s the plan is run at
     tpot: float  # screen: at the batch cap
@@ -33,9 +33,14 @@ class Plan:
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def mode(self) -> str:
+        return "colocated" if self.prefill is None else "disaggregated"
+
+    @property
     def chips(self) -> int:
         dpc = self.system.chip.dies
-        return self.decode_instances * self.decode.dies // dpc + self.prefill_instances * self.prefill.dies // dpc
+        pre = 0 if self.prefill is None else self.prefill_instances * self.prefill.dies // dpc
+        return self.decode_instances * self.decode.dies // dpc + pre
 
     @property
     def output_tokens_per_s(self) -> float:
@@ -67,6 +72,9 @@ class Plan:
 
     def label(self) -> str:
         m = self.model
+        if self.prefill is None:
+            chunk = self.prefill_tokens_per_die
+            return f"C {self.decode_instances}x[{self.decode.label(m)} b{self.batch_per_die} chunk {chunk}t]"
         return (
             f"P {self.prefill_instances}x[{self.prefill.label(m)} {self.prefill_tokens_per_die}t] "
             f"D {self.decode_instances}x[{self.decode.label(m)} b{self.batch_per_die}]"
@@ -77,16 +85,19 @@ class Plan:
         m = self.model
         return {
             "system": self.system_key,
-            "mode": "disaggregated",
+            "mode": self.mode,
             "chips": self.chips,
             "software": {"precision": self.software.precision, "kv_cache": self.software.kv_cache,
                          "mtp_depth": self.software.mtp_depth, "mtp_acceptance": self.software.mtp_acceptance},
-            "prefill": {"instances": self.prefill_instances, "dies": self.prefill.dies, "ep": self.prefill.ep(m),
-                        "attn_tp": self.prefill.attn_tp, "moe_tp": self.prefill.moe_tp,
-                        "microbatches": self.prefill.microbatches, "tokens_per_die": self.prefill_tokens_per_die},
-            "decode": {"instances": self.decode_instances, "dies": self.decode.dies, "ep": self.decode.ep(m),
+            "prefill": None if self.prefill is None else {
+                "instances": self.prefill_instances, "dies": self.prefill.dies, "ep": self.prefill.ep(m),
+                "attn_tp": self.prefill.attn_tp, "moe_tp": self.prefill.moe_tp,
+                "microbatches": self.prefill.microbatches, "tokens_per_die": self.prefill_tokens_per_die},
+            "decode" if self.prefill is not None else "colocated": {
+                "instances": self.decode_instances, "dies": self.decode.dies, "ep": self.decode.ep(m),
                        "attn_tp": self.decode.attn_tp, "moe_tp": self.decode.moe_tp,
-                       "microbatches": self.decode.microbatches, "batch_per_die": self.batch_per_die},
+                       "microbatches": self.decode.microbatches, "batch_per_die": self.batch_per_die,
+                **({} if self.prefill is not None else {"tokens_per_die": self.prefill_tokens_per_die})},
             "rate_requests_per_s": self.rate,
             "screen": {"tpot_s": self.tpot, "ttft_p90_s": self.ttft,
                        "output_tokens_per_s_per_chip": self.tokens_per_chip,

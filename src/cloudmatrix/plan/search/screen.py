@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from cloudmatrix.plan.search.curves import DecodeCurve, PrefillCurve
+from cloudmatrix.plan.search.curves import ColocatedCurve, DecodeCurve, PrefillCurve
 from cloudmatrix.plan.search.queueing import max_rate_under, ttft_p90
 from cloudmatrix.plan.search.request import PlanRequest
+from cloudmatrix.sim.scenario import FrontEndSpec
 from cloudmatrix.specs.hardware import System
 
 COLUMNS = ("dc", "batch", "pc", "n_d", "n_p", "chips", "rate", "tpot", "ttft", "headroom", "usd", "kw")
@@ -56,10 +57,15 @@ def chip_limit(system: System, req: PlanRequest) -> int:
 
 
 def screen(
-    system: System, req: PlanRequest, decode: list[DecodeCurve], prefill: list[PrefillCurve], max_chips: int
+    system: System,
+    req: PlanRequest,
+    decode: list[DecodeCurve],
+    prefill: list[PrefillCurve],
+    max_chips: int,
+    colocated: list[ColocatedCurve] | None = None,
 ) -> ScreenResult:
-    """Compose decode and prefill curves into plans. Rate mode: the fewest chips that serve the rate;
-    capacity mode: the highest rate on at most `max_chips` chips."""
+    """Compose decode and prefill curves into disaggregated plans, and colocated curves into colocated ones.
+    Rate mode: the fewest chips that serve the rate; capacity mode: the highest rate on at most `max_chips`."""
     dpc = system.chip.dies
     usd_per_chip, kw_per_chip = system.price_usd / system.chips, system.power / system.chips / 1e3
     cols: dict[str, list[np.ndarray]] = {c: [] for c in COLUMNS}
@@ -123,12 +129,38 @@ def screen(
             m = sel == j
             ttft[m] = ttft_p90(prefill[j], rate_sel[m] / n_p_sel[m], req.isl)
         cols["ttft"].append(ttft)
+    for i, cc in enumerate(colocated or (), start=len(decode)):
+        points += len(cc.batch)
+        for c, v in _colocated_rows(cc, i, req, system, max_chips).items():
+            cols[c].append(v)
     rows = {c: (np.concatenate(v) if v else np.zeros(0)) for c, v in cols.items()}
     for c in ("dc", "pc"):
         rows[c] = rows[c].astype(np.int64)
     rows["usd"] = rows["chips"] * usd_per_chip
     rows["kw"] = rows["chips"] * kw_per_chip
-    return ScreenResult(rows, decode, prefill, points, {"chips": float(max_chips)})
+    return ScreenResult(rows, [*decode, *(colocated or ())], prefill, points, {"chips": float(max_chips)})
+
+
+def _colocated_rows(cc: ColocatedCurve, i: int, req: PlanRequest, system: System, max_chips: int) -> dict:
+    """One row per batch: n identical colocated instances. TTFT: a heuristic like queueing.ttft_p90 (the
+    current step, the prompt's own chunks, a queue as the chunk budget fills)."""
+    c = cc.layout.dies // system.chip.dies
+    r1 = req.max_utilisation * cc.rate_per_instance(req.osl)
+    if req.capacity_mode:
+        n = np.full(len(cc.batch), float(max(1, max_chips // c)))
+        rate = n * r1
+    else:
+        rate = np.full(len(cc.batch), float(req.rate)) if req.rate is not None else (
+            req.concurrency / ((req.osl - 1) * cc.tpot))
+        n = np.ceil(rate / r1 - 1e-9)
+    budget = cc.chunk_per_die * cc.layout.dies
+    rho_c = np.minimum(rate / n * req.isl * cc.step / budget, 0.999)  # prompt tokens per step / budget
+    steps = np.ceil(req.isl / budget)
+    fe = FrontEndSpec()
+    ttft = fe.ingress(req.isl) + fe.egress + cc.step * (steps + 0.9 + rho_c / (2 * (1 - rho_c)) * steps * np.log(10))
+    return {"dc": np.full(len(cc.batch), i), "batch": cc.batch, "pc": np.full(len(cc.batch), -1), "n_d": n,
+            "n_p": np.zeros(len(cc.batch)), "chips": n * c, "rate": rate, "tpot": cc.tpot, "ttft": ttft,
+            "headroom": cc.headroom}  # fmt: skip
 
 
 def tokens_per_chip(res: ScreenResult, req: PlanRequest) -> np.ndarray:
