@@ -3,8 +3,11 @@
 A free instance starts at once with whatever is queued (serving.prefill_scheduler), so under load a
 batch holds the prompts that arrived during the previous one: k = lam * t(k), solved by iteration.
 The p90 is a heuristic (nothing fitted): the own batch t(k), plus waiting out a running batch with the
-probability that one runs (0.9 of it at the p90), plus an M/D/1-style queue as the instance nears its
-full-batch rate. The simulator confirms the plans; docs/plan.md reports how far this estimate is off.
+probability that one runs (0.9 of it at the p90), plus a queue as the instance nears its full-batch rate:
+the M/D/1 term rho / (2 (1 - rho)) scaled by rho^k_max, the chance that more prompts arrive during a full
+batch than the next one holds (a batch server with room for k_max prompts queues far less than a
+one-at-a-time server; at k_max = 1 the term is M/D/1's).
+The simulator confirms the plans; docs/plan.md reports how far this estimate is off.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ def ttft_p90(curve: PrefillCurve, lam: np.ndarray, isl: int) -> np.ndarray:
     rho = lam / curve.max_rate
     full = float(curve.time[-1])
     with np.errstate(divide="ignore"):
-        queue = np.where(rho < 1, rho / (2 * (1 - rho)) * full * math.log(10), np.inf)
+        queue = np.where(rho < 1, rho**curve.k_max / (2 * (1 - rho)) * full * math.log(10), np.inf)
     fe = FrontEndSpec()
     return fe.ingress(isl) + fe.egress + t * (1 + 0.9 * busy) + queue
 
