@@ -30,21 +30,35 @@ def cli(*args: str, **kw) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)  # fmt: skip
 
 
+def wait_healthy(proc: subprocess.Popen, url: str, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        assert proc.poll() is None, proc.stderr.read()
+        try:
+            if httpx.get(f"{url}/health", timeout=2).json()["status"] == "ok":
+                return
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, "serve did not come up"
+        time.sleep(0.3)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode in (0, -signal.SIGINT)
+
+
 def test_serve_answers_a_streamed_chat_completion_then_stops():
     port = free_port()
     proc = cli("serve", "--port", str(port))
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, proc.stderr.read()
-            try:
-                if httpx.get(f"{url}/health", timeout=2).json()["status"] == "ok":
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "serve did not come up"
-            time.sleep(0.3)
+        wait_healthy(proc, url)
         model = httpx.get(f"{url}/v1/models").json()["data"][0]["id"]
         body = {"model": model, "messages": [{"role": "user", "content": "What news from Verona?"}],
                 "max_tokens": 24, "stream": True}  # fmt: skip
@@ -55,13 +69,23 @@ def test_serve_answers_a_streamed_chat_completion_then_stops():
                        if json.loads(e)["choices"])  # fmt: skip
         assert len(text.split()) >= 3
     finally:
-        proc.send_signal(signal.SIGINT)
+        stop(proc)
+
+
+def test_serve_on_a_local_ray_cluster_gives_the_same_text():
+    pytest.importorskip("ray")
+    body = {"model": "cloudmatrix-default", "prompt": "HAMLET.\nTo be, or not to be", "max_tokens": 16}
+    texts = []
+    for flags in (["--single-process"], ["--ray", "local"]):
+        port = free_port()
+        proc = cli("serve", "--port", str(port), *flags)
         try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode in (0, -signal.SIGINT)
+            wait_healthy(proc, f"http://127.0.0.1:{port}")
+            r = httpx.post(f"http://127.0.0.1:{port}/v1/completions", json=body, timeout=120)
+            texts.append(r.json()["choices"][0]["text"])
+        finally:
+            stop(proc)
+    assert texts[0] == texts[1] and texts[0].strip()
 
 
 @pytest.mark.parametrize(
@@ -72,7 +96,7 @@ def test_serve_answers_a_streamed_chat_completion_then_stops():
         (["--model", "/nonexistent"], "config.json"),
         (["--max-num-seqs", "4"], "--single-process"),  # would be ignored by the worker processes
         (["--prefill", "2"], "--prefill"),
-        (["--ray", "auto"], "--ray"),
+        (["--single-process", "--ray", "local"], "--ray"),
         (["--single-process", "--ep", "4"], "--single-process"),
     ],
 )

@@ -3,7 +3,8 @@
 With no arguments: the packaged default model on CPU at http://127.0.0.1:8000, deployed the
 CloudMatrix-Infer way as separate processes (`cloudmatrix.engine.disagg`): one prefill worker, one
 decode worker group of `--ep` (2) expert-parallel ranks in lockstep, and the caching pool of latent
-KV blocks in shared host memory. `--single-process` serves the in-process `LLMEngine` instead
+KV blocks in shared host memory (`--ray` runs the workers as Ray actors, the EP group gang-scheduled in
+one placement group). `--single-process` serves the in-process `LLMEngine` instead
 (continuous batching with MTP speculative decoding, no worker processes).
 """
 
@@ -21,6 +22,20 @@ DEFAULT_NAME = "cloudmatrix-default"
 
 def register(app: typer.Typer) -> None:
     app.command("serve")(serve)
+
+
+def start_local_ray(workers: int) -> None:
+    """A local Ray cluster with a CPU slot per worker even on a small machine: each worker is one
+    single-threaded process, exactly as without Ray (where 4 workers share 2 cores just the same)."""
+    import os
+
+    try:
+        import ray
+    except ImportError:
+        raise CloudMatrixError("--ray needs the scale extra: pip install 'cloudmatrix[scale]'") from None
+    if not ray.is_initialized():
+        cpus = max(os.cpu_count() or 1, workers)
+        ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
 
 
 def build_engine(
@@ -41,9 +56,9 @@ def build_engine(
     from cloudmatrix.engine.runtime.params import EngineConfig
 
     torch.set_num_threads(threads)
-    if ray is not None:
-        raise CloudMatrixError("--ray is not available yet: the workers run as local processes; drop --ray")
     if single_process:
+        if ray is not None:
+            raise CloudMatrixError("--ray places worker processes; drop it with --single-process")
         if (prefill, decode, ep) != (1, 1, 2):
             raise CloudMatrixError("--prefill/--decode/--ep describe worker processes; drop them with --single-process")
         seqs = {} if max_num_seqs is None else {"max_num_seqs": max_num_seqs}
@@ -60,8 +75,13 @@ def build_engine(
         raise CloudMatrixError(f"--decode and --ep must be at least 1, got --decode {decode} --ep {ep}")
     from cloudmatrix.engine.disagg import DisaggConfig, DisaggregatedEngine
 
+    if ray == "local":
+        start_local_ray(1 + decode * ep)
+
     blocks = -(-kv_cache_tokens // DisaggConfig.block_size)
-    config = DisaggConfig(decode_ep=ep, decode_groups=decode, decode_cache_blocks=blocks, pool_blocks=blocks)
+    config = DisaggConfig(
+        decode_ep=ep, decode_groups=decode, decode_cache_blocks=blocks, pool_blocks=blocks, ray=ray or None
+    )
     return DisaggregatedEngine(model or DEFAULT_MODEL_DIR, config=config)
 
 
@@ -72,7 +92,13 @@ def serve(
     prefill: Annotated[int, typer.Option(help="Prefill worker processes")] = 1,
     decode: Annotated[int, typer.Option(help="Decode worker groups")] = 1,
     ep: Annotated[int, typer.Option(help="Expert-parallel ranks per decode group")] = 2,
-    ray: Annotated[str | None, typer.Option(help="Place workers as Ray actors at this ADDRESS (not yet)")] = None,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            help="Run the workers as Ray actors (EP group gang-scheduled): 'local' starts a local cluster, "
+            "or a cluster ADDRESS"
+        ),  # fmt: skip
+    ] = None,
     single_process: Annotated[
         bool, typer.Option("--single-process", help="One in-process engine (MTP, continuous batching), no workers")
     ] = False,
@@ -104,6 +130,7 @@ def serve(
     where = (
         "one in-process engine" if single_process else f"1 prefill worker, {decode} decode group(s) of {ep} EP ranks"
     )
+    where += f", as Ray actors ({ray})" if ray else ""
     typer.echo(f"serving {name} ({where}) at http://{host}:{port}/v1  (max context {engine.max_model_len} tokens)")
     config = ServerConfig(
         model_name=name,
@@ -117,3 +144,7 @@ def serve(
         close = getattr(engine, "close", None)
         if callable(close):
             close()
+        if ray == "local":
+            import ray as ray_module
+
+            ray_module.shutdown()
