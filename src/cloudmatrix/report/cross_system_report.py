@@ -12,7 +12,7 @@ from pathlib import Path
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter
+from matplotlib.ticker import FuncFormatter, LogLocator
 
 from cloudmatrix.plan.cross_system import ServingTarget, SystemResult
 from cloudmatrix.plan.economics import Economics
@@ -107,6 +107,7 @@ def plot_decode_curves(results: Sequence[SystemResult], target: ServingTarget, p
         )
     ax.axvline(target.tpot_slo * 1e3, color="black", ls="--", lw=1.2, label=f"TPOT SLO {target.tpot_slo * 1e3:g} ms")
     ax.set_yscale("log")
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))  # labels a reader can interpolate
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
     ax.set_xlim(0, max(target.tpot_slo * 1e3 * 1.6, 1))
     ax.set_xlabel("TPOT [ms] (time per output token of one sequence)")
@@ -139,7 +140,9 @@ def plot_system_bars(results: Sequence[SystemResult], target: ServingTarget, pat
         ax.set_title(title, fontsize=11)
         ax.bar_label(bars, labels=[fmt.format(v) for v in values], fontsize=8, padding=2)
         ax.set_ylim(0, max(values) * 1.15)
-        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.2f}" if 0 < v < 10 else f"{v:,.0f}"))
+        top = max(values)
+        digits = 3 if top < 1 else 2 if top < 10 else 0  # enough that no two ticks print alike ($0.025 vs $0.03)
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _, d=digits: f"{v:,.{d}f}"))
         ax.grid(alpha=0.3, axis="y")
     fig.suptitle(
         f"{target.model}, {target.input_len:,} in / {target.output_len:,} out tokens, "
