@@ -199,3 +199,25 @@ def test_blackwell_boards_apply_deepeps_sm_share():
     for name, sms in (("hgx-b200", 148), ("gb200-nvl72", 152)):
         share = comm_cores_for(load_system(name).chip).sm_share
         assert share == pytest.approx(DEEPEP_NORMAL_SMS / sms)
+
+
+def test_attention_and_moe_tp_over_the_same_dies_share_one_all_reduce():
+    from cloudmatrix.perf.kernels import collective
+
+    h200 = load_system("hgx-h200")
+    shared = build_deployment(R1, dies=8, ep=1, attn_tp=8, moe_tp=8, precision="fp8", microbatches=1)
+    b = decode_step(R1, h200, shared, 0.5, 1024)
+    names = {r.name for r in b.rows if r.group == "moe_layer"}
+    assert "attn_all_reduce" in names
+    assert "moe_tp_all_gather" not in names and "attn_tp_reduce_scatter" not in names
+    assert {"attn_tp_all_gather", "moe_tp_reduce_scatter"} <= names  # back to own tokens, regathered next layer
+    # one all-reduce of the group's tensor costs one fixed latency less than the reduce-scatter + all-gather pair
+    shard = 0.5 * R1.hidden * 2.0
+    ar = collective("all_reduce", 8 * shard, 8, h200).time
+    pair = collective("reduce_scatter", shard, 8, h200).time + collective("all_gather", shard, 8, h200).time
+    assert pair - ar == pytest.approx(h200.spec.scale_up.collective_latency, rel=1e-6)
+    per_run = _row(b, "attn_all_reduce").time / _row(b, "attn_all_reduce").runs
+    assert per_run == pytest.approx(ar, rel=1e-6)
+    # prefill MLA ends its SP -> TP -> SP on the die's own tokens: MoE TP still gathers
+    p = prefill_step(R1, h200, shared, 1024, 1024)
+    assert "moe_tp_all_gather" in {r.name for r in p.rows}

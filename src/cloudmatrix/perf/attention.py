@@ -38,13 +38,15 @@ def _tp_entry(c: DieContext, tokens: float) -> list[OpCost]:
 
 def _tp_exit(c: DieContext, tokens: float) -> list[OpCost]:
     """Sum the heads' partial o_proj outputs: reduce-scatter back to this die's tokens (MoE model) or
-    all-reduce (dense model, whose FFN is tensor-parallel too)."""
+    all-reduce (dense model, whose FFN is tensor-parallel too; MoE model whose MoE TP group is this group)."""
     tp = c.dep.attn_tp
     if tp <= 1:
         return []
     h = c.model.hidden
-    if c.model.is_moe:
+    if c.model.is_moe and not c.dep.tp_groups_shared:
         return [c.collective("reduce_scatter", tokens * h * ACT_BYTES, tp, "attn_tp_reduce_scatter", "attn")]
+    # dense model, or MoE TP over the same dies: every die keeps the group's summed output (the MoE TP group's
+    # input, so MoE skips its all-gather; a dense layer of a MoE model uses its own tokens' rows of it)
     return [c.collective("all_reduce", tokens * tp * h * ACT_BYTES, tp, "attn_all_reduce", "attn")]
 
 

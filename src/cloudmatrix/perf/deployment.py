@@ -83,6 +83,13 @@ class Deployment:
         """Dies that share one copy of the experts: EP x MoE TP."""
         return self.ep_degree * self.moe_tp
 
+    @property
+    def tp_groups_shared(self) -> bool:
+        """Attention TP and MoE TP over the same dies (attn_tp == moe_tp > 1, consecutive dies): the summed
+        attention output is what the MoE TP group needs, so one all-reduce replaces the attention's
+        reduce-scatter and MoE's all-gather (how SGLang and TensorRT-LLM run TP attention + TP MoE)."""
+        return self.attn_tp > 1 and self.moe_tp == self.attn_tp
+
     def tokens_per_step(self) -> float:
         """Output tokens a sequence gains per decode step: 1 + expected accepted drafts.
 

@@ -67,7 +67,10 @@ def moe_ops(c: DieContext, tokens: float, phase: str) -> tuple[list[OpCost], dic
     send_tokens = tokens * tp  # after the MoE-TP all-gather each die dispatches its TP group's tokens
 
     ops = [c.matmul("router", "moe", tokens, [(h, m.routed_experts)], "head")]
-    if tp > 1:
+    # attention TP over the same dies ended in an all-reduce (`attention._tp_exit`) that already gathered the
+    # group's tokens; prefill MLA (SP -> TP -> SP) ends on the die's own tokens and still needs the gather
+    gathered = dep.tp_groups_shared and not (prefill and m.attention == "mla")
+    if tp > 1 and not gathered:
         ops.append(c.collective("all_gather", tokens * h * ACT_BYTES, tp, "moe_tp_all_gather", "moe"))
     if prefill and BYTES_PER_ELEMENT[dep.precision.dispatch] < ACT_BYTES and ep > 1:
         ops.append(c.vector("dispatch_quant", "moe", send_tokens * h, ACT_BYTES + disp_b / h))
