@@ -136,3 +136,26 @@ def test_non_utf8_files_given_to_commands_are_one_line_errors(cli, tmp_path):
         code, _, err = cli(*args)
         assert code == 2, args
         assert "is not UTF-8 text" in err and err.count("\n") == 1, (args, err)
+
+
+def test_names_with_brackets_print_verbatim(cli, tmp_path):
+    # names come from user files; rich read "[/x]" as a closing tag and raised MarkupError
+    hw = Path(__file__).parents[2] / "src" / "cloudmatrix" / "specs" / "catalog" / "hardware"
+    chip = tmp_path / "chip.toml"
+    chip.write_text((hw / "h800-sxm.toml").read_text().replace('name = "h800-sxm"', 'name = "my[/x]chip"'))
+    system = tmp_path / "system.toml"
+    system.write_text(
+        (hw / "hgx-h800.toml")
+        .read_text()
+        .replace('name = "hgx-h800"', 'name = "sys[/x]"')
+        .replace('chip = "h800-sxm"', 'chip = "chip.toml"')
+    )
+    code, out, err = cli("specs", "hardware", "--hardware", str(chip), "--hardware", str(system))
+    assert code == 0, err
+    assert "my[/x]chip" in out and "sys[/x]" in out
+    code, out, err = cli("specs", "compare", str(system), "hgx-h100")
+    assert code == 0 and "sys[/x] vs hgx-h100" in out, err
+    code, out, err = cli(
+        "step", "--system", str(system), "--nodes", "8", "--ep", "64", "--precision", "fp8", "--batch-per-die", "4"
+    )
+    assert code == 0 and "on sys[/x], per die" in out, err

@@ -23,7 +23,7 @@ def int_text(*plausible: int) -> st.SearchStrategy[str]:
 
 
 # TOML literals for `--set key=VALUE` and for edited scenario or hardware files
-EDGE_TOML = ("nan", "inf", "-inf", "-1", "0", "true", '"6"', '"x"', "[1, 2]", "{}", "1e300")
+EDGE_TOML = ("nan", "inf", "-inf", "-1", "0", "true", '"6"', '"x"', '"x[/y]"', "[1, 2]", "{}", "1e300")
 
 
 def toml_number(lo: float, hi: float, integer: bool = False) -> st.SearchStrategy[str]:

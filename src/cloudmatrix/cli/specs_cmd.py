@@ -22,9 +22,10 @@ from cloudmatrix.errors import CloudMatrixError
 
 
 def _console() -> Console:
-    # Wide tables: don't squeeze them to 80 columns when the output is piped or captured.
-    c = Console(highlight=False)
-    return c if c.is_terminal else Console(highlight=False, width=160)
+    # Wide tables: don't squeeze them to 80 columns when the output is piped or captured. No markup: names
+    # come from user files and may hold "[" (a chip called "x[/y]" must print, not raise MarkupError).
+    c = Console(highlight=False, markup=False)
+    return c if c.is_terminal else Console(highlight=False, markup=False, width=160)
 
 
 def _fmt(x: float, digits: int = 1) -> str:

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from cloudmatrix.perf import StepBreakdown, decode_step, prefill_step
@@ -150,7 +151,8 @@ def derived_expert_load(mdl, dep: Deployment, popularity: str, zipf_s: float, pl
 def print_breakdown(b: StepBreakdown, dep: Deployment, console: Console | None = None) -> None:
     # tables are wide: do not squeeze them into 80 columns when printing to a pipe or a file
     console = console or Console(width=None if Console().is_terminal else 140)
-    t = Table(title=f"{b.phase} step: {b.model} on {b.system}, per die", show_lines=False)
+    # names come from user files: escaped, so that "[" in them prints instead of being read as markup
+    t = Table(title=f"{b.phase} step: {escape(b.model)} on {escape(b.system)}, per die", show_lines=False)
     for col in ("layer group", "op", "runs", "time ms", "share", "bound", "TFLOP", "GB", "limit ms"):
         t.add_column(col, justify="left" if col in ("layer group", "op", "bound") else "right")
     for r in b.rows:
