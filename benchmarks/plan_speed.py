@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import resource
 import time
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -77,14 +78,17 @@ def main() -> None:
     print(f"rows kept: {len(res):,}; feasible: {int(np.sum(res.feasible(req))):,}")
     if args.no_e2e:
         return
-    t0 = time.perf_counter()
+    t0, c0, k0 = time.perf_counter(), time.process_time(), resource.getrusage(resource.RUSAGE_CHILDREN)
     out = run_plan(req)
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    k1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    child = (k1.ru_utime + k1.ru_stime) - (k0.ru_utime + k0.ru_stime)
     s = out.systems[0]
     b = s.best
     c = b.confirmed or {}
     print(f"paper question end to end: {wall:.1f} s (screen + polish {s.screen_s:.1f} s, {len(s.candidates)} "
-          f"simulations {out.confirm_s:.1f} s)")  # fmt: skip
+          f"simulations {out.confirm_s:.1f} s); CPU: {cpu:.1f} s in this process + {child:.1f} s in the "
+          f"simulation processes; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")  # fmt: skip
     print(f"  best: {b.label()} | {b.software.label()} | {b.chips} chips")
     print(f"  screen: {b.tokens_per_chip:,.0f} out tok/s/chip, TPOT {b.tpot * 1e3:.1f} ms, TTFT p90 ~{b.ttft:.2f} s")
     print(f"  simulated: {c.get('output_tokens_per_s_per_chip', float('nan')):,.0f} out tok/s/chip, decode "

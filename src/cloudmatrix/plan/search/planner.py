@@ -103,7 +103,9 @@ def build_curves(
             jobs += [("d", sw, lay, 0) for lay in dec]
             jobs += [("p", sw, lay, t) for lay in pre for t in space.prefill_tokens]
         if coloc:
-            col = space.colocated if space.colocated is not None else dec
+            # by default colocated instances run pure DP attention and pure EP (or TP on a dense model)
+            col = space.colocated if space.colocated is not None else [
+                lay for lay in dec if lay.moe_tp == 1 and (lay.attn_tp == 1 or not model.is_moe)]
             jobs += [("c", sw, lay, t) for lay in col for t in space.chunks]
     dcs, pcs, ccs, anchors = [], [], [], 0
     for n, (kind, sw, lay, t) in enumerate(jobs):

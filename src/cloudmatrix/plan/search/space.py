@@ -22,7 +22,7 @@ TP_DEGREES = (1, 2, 4, 8)
 # and pure EP, as every published large-EP layout does (the space stays small enough to screen in seconds)
 MAX_TP_INSTANCE_DIES = 64
 PREFILL_TOKENS_PER_DIE = (2048, 4096, 8192, 16384)  # token budget per die per prefill batch
-COLOCATED_CHUNK_PER_DIE = (256, 512, 1024, 2048)  # chunked-prefill budget per die per mixed step
+COLOCATED_CHUNK_PER_DIE = (512, 2048)  # chunked-prefill budget per die per mixed step
 # The scenario format holds these weight families and KV precisions (sim.scenario.PrecisionSpec).
 WEIGHT_FAMILIES = ("int8", "fp8", "fp4", "bf16")
 KV_FOR_FAMILY = {"int8": ("bf16", "int8"), "fp8": ("bf16", "fp8"), "fp4": ("bf16", "fp8"), "bf16": ("bf16",)}
