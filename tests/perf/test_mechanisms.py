@@ -207,17 +207,24 @@ def test_attention_and_moe_tp_over_the_same_dies_share_one_all_reduce():
     h200 = load_system("hgx-h200")
     shared = build_deployment(R1, dies=8, ep=1, attn_tp=8, moe_tp=8, precision="fp8", microbatches=1)
     b = decode_step(R1, h200, shared, 0.5, 1024)
-    names = {r.name for r in b.rows if r.group == "moe_layer"}
-    assert "attn_all_reduce" in names
-    assert "moe_tp_all_gather" not in names and "attn_tp_reduce_scatter" not in names
-    assert {"attn_tp_all_gather", "moe_tp_reduce_scatter"} <= names  # back to own tokens, regathered next layer
+    moe_layer = {r.name for r in b.rows if r.group == "moe_layer"}
+    # every layer ends in an all-reduce that leaves the group's tokens on every die: nothing is gathered
+    assert {"attn_all_reduce", "moe_tp_all_reduce"} <= moe_layer
+    pairs = {"attn_tp_all_gather", "attn_tp_reduce_scatter", "moe_tp_all_gather", "moe_tp_reduce_scatter"}
+    assert not moe_layer & pairs
+    dense_layer = {r.name for r in b.rows if r.group == "dense_layer"}
+    assert {"attn_all_reduce", "ffn_all_reduce"} <= dense_layer  # the dense FFN is TP over the group too
     # one all-reduce of the group's tensor costs one fixed latency less than the reduce-scatter + all-gather pair
     shard = 0.5 * R1.hidden * 2.0
     ar = collective("all_reduce", 8 * shard, 8, h200).time
     pair = collective("reduce_scatter", shard, 8, h200).time + collective("all_gather", shard, 8, h200).time
     assert pair - ar == pytest.approx(h200.spec.scale_up.collective_latency, rel=1e-6)
-    per_run = _row(b, "attn_all_reduce").time / _row(b, "attn_all_reduce").runs
-    assert per_run == pytest.approx(ar, rel=1e-6)
-    # prefill MLA ends its SP -> TP -> SP on the die's own tokens: MoE TP still gathers
-    p = prefill_step(R1, h200, shared, 1024, 1024)
-    assert "moe_tp_all_gather" in {r.name for r in p.rows}
+    for name in ("attn_all_reduce", "moe_tp_all_reduce"):
+        assert _row(b, name).time / _row(b, name).runs == pytest.approx(ar, rel=1e-6)
+    # prefill MLA ends its SP -> TP -> SP on the die's own tokens: MoE TP still gathers and scatters
+    p = {r.name for r in prefill_step(R1, h200, shared, 1024, 1024).rows}
+    assert {"moe_tp_all_gather", "moe_tp_reduce_scatter"} <= p
+    # different TP groups (attention TP 8, MoE TP 2 x EP 4) keep the gather / reduce-scatter pairs
+    apart = build_deployment(R1, dies=8, ep=4, attn_tp=8, moe_tp=2, precision="fp8", microbatches=1)
+    names = {r.name for r in decode_step(R1, h200, apart, 0.5, 1024).rows}
+    assert pairs <= names

@@ -28,10 +28,18 @@ def _norms(c: DieContext, tokens: float) -> OpCost:
     return c.vector("norms_residual", "attn", tokens * c.model.hidden, NORM_RESIDUAL_VECTORS * ACT_BYTES)
 
 
+def group_tokens_everywhere(c: DieContext, phase: str) -> bool:
+    """Attention TP and MoE TP over the same dies, outside prefill MLA (which ends its SP -> TP -> SP on the
+    die's own tokens): every layer ends in an all-reduce (attention, MoE, dense FFN), so every die of the
+    group holds the group's tokens and nothing is gathered (TP attention + TP MoE as SGLang/TRT-LLM run them)."""
+    return c.dep.tp_groups_shared and not (phase == "prefill" and c.model.attention == "mla")
+
+
 def _tp_entry(c: DieContext, tokens: float) -> list[OpCost]:
-    """MoE model under attention TP: gather the group's tokens before the projections."""
+    """MoE model under attention TP: gather the group's tokens before the projections (unless the previous
+    layer's all-reduce left them on every die: `group_tokens_everywhere`)."""
     tp = c.dep.attn_tp
-    if tp <= 1 or not c.model.is_moe:
+    if tp <= 1 or not c.model.is_moe or c.dep.tp_groups_shared:
         return []
     return [c.collective("all_gather", tokens * c.model.hidden * ACT_BYTES, tp, "attn_tp_all_gather", "attn")]
 

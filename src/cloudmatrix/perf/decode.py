@@ -4,7 +4,13 @@ shared over the EP group, optionally two microbatches on two streams and MTP dra
 from __future__ import annotations
 
 from cloudmatrix.errors import CloudMatrixError
-from cloudmatrix.perf.attention import gqa_ops, mla_decode_core, mla_decode_ops, mla_decode_parts
+from cloudmatrix.perf.attention import (
+    gqa_ops,
+    group_tokens_everywhere,
+    mla_decode_core,
+    mla_decode_ops,
+    mla_decode_parts,
+)
 from cloudmatrix.perf.breakdown import StepBreakdown
 from cloudmatrix.perf.context import DieContext
 from cloudmatrix.perf.dense import dense_ffn_ops, lm_head_op
@@ -40,7 +46,9 @@ def _batch_ops(c: DieContext, batch_per_die: float) -> tuple:
     moe = mtp_ffn = ()
     if model.is_moe:
         moe, loads = moe_ops(c, tokens, "decode")
-    dense_tp = 1 if model.is_moe else dep.attn_tp  # a MoE model runs its dense layers on its own tokens
+    # a MoE model runs its dense layers on its own tokens, unless TP attention + TP MoE share the dies (then
+    # the dense FFN is TP over them too, ending in its all-reduce like every other layer)
+    dense_tp = dep.attn_tp if not model.is_moe or group_tokens_everywhere(c, "decode") else 1
     dense = dense_ffn_ops(c, tokens, dense_tp)
     head = [lm_head_op(c, tokens)]
     mla = model.attention == "mla"

@@ -16,12 +16,15 @@ WORKSPACE_VECTORS_PER_TOKEN = 8
 
 def weight_bytes_per_die(model: ModelSpec, dep: Deployment, phase: str = "decode") -> float:
     """Weights one die holds, each op class at its own precision: attention (replicated over attention DP,
-    per-head parts split over attention TP), dense FFN (split over TP in a dense model), its expert slots
-    (split over MoE TP), embeddings, head and router, and the MTP module."""
+    per-head parts split over attention TP), dense FFN (split over TP in a dense model or with shared TP
+    groups), its expert slots (split over MoE TP), embeddings, head and router, and the MTP module."""
     p = dep.precision
     b = {k: BYTES_PER_ELEMENT[getattr(p, k)] for k in ("attn_proj", "experts", "dense_ffn", "head")}
     attn = attention_params_per_die(model, dep.attn_tp, phase)
-    ffn_tp = 1 if model.is_moe else dep.attn_tp
+    # the dense FFN is TP over the attention TP group in a dense model, and in a MoE model whose MoE TP shares
+    # those dies (outside prefill MLA: attention.group_tokens_everywhere)
+    shared = dep.tp_groups_shared and not (phase == "prefill" and model.attention == "mla")
+    ffn_tp = dep.attn_tp if not model.is_moe or shared else 1
     layers = model.layers + model.mtp_layers
     total = layers * attn * b["attn_proj"]
     total += (model.layers - model.moe_layers) * model.dense_ffn_params() / ffn_tp * b["dense_ffn"]

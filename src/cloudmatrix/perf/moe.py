@@ -23,6 +23,7 @@ permutation and SwiGLU are inside that fit and are not costed again (`moe_op_fit
 from __future__ import annotations
 
 from cloudmatrix.perf import comm
+from cloudmatrix.perf.attention import group_tokens_everywhere
 from cloudmatrix.perf.context import ACT_BYTES, DieContext, present, swiglu_shapes
 from cloudmatrix.perf.expert_load import uniform_distinct_per_die
 from cloudmatrix.perf.op import OpCost, comm_op
@@ -69,7 +70,7 @@ def moe_ops(c: DieContext, tokens: float, phase: str) -> tuple[list[OpCost], dic
     ops = [c.matmul("router", "moe", tokens, [(h, m.routed_experts)], "head")]
     # attention TP over the same dies ended in an all-reduce (`attention._tp_exit`) that already gathered the
     # group's tokens; prefill MLA (SP -> TP -> SP) ends on the die's own tokens and still needs the gather
-    gathered = dep.tp_groups_shared and not (prefill and m.attention == "mla")
+    gathered = group_tokens_everywhere(c, phase)
     if tp > 1 and not gathered:
         ops.append(c.collective("all_gather", tokens * h * ACT_BYTES, tp, "moe_tp_all_gather", "moe"))
     if prefill and BYTES_PER_ELEMENT[dep.precision.dispatch] < ACT_BYTES and ep > 1:
@@ -105,7 +106,9 @@ def moe_ops(c: DieContext, tokens: float, phase: str) -> tuple[list[OpCost], dic
     if prefill:
         # weighted sum of each token's top-k expert outputs (+ shared), read BF16, write BF16
         ops.append(c.vector("combine_sum", "moe", send_tokens * h, (copies + 1) * ACT_BYTES))
-    if tp > 1:
+    if tp > 1 and gathered:  # keep the group's summed tokens on every die: the next layer gathers nothing
+        ops.append(c.collective("all_reduce", tokens * tp * h * ACT_BYTES, tp, "moe_tp_all_reduce", "moe"))
+    elif tp > 1:
         ops.append(c.collective("reduce_scatter", tokens * h * ACT_BYTES, tp, "moe_tp_reduce_scatter", "moe"))
     loads = {
         "routed_rows_per_die": hot_rows,

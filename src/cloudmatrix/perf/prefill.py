@@ -4,7 +4,7 @@ MLA as multi-head attention (optionally SP -> TP -> SP), communication overlappe
 from __future__ import annotations
 
 from cloudmatrix.errors import CloudMatrixError
-from cloudmatrix.perf.attention import gqa_ops, mla_prefill_ops
+from cloudmatrix.perf.attention import gqa_ops, group_tokens_everywhere, mla_prefill_ops
 from cloudmatrix.perf.breakdown import StepBreakdown
 from cloudmatrix.perf.context import DieContext
 from cloudmatrix.perf.dense import dense_ffn_ops, lm_head_op
@@ -44,7 +44,9 @@ def prefill_step(
     attn = _attention(c, tokens, prompt_len)
     groups = []
     loads: dict[str, float] = {}
-    dense_tp = 1 if model.is_moe else dep.attn_tp  # a MoE model runs its dense layers on its own tokens
+    # a MoE model runs its dense layers on its own tokens, unless TP attention + TP MoE share the dies (then
+    # the dense FFN is TP over them too, ending in its all-reduce like every other layer)
+    dense_tp = dep.attn_tp if not model.is_moe or group_tokens_everywhere(c, "prefill") else 1
     if model.is_moe:
         moe, loads = moe_ops(c, tokens, "prefill")
         groups.append(LayerGroup("moe_layer", model.moe_layers, attn + moe))
