@@ -101,7 +101,7 @@ def plan_cmd(
     out = Console(width=100)
     t = Table(title=f"{req.model}: {req.traffic_label()}", show_lines=True)
     for c in TABLE_COLUMNS:
-        t.add_column(c, overflow="fold")
+        t.add_column(c, overflow="fold", no_wrap=c == "system")
     for row in plan_rows(result):
         t.add_row(*row)
     out.print(t)

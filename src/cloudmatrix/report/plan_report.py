@@ -76,7 +76,8 @@ def frontier_figure(result: PlanResult) -> Figure:
             ax.plot([s.best.tokens_per_user], [s.best.tokens_per_chip], "*", ms=14, color=col, mec="black",
                     label=f"{s.key} best plan")  # fmt: skip
     ax.axvline(1 / req.tpot_p90, color="gray", ls="--", lw=1)
-    ax.text(1 / req.tpot_p90, ax.get_ylim()[1] * 0.98, f" TPOT {req.tpot_p90 * 1e3:g} ms", va="top", fontsize=8)
+    lo, hi = ax.get_ylim()
+    ax.text(1 / req.tpot_p90, lo + 0.02 * (hi - lo), f" TPOT {req.tpot_p90 * 1e3:g} ms", va="bottom", fontsize=8)
     ax.set_xlabel("output tokens/s per user (1 / TPOT at the batch cap)")
     ax.set_ylabel("output tokens/s per chip (all chips used)")
     ax.set_title(f"{req.model}: {req.traffic_label()}", fontsize=9)
