@@ -35,6 +35,9 @@ def compare_cmd(
     out: Annotated[str, typer.Option(help="Directory for the PNGs and the HTML report")] = "out/compare",
     wide: Annotated[bool, typer.Option("--wide", help="One table with every column (needs ~240 columns)")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table")] = False,
+    with_plan: Annotated[
+        bool, typer.Option("--with-plan", help="Also the best plan of `cloudmatrix plan` (screen only) per system")
+    ] = False,
 ) -> None:
     """One workload on several systems: output tokens/s per chip, per kW and per $M, $ and J per token.
 
@@ -51,6 +54,7 @@ def compare_cmd(
     econ.validate()
     out_dir = output_dir(out, "--out")  # before the sweep, so a bad path costs nothing
     results = evaluate_systems(names, target, econ)
+    planned = planner_best(names, target) if with_plan else None
     from cloudmatrix.report.cross_system_report import write_report  # matplotlib only when writing figures
 
     paths = write_report(results, target, econ, out_dir)
@@ -62,6 +66,7 @@ def compare_cmd(
                     "economics": econ.__dict__,
                     "systems": [r.to_dict() for r in results],
                     "files": [str(p) for p in paths],
+                    **({"planner": planned} if planned is not None else {}),
                 },
                 indent=2,
             )
@@ -69,7 +74,43 @@ def compare_cmd(
         return
     console = _console(wide)
     print_tables(results, target, econ, console, wide)
+    if planned is not None:
+        print_planner_table(results, planned, console)
     console.print(Text(f"wrote {', '.join(str(p) for p in paths)}"))
+
+
+def planner_best(names: list[str], target: ServingTarget) -> list[dict]:
+    """Per system, the planner's best plan for the same workload and TPOT target (capacity mode, TTFT p90
+    <= 10 s, screen only: `cloudmatrix plan` confirms by simulation), or why there is none."""
+    from cloudmatrix.plan.layouts import layout_for
+    from cloudmatrix.plan.search.planner import plan_system
+    from cloudmatrix.plan.search.request import PlanRequest
+
+    out = []
+    for name in names:
+        system = layout_for(name).system
+        req = PlanRequest(model=target.model, systems=(system,), isl=target.input_len, osl=target.output_len,
+                          tpot_p90=target.tpot_slo, confirm=False).validate()  # fmt: skip
+        try:
+            sp = plan_system(system, req)
+        except CloudMatrixError as e:
+            out.append({"system": name, "plan": None, "why": str(e)})
+            continue
+        out.append({"system": name, "plan": None if sp.best is None else sp.best.to_dict(),
+                    "label": "" if sp.best is None else sp.best.label(), "why": sp.diagnosis})  # fmt: skip
+    return out
+
+
+def print_planner_table(results: list[SystemResult], planned: list[dict], console: Console) -> None:
+    t = Table(title=Text("published layout vs the planner's best plan (screen only; per chip used)"))
+    for h in ("system", "published\nout tok/s/chip", "planner\nout tok/s/chip", "planner's plan"):
+        t.add_column(h, justify="left" if h in ("system", "planner's plan") else "right", overflow="fold")
+    for r, p in zip(results, planned, strict=True):
+        plan = p["plan"]
+        got = "-" if plan is None else f"{plan['screen']['output_tokens_per_s_per_chip']:,.0f}"
+        t.add_row(Text(r.layout.key), Text(f"{r.output_tokens_per_s_per_chip:,.0f}"), Text(got),
+                  Text(p.get("label") or p.get("why") or ""))  # fmt: skip
+    console.print(t)
 
 
 # Terminal tables: (column of the full table, compact two-line header). The HTML report keeps every column.
