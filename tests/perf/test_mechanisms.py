@@ -209,7 +209,7 @@ def test_attention_and_moe_tp_over_the_same_dies_share_one_all_reduce():
     b = decode_step(R1, h200, shared, 0.5, 1024)
     moe_layer = {r.name for r in b.rows if r.group == "moe_layer"}
     # every layer ends in an all-reduce that leaves the group's tokens on every die: nothing is gathered
-    assert {"attn_all_reduce", "moe_tp_all_reduce"} <= moe_layer
+    assert {"attn_all_reduce", "moe_all_reduce"} <= moe_layer
     pairs = {"attn_tp_all_gather", "attn_tp_reduce_scatter", "moe_tp_all_gather", "moe_tp_reduce_scatter"}
     assert not moe_layer & pairs
     dense_layer = {r.name for r in b.rows if r.group == "dense_layer"}
@@ -219,12 +219,18 @@ def test_attention_and_moe_tp_over_the_same_dies_share_one_all_reduce():
     ar = collective("all_reduce", 8 * shard, 8, h200).time
     pair = collective("reduce_scatter", shard, 8, h200).time + collective("all_gather", shard, 8, h200).time
     assert pair - ar == pytest.approx(h200.spec.scale_up.collective_latency, rel=1e-6)
-    for name in ("attn_all_reduce", "moe_tp_all_reduce"):
+    for name in ("attn_all_reduce", "moe_all_reduce"):
         assert _row(b, name).time / _row(b, name).runs == pytest.approx(ar, rel=1e-6)
     # prefill MLA ends its SP -> TP -> SP on the die's own tokens: MoE TP still gathers and scatters
     p = {r.name for r in prefill_step(R1, h200, shared, 1024, 1024).rows}
     assert {"moe_tp_all_gather", "moe_tp_reduce_scatter"} <= p
-    # different TP groups (attention TP 8, MoE TP 2 x EP 4) keep the gather / reduce-scatter pairs
-    apart = build_deployment(R1, dies=8, ep=4, attn_tp=8, moe_tp=2, precision="fp8", microbatches=1)
+    # TP attention over the EP group (attention TP 8, EP 8): no dispatch/combine either, one all-reduce
+    ep_group = build_deployment(R1, dies=8, ep=8, attn_tp=8, precision="fp8", microbatches=1)
+    e = decode_step(R1, h200, ep_group, 0.5, 1024)
+    names = {r.name for r in e.rows if r.group == "moe_layer"}
+    assert "moe_all_reduce" in names and not names & ({"dispatch", "combine"} | pairs)
+    assert e.expert_load["mean_routed_rows_per_die"] == pytest.approx(4 * R1.top_k / 8)  # the group's 4 tokens
+    # different groups (attention TP 4 on 8 dies, EP 8) keep the gathers, scatters and the all-to-all
+    apart = build_deployment(R1, dies=8, ep=8, attn_tp=4, precision="fp8", microbatches=1)
     names = {r.name for r in decode_step(R1, h200, apart, 0.5, 1024).rows}
-    assert pairs <= names
+    assert {"attn_tp_all_gather", "attn_tp_reduce_scatter", "dispatch", "combine"} <= names

@@ -85,10 +85,11 @@ class Deployment:
 
     @property
     def tp_groups_shared(self) -> bool:
-        """Attention TP and MoE TP over the same dies (attn_tp == moe_tp > 1, consecutive dies): the summed
-        attention output is what the MoE TP group needs, so one all-reduce replaces the attention's
-        reduce-scatter and MoE's all-gather (how SGLang and TensorRT-LLM run TP attention + TP MoE)."""
-        return self.attn_tp > 1 and self.moe_tp == self.attn_tp
+        """The attention TP group is the MoE group (attn_tp == EP x MoE TP > 1, no dedicated shared-expert dies):
+        after the attention's all-reduce every die holds the group's tokens, so MoE needs no gather and no
+        dispatch (each die runs its experts' share on the tokens it holds) and one all-reduce sums the partial
+        outputs: how TensorRT-LLM and SGLang run TP attention (no attention DP) with TP or EP MoE."""
+        return self.attn_tp > 1 and self.moe_group_dies == self.attn_tp and not self.shared_expert_dies
 
     def tokens_per_step(self) -> float:
         """Output tokens a sequence gains per decode step: 1 + expected accepted drafts.

@@ -65,17 +65,21 @@ def moe_ops(c: DieContext, tokens: float, phase: str) -> tuple[list[OpCost], dic
     prefill = phase == "prefill"
     disp_b = dispatch_bytes_per_copy(c)
     copies = m.top_k + (1 if dep.shared_expert_dies else 0)
-    send_tokens = tokens * tp  # after the MoE-TP all-gather each die dispatches its TP group's tokens
-
-    ops = [c.matmul("router", "moe", tokens, [(h, m.routed_experts)], "head")]
-    # attention TP over the same dies ended in an all-reduce (`attention._tp_exit`) that already gathered the
-    # group's tokens; prefill MLA (SP -> TP -> SP) ends on the die's own tokens and still needs the gather
+    # the attention TP group is the MoE group and its all-reduce (`attention._tp_exit`) left the group's tokens
+    # on every die: no gather, no dispatch, one all-reduce at the end; prefill MLA (SP -> TP -> SP) ends on
+    # the die's own tokens and gathers / dispatches as usual
     gathered = group_tokens_everywhere(c, phase)
+    g = dep.attn_tp if gathered else tp  # dies whose tokens each die holds (and over which shared experts split)
+    send_tokens = tokens * g  # after the MoE-TP all-gather each die dispatches its TP group's tokens
+
+    # the router runs on the tokens the die holds (all of the group's, replicated, when gathered)
+    ops = [c.matmul("router", "moe", send_tokens if gathered else tokens, [(h, m.routed_experts)], "head")]
     if tp > 1 and not gathered:
         ops.append(c.collective("all_gather", tokens * h * ACT_BYTES, tp, "moe_tp_all_gather", "moe"))
-    if prefill and BYTES_PER_ELEMENT[dep.precision.dispatch] < ACT_BYTES and ep > 1:
+    if prefill and BYTES_PER_ELEMENT[dep.precision.dispatch] < ACT_BYTES and ep > 1 and not gathered:
         ops.append(c.vector("dispatch_quant", "moe", send_tokens * h, ACT_BYTES + disp_b / h))
-    ops.append(_all_to_all(c, "dispatch", send_tokens, copies, disp_b, prefill, imbalance))
+    if not gathered:
+        ops.append(_all_to_all(c, "dispatch", send_tokens, copies, disp_b, prefill, imbalance))
     whole_op = moe_op_fitted(c)
     if prefill and not whole_op:
         # gather the received copies into expert-contiguous rows (read + write each copy)
@@ -96,21 +100,27 @@ def moe_ops(c: DieContext, tokens: float, phase: str) -> tuple[list[OpCost], dic
         shared_rows = send_tokens
         ops += [routed, swiglu]
         if m.shared_experts:
-            shared_inter = m.moe_intermediate * m.shared_experts / tp
+            shared_inter = m.moe_intermediate * m.shared_experts / g
             ops += [
                 c.matmul("shared_experts", "moe", send_tokens, swiglu_shapes(h, shared_inter), "experts"),
                 _swiglu(c, "shared_swiglu", send_tokens, shared_inter),
             ]
     comb_b = h * BYTES_PER_ELEMENT[dep.precision.combine]
+    if gathered:
+        # each die's weighted partial sums over the experts it holds, summed and kept on every die
+        ops.append(c.collective("all_reduce", tokens * g * h * ACT_BYTES, g, "moe_all_reduce", "moe"))
+        return present(*ops), _loads(dep, m, hot_rows, mean_rows, distinct, imbalance, shared_rows)
     ops.append(_all_to_all(c, "combine", send_tokens, copies, comb_b, prefill, imbalance))
     if prefill:
         # weighted sum of each token's top-k expert outputs (+ shared), read BF16, write BF16
         ops.append(c.vector("combine_sum", "moe", send_tokens * h, (copies + 1) * ACT_BYTES))
-    if tp > 1 and gathered:  # keep the group's summed tokens on every die: the next layer gathers nothing
-        ops.append(c.collective("all_reduce", tokens * tp * h * ACT_BYTES, tp, "moe_tp_all_reduce", "moe"))
-    elif tp > 1:
+    if tp > 1:
         ops.append(c.collective("reduce_scatter", tokens * h * ACT_BYTES, tp, "moe_tp_reduce_scatter", "moe"))
-    loads = {
+    return present(*ops), _loads(dep, m, hot_rows, mean_rows, distinct, imbalance, shared_rows)
+
+
+def _loads(dep, m, hot_rows, mean_rows, distinct, imbalance, shared_rows) -> dict:
+    return {
         "routed_rows_per_die": hot_rows,
         "mean_routed_rows_per_die": mean_rows,
         "routed_slots_per_die": dep.slots_per_routed_die(m),
@@ -118,7 +128,6 @@ def moe_ops(c: DieContext, tokens: float, phase: str) -> tuple[list[OpCost], dic
         "imbalance": imbalance,
         "shared_rows_per_die": shared_rows,
     }
-    return present(*ops), loads
 
 
 def moe_op_fitted(c: DieContext) -> bool:
