@@ -80,3 +80,17 @@ def test_colocated_plan_meets_its_slo_when_simulated(tmp_path):
     path.write_text(scenario_toml(best, req))
     sc = load_scenario(path)
     assert sc.mode == "colocated" and sc.colocated.tokens_per_die == best.prefill_tokens_per_die
+
+
+def test_report_png_and_html_are_self_contained(planned, tmp_path):
+    from cloudmatrix.report.plan_report import to_json, write_frontier_png, write_html
+
+    _, result = planned
+    png = write_frontier_png(result, tmp_path / "f.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size < 150_000
+    page = write_html(result, tmp_path / "r.html").read_text()
+    assert "data:image/png;base64," in page and 'src="http' not in page
+    assert result.systems[0].best.label() in page.replace("&#x27;", "'")
+    d = to_json(result)
+    assert d["systems"][0]["best"]["chips"] == result.systems[0].best.chips
+    assert d["systems"][0]["frontier"], "the frontier has points"

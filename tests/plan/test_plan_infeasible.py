@@ -48,3 +48,24 @@ def test_cli_reports_one_line_and_exit_2():
     assert p.returncode == 2
     assert "TPOT p90 binds" in p.stderr and "Traceback" not in p.stderr
     assert len(p.stderr.strip().splitlines()) == 1
+
+
+def test_budget_below_the_cheapest_plan_names_the_budget():
+    msg = _error(budget_usd=1e5)
+    assert "budget $ binds" in msg and "--budget-usd" in msg
+
+
+def test_cli_json_plan_on_a_small_system(tmp_path):
+    import json
+
+    out = tmp_path / "best.toml"
+    p = subprocess.run(
+        [sys.executable, "-m", "cloudmatrix.cli.main", "plan", "--model", "qwen3-30b-a3b", "--system", "hgx-h100",
+         "--chips", "8", "--rate", "4", "--isl", "1024", "--osl", "128", "--tpot-p90", "0.05", "--ttft-p90", "2",
+         "--no-confirm", "--json", "--out-scenario", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    best = json.loads(p.stdout)["systems"][0]["best"]
+    assert best["chips"] <= 8 and best["screen"]["tpot_s"] <= 0.05 and best["screen"]["ttft_p90_s"] <= 2
+    assert 'system = "hgx-h100"' in out.read_text() and "nodes = 1" in out.read_text()
