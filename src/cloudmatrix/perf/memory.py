@@ -23,8 +23,8 @@ def weight_bytes_per_die(model: ModelSpec, dep: Deployment, phase: str = "decode
     attn = attention_params_per_die(model, dep.attn_tp, phase)
     # the dense FFN is TP over the attention TP group in a dense model, and in a MoE model whose MoE TP shares
     # those dies (outside prefill MLA: attention.group_tokens_everywhere)
-    shared = dep.tp_groups_shared and not (phase == "prefill" and model.attention == "mla")
-    ffn_tp = dep.attn_tp if not model.is_moe or shared else 1
+    group_tp = dep.tp_groups_shared and not (phase == "prefill" and model.attention == "mla")
+    ffn_tp = dep.attn_tp if not model.is_moe or group_tp else 1
     layers = model.layers + model.mtp_layers
     total = layers * attn * b["attn_proj"]
     total += (model.layers - model.moe_layers) * model.dense_ffn_params() / ffn_tp * b["dense_ffn"]
@@ -32,7 +32,9 @@ def weight_bytes_per_die(model: ModelSpec, dep: Deployment, phase: str = "decode
         moe_layers = model.moe_layers + model.mtp_layers
         slots = dep.slots_per_routed_die(model)
         shared = model.shared_experts if dep.shared_expert_dies == 0 else 0
-        total += moe_layers * (slots + shared) * model.expert_params() / dep.moe_tp * b["experts"]
+        # shared experts split like the routed ones (MoE TP), or over the whole group when it holds every token
+        shared_tp = dep.attn_tp if group_tp else dep.moe_tp
+        total += moe_layers * (slots / dep.moe_tp + shared / shared_tp) * model.expert_params() * b["experts"]
         total += moe_layers * model.router_params() * b["head"]
     elif model.mtp_layers:
         total += model.mtp_layers * model.dense_ffn_params() / ffn_tp * b["dense_ffn"]
