@@ -3,6 +3,7 @@
 import math
 
 import numpy as np
+import pytest
 
 from cloudmatrix.perf.memory import memory_per_die, usable_hbm
 from cloudmatrix.plan.search.curves import decode_curve, pool_costs, prefill_curve
@@ -85,3 +86,32 @@ def test_pareto_matches_the_definition():
     got = set(pareto(x, y).tolist())
     want = {i for i in range(200) if not np.any((x > x[i]) & (y >= y[i]) | (x >= x[i]) & (y > y[i]))}
     assert got == want
+
+
+def test_capacity_mode_split_is_the_best_whole_instance_split():
+    """Capacity mode picks the pool split analytically (the balance point's two neighbours); a loop over every
+    decode instance count must not find a higher rate for any (decode layout, batch)."""
+    from cloudmatrix.plan.search.planner import build_curves
+    from cloudmatrix.plan.search.screen import screen
+
+    req, space = small_request(confirm=False, rate=None, modes=("disaggregated",)), small_space()
+    model, system = load_model(req.model), load_system(SYSTEM)
+    n = 96
+    dcs, pcs, _, _ = build_curves(model, system, req, space, n)
+    res = screen(system, req, dcs, pcs, n)
+    lam = [max_rate_under(p, req.isl, req.ttft_p90, req.max_utilisation) for p in pcs]
+    rng = np.random.default_rng(0)
+    for i in rng.choice(len(res), size=25, replace=False):
+        dc = res.decode[res.rows["dc"][i]]
+        b = int(res.rows["batch"][i])
+        r1 = req.max_utilisation * dc.rate_per_instance(req.osl)[b - 1]
+        cd = dc.layout.dies // system.chip.dies
+        best = 0.0
+        for p, lm in zip(pcs, lam, strict=True):
+            cp = p.layout.dies // system.chip.dies
+            for nd in range(1, n // cd + 1):
+                n_p = (n - nd * cd) // cp
+                if n_p >= 1 and lm > 0:
+                    best = max(best, min(n_p * lm, nd * r1))
+        assert res.rows["rate"][i] == pytest.approx(best, rel=1e-9)
+        assert res.rows["chips"][i] <= n

@@ -152,7 +152,8 @@ def _plan_of(key: str, system: System, model: ModelSpec, req: PlanRequest, res: 
     dc = res.decode[int(r["dc"][i])]
     pc = None if r["pc"][i] < 0 else res.prefill[int(r["pc"][i])]
     b = int(r["batch"][i])
-    dep = pool_costs(model, system, dc.layout, dc.software).dep
+    pc_ = pool_costs(model, system, dc.layout, dc.software)
+    dep = pc_.dep.with_(imbalance=pc_.imbalance(b * (1 + pc_.dep.mtp_depth)))  # as the simulator costs it
     op = decode_step(model, system, dep, b, req.isl + req.osl / 2, check_memory=False).dominant()
     return Plan(
         key, system, model, dc.software, dc.layout, b, int(r["n_d"][i]), pc and pc.layout,

@@ -110,7 +110,7 @@ def screen(
             points += rate.size
         chips = nd * cd + n_p * cp
         # rank pairings per batch: capacity mode the highest rate, rate mode the fewest chips
-        score = rate / chips * (1 + 1e-9 * rate) if req.capacity_mode else -chips
+        score = rate * (1 - 1e-12 * chips) if req.capacity_mode else -chips
         best = np.argmax(score, axis=1)
         take = np.arange(len(dc.batch))
         sel = pj[best]
