@@ -94,3 +94,15 @@ def test_report_png_and_html_are_self_contained(planned, tmp_path):
     d = to_json(result)
     assert d["systems"][0]["best"]["chips"] == result.systems[0].best.chips
     assert d["systems"][0]["frontier"], "the frontier has points"
+
+
+def test_closed_loop_request_is_planned_and_simulated_closed():
+    req = small_request(rate=None, concurrency=64, top_k=1, modes=("disaggregated",))
+    result = run_plan(req, spaces={SYSTEM: small_space()})
+    best = result.systems[0].best
+    text = scenario_toml(best, req)
+    assert 'kind = "closed"' in text and "concurrency = 64" in text
+    c = best.confirmed
+    assert c["ttft_p90_s"] <= req.ttft_p90 and c["tpot_p90_s"] <= req.tpot_p90
+    # 64 clients cycling through TTFT + (osl - 1) TPOT: the screen's rate is within 25% of the simulated one
+    assert best.rate == pytest.approx(c["requests_per_s"], rel=0.25)

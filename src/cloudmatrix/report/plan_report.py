@@ -95,7 +95,7 @@ def write_frontier_png(result: PlanResult, path: str | Path) -> Path:
 
 def to_json(result: PlanResult) -> dict[str, Any]:
     return {
-        "request": {k: v for k, v in result.request.__dict__.items() if k != "extra"},
+        "request": dict(result.request.__dict__),
         "points_screened": result.points,
         "confirm_s": result.confirm_s,
         "systems": [

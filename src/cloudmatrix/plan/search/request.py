@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from cloudmatrix.errors import CloudMatrixError
@@ -37,7 +37,6 @@ class PlanRequest:
     sim_seconds: float = 30.0  # simulated seconds measured per confirmation (after the warm-up)
     workers: int = 2  # local processes for confirmation
     seed: int = 0
-    extra: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def capacity_mode(self) -> bool:
@@ -87,7 +86,7 @@ def load_plan_request(path: str | Path, **overrides) -> PlanRequest:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise CloudMatrixError(f"{path}: not valid TOML ({e})") from None
-    known = {f.name for f in fields(PlanRequest)} - {"extra"}
+    known = {f.name for f in fields(PlanRequest)}
     unknown = set(data) - known
     if unknown:
         raise CloudMatrixError(f"{path}: unknown key(s) {sorted(unknown)}; the keys are {sorted(known)}")
