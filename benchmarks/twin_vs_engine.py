@@ -66,6 +66,51 @@ def workload_properties(n: int, concurrency: int, max_tokens: int) -> dict:
     }
 
 
+def engine_decode_step(concurrency: int, max_tokens: int) -> dict:
+    """One decode step of the engine with `concurrency` sequences in flight, prefills done: its wall time
+    (median of 5 steps) and the torch ops it dispatches (counted on one more step). What the twin counts as
+    kernels, the engine pays per op plus the Python between ops."""
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from cloudmatrix.engine.runtime.engine import LLMEngine
+    from cloudmatrix.engine.runtime.params import SamplingParams
+
+    class Count(TorchDispatchMode):
+        n = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            Count.n += 1
+            return func(*args, **(kwargs or {}))
+
+    torch.set_num_threads(1)
+    eng = LLMEngine(None)
+    for i in range(concurrency):
+        eng.add_request(f"d{i}", serve_load.PROMPTS[i % len(serve_load.PROMPTS)],
+                        SamplingParams(max_tokens=max_tokens, ignore_eos=True))  # fmt: skip
+    while eng.stats().prefill_tokens_computed < sum(len(eng.encode(p)) for p in serve_load.PROMPTS[:concurrency]):
+        eng.step()
+    times = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        eng.step()
+        times.append(time.perf_counter() - t0)
+    with Count():
+        eng.step()
+    return {"step_s": sorted(times)[2], "torch_ops": Count.n}
+
+
+def twin_decode_step(system: Path, n: int, concurrency: int, props: dict) -> dict:
+    """The twin's decode step for the same batch: its time and the kernels it counts."""
+    from cloudmatrix.perf.decode import decode_step
+
+    sc = scenario(system, n, concurrency, props)
+    model, pool = sc.resolve_model(), sc.colocated
+    b = decode_step(model, sc.resolve_system(), sc.deployment(pool, model), concurrency,
+                    props["input_len"] + props["output_len"] / 2)  # fmt: skip
+    return {"step_s": b.step_time, "kernels": sum(r.runs for r in b.rows)}
+
+
 def load_test(n: int, concurrency: int, max_tokens: int) -> dict:
     from tokenizers import Tokenizer
 
@@ -137,6 +182,7 @@ def main() -> None:
     measured = load_test(n, c, k)
     pred = predict(system, n, c, props)
     pred32 = predict(standin, n, c, props)
+    eng_step, twin_step = engine_decode_step(c, k), twin_decode_step(system, n, c, props)
 
     print(f"\n{n} requests, concurrency {c}, max_tokens {k}; serve --single-process (fp32, 1 thread) vs the twin on "
           f"{system}; load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")  # fmt: skip
@@ -149,11 +195,15 @@ def main() -> None:
     mt, mp = measured["ttft"]["p50"], measured["tpot"]["p50"]
     for name, a, b in rows[1:]:
         print(f"error of {name}: TTFT {100 * (a / mt - 1):+.1f}%, TPOT {100 * (b / mp - 1):+.1f}%")
-    print(f"engine step at concurrency {c} (offline, wall per step): {props['step_s_at_concurrency'] * 1e3:.2f} ms")
+    launch = m["launch"]["gemm_s"]
+    print(f"decode step, {c} sequences: engine {eng_step['step_s'] * 1e3:.2f} ms, {eng_step['torch_ops']} torch ops "
+          f"(x {launch * 1e6:.2f} us measured per op = {eng_step['torch_ops'] * launch * 1e3:.2f} ms); twin "
+          f"{twin_step['step_s'] * 1e3:.2f} ms, {twin_step['kernels']} kernels")  # fmt: skip
     print("not expressible in the twin: fp32 weights (it knows int8/fp8/fp4/bf16; the engine serves fp32); a CPU "
           "has no separate matrix cores; the engine's per-step Python work (scheduler, sampling, MTP bookkeeping) "
           "has no kernel to carry it")  # fmt: skip
     print(json.dumps({"measured": measured, "twin": pred, "twin_fp32_standin": pred32, "workload": props,
+                      "decode_step": {"engine": eng_step, "twin": twin_step},
                       "wall_s": time.perf_counter() - t0}, indent=1, default=float))  # fmt: skip
 
 
