@@ -48,6 +48,8 @@ class PoolCosts:
             )
             slots = dep.slots_per_routed_die(model)
             self.placement = ExpertPlacement.build(pop, dep.routed_dies, slots, experts.placement)
+            # the cost model takes the imbalance and experts hit at each microbatch's tokens from the placement
+            self.dep = dep.with_(expert_load=self.placement.expert_load(model.top_k))
         self._decode: dict[tuple[int, int], float] = {}
         self._prefill: dict[tuple[int, int, int], float] = {}
         self.disp_bytes = dispatch_bytes_per_copy(DieContext(model, system, dep)) if model.is_moe else 0.0

@@ -25,7 +25,7 @@ from collections.abc import Callable
 import numpy as np
 
 from cloudmatrix.errors import CloudMatrixError
-from cloudmatrix.perf import comm
+from cloudmatrix.perf import comm, ems
 from cloudmatrix.serving.decode_scheduler import DecodeInstance
 from cloudmatrix.serving.kv_blocks import KVBlockManager
 from cloudmatrix.serving.prefill_scheduler import PrefillBatch
@@ -227,7 +227,10 @@ class ServingSimulation:
     def _cache_read_time(self, tokens: int, dies: int) -> float:
         if tokens == 0:
             return 0.0
-        return tokens * self.kv_bytes_per_token / (self._cache_read_bw * dies)
+        # the pool's software path (block lookups, one copy per block and layer) plus the bytes (perf.ems)
+        c, layers = self.sc.caching, self.model.layers
+        per_layer = self.kv_bytes_per_token / layers
+        return ems.kv_read_time(self.system, c.plane, tokens, layers, per_layer, c.block_size, dies)
 
     def _longest_chunk(self, batch: PrefillBatch) -> int:
         """An upper bound on the batch's longest prompt chunk: the longest uncached prompt in it."""
