@@ -101,6 +101,23 @@ def test_disaggregated_matches_one_process(engine, checkpoint):
     assert stats.tokens_out == sum(n for _, n in REQUESTS.values())
 
 
+@torch.inference_mode()
+def _greedy_with_reprefill(model, prompt: list[int], n: int, at: list[int]) -> list[int]:
+    """One process, doing what a hand-back does: after `at[i]` tokens, drop the cache, prefill prompt +
+    output but the last token anew (the naive attention path) and decode on from the last token."""
+    toks = _one_process_greedy(model, prompt, min(n, at[0])) if at else _one_process_greedy(model, prompt, n)
+    for i, k in enumerate(at):
+        end = at[i + 1] if i + 1 < len(at) else n
+        cache = model.new_cache(num_blocks=32, block_size=4)
+        sid = cache.add_sequence()
+        ctx = prompt + toks[: k - 1]
+        model(torch.tensor(ctx), cache.plan([sid], [len(ctx)]), cache)
+        while len(toks) < end:
+            h = model(torch.tensor(toks[-1:]), cache.plan([sid], [1]), cache)
+            toks.append(int(model.logits(h).argmax(-1)))
+    return toks
+
+
 LONG = {"x": ([5, 6, 7, 8, 9, 10], 24), "y": ([11, 12, 13], 20), "z": ([40, 41, 42, 43, 44], 22)}
 
 
@@ -155,6 +172,8 @@ def test_requests_the_workers_cannot_hold_are_refused(engine):
         engine.add_request("dup", [1, 2], SamplingParams(max_tokens=2))
         engine.add_request("dup", [1, 2], SamplingParams(max_tokens=2))
     engine.abort("dup")
+    end = time.monotonic() + 30
     while engine.has_unfinished():
+        assert time.monotonic() < end
         engine.step()
     assert engine.stats().running == 0

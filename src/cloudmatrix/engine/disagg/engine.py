@@ -19,10 +19,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import pickle
 import queue
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
+from multiprocessing.connection import wait
 from pathlib import Path
 
 import torch.distributed as dist
@@ -30,7 +32,7 @@ import torch.multiprocessing as mp
 
 from cloudmatrix.engine.disagg.caching_pool import CachingPoolIndex, new_pool_storage
 from cloudmatrix.engine.disagg.shared_weights import share_model
-from cloudmatrix.engine.disagg.workers import HOST, decode_rank_main, prefill_main
+from cloudmatrix.engine.disagg.workers import HOST, PipeSender, decode_rank_main, prefill_main
 from cloudmatrix.engine.runtime.params import EngineStats, RequestOutput, SamplingParams
 from cloudmatrix.engine.runtime.tokenizer import IncrementalDetokenizer, eos_token_ids, load_tokenizer
 from cloudmatrix.errors import CloudMatrixError
@@ -78,8 +80,9 @@ class _Req:
 class _Worker:
     """One worker process (prefill) or EP group of processes (decode) and its control queues."""
 
-    def __init__(self, name: str, procs: list, queues: list, epoch: int, store=None):
+    def __init__(self, name: str, procs: list, queues: list, epoch: int, store=None, readers=()):
         self.name, self.procs, self.queues, self.epoch, self.store = name, procs, queues, epoch, store
+        self.readers = list(readers)  # local workers: the receiving ends of their result pipes
         self.ready: set[str] = set()
         self.pids: dict[str, int] = {}  # from each process's "ready" message (also right for Ray actors)
         self.failed = False
@@ -131,12 +134,14 @@ class DisaggregatedEngine:
             self.pool, self._pool_arg = self._ray.share_pool(shape, model.dtype)
             self._state_arg = self._ray.share_weights(self._state)
         self.index = CachingPoolIndex(cfg.pool_blocks, cfg.block_size)
-        self._results = self._queue()
+        self._results = self._ray.queue() if self._ray is not None else None  # Ray: one shared queue
         self._live: dict[str, _Req] = {}
         self._orphans: dict[str, _Req] = {}  # aborted mid hand-over: blocks pinned until the worker replies
         self._ready: list[RequestOutput] = []
         self._closed = False
         self.restarts: dict[str, int] = {}
+        # request id -> tokens it had emitted at each hand-back after a worker failure (for tests, metrics)
+        self.handed_back: dict[str, list[int]] = {}
         self._steps = self._tokens_in = self._tokens_out = self._computed = self._hit_tokens = 0
         self.prefill = self._start_prefill(0)
         self.decode = [self._start_decode(g, 0) for g in range(cfg.decode_groups)]
@@ -175,11 +180,26 @@ class DisaggregatedEngine:
                 os.environ["OMP_NUM_THREADS"] = old
         return p
 
+    def _channel(self):
+        """(what the worker sends its results into, what the front reads, the front's copy of the send end).
+
+        Local workers get a pipe each: a worker killed while writing can only break its own pipe (a shared
+        multiprocessing.Queue's write lock would stay held and block every other worker). Ray actors share
+        one Ray queue (an actor: a killed writer cannot corrupt it)."""
+        if self._ray is not None:
+            return self._results, None, None
+        recv, send = self._ctx.Pipe(duplex=False)
+        return PipeSender(send), recv, send
+
     def _start_prefill(self, epoch: int) -> _Worker:
         cfg, q = self.config, self._queue()
-        args = (q, self._results, self._pool_arg, self.model_config, self._state_arg, cfg.prefill_cache_blocks,
+        out, reader, send = self._channel()
+        args = (q, out, self._pool_arg, self.model_config, self._state_arg, cfg.prefill_cache_blocks,
                 cfg.block_size, cfg.seed)  # fmt: skip
-        return _Worker("prefill", [self._spawn(prefill_main, args, 0)], [q], epoch)
+        proc = self._spawn(prefill_main, args, 0)
+        if send is not None:
+            send.close()  # the child holds its own copy: the front sees EOF when the worker is gone
+        return _Worker("prefill", [proc], [q], epoch, readers=[reader] if reader is not None else [])
 
     def _start_decode(self, g: int, epoch: int) -> _Worker:
         cfg = self.config
@@ -188,14 +208,18 @@ class DisaggregatedEngine:
             self._host, 0, cfg.decode_ep + 1, is_master=True, timeout=timedelta(seconds=60), wait_for_workers=False
         )
         queues = [self._queue() for _ in range(cfg.decode_ep)]
-        procs = [
-            self._spawn(decode_rank_main, ((g, epoch), r, cfg.decode_ep, store.port, queues[r], self._results,
-                                           self._pool_arg, self.model_config, self._state_arg,
-                                           cfg.decode_cache_blocks, cfg.block_size, cfg.seed, self._host),
-                        1 + g * cfg.decode_ep + r)  # fmt: skip
-            for r in range(cfg.decode_ep)
-        ]
-        return _Worker(f"decode{g}", procs, queues, epoch, store)
+        procs, readers = [], []
+        for r in range(cfg.decode_ep):
+            out, reader, send = self._channel()
+            procs.append(self._spawn(decode_rank_main, ((g, epoch), r, cfg.decode_ep, store.port, queues[r], out,
+                                                        self._pool_arg, self.model_config, self._state_arg,
+                                                        cfg.decode_cache_blocks, cfg.block_size, cfg.seed,
+                                                        self._host),
+                                     1 + g * cfg.decode_ep + r))  # fmt: skip
+            if send is not None:
+                send.close()
+                readers.append(reader)
+        return _Worker(f"decode{g}", procs, queues, epoch, store, readers=readers)
 
     @property
     def pids(self) -> dict[str, int]:
@@ -324,6 +348,7 @@ class DisaggregatedEngine:
         if r.stage == "admit":  # blocks still pinned from a hand-over that never completed
             self.index.unpin(r.blocks)
         r.group = None
+        self.handed_back.setdefault(r.rid, []).append(len(r.output))
         self._plan_blocks(r)
         self._send_prefill(r)
 
@@ -357,6 +382,9 @@ class DisaggregatedEngine:
 
     # ---- worker messages ----------------------------------------------------------------
     def _collect(self, timeout: float, starting: bool = False) -> None:
+        if self._ray is None:
+            self._collect_pipes(timeout, starting)
+            return
         msgs = []
         if timeout > 0:
             with contextlib.suppress(queue.Empty):
@@ -366,6 +394,19 @@ class DisaggregatedEngine:
                 msgs.append(self._results.get_nowait())
             except queue.Empty:
                 break
+        for msg in msgs:
+            self._handle(msg, starting)
+
+    def _collect_pipes(self, timeout: float, starting: bool) -> None:
+        workers = [w for w in [self.prefill, *getattr(self, "decode", [])] if not w.failed]
+        readers = [r for w in workers for r in w.readers if not r.closed]
+        msgs = []
+        for conn in wait(readers, timeout=timeout):
+            try:
+                while conn.poll():
+                    msgs.append(conn.recv())
+            except (EOFError, OSError, pickle.UnpicklingError):  # the worker is gone (its exit is noticed)
+                conn.close()
         for msg in msgs:
             self._handle(msg, starting)
 

@@ -30,6 +30,22 @@ from cloudmatrix.engine.runtime.sampling import RowSampler, sample
 HOST = "127.0.0.1"
 
 
+class PipeSender:
+    """A worker's own result pipe with the queue's `put` (send is synchronous: nothing left to flush)."""
+
+    def __init__(self, conn):
+        self.conn = conn
+
+    def put(self, msg) -> None:
+        self.conn.send(msg)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def join_thread(self) -> None:
+        pass
+
+
 def _orphaned(parent: int) -> bool:
     return os.getppid() != parent
 
