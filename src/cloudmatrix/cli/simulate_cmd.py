@@ -114,7 +114,10 @@ def simulate_cmd(
         )
         title = f"{sc.name}: throughput and latency over simulated time"
         plot_time_series(ts, plots / "time_series.png", title=title, warmup=min(sc.warmup, res.end_time))
-        plot_latency_cdfs(res.records, plots / "latency_cdfs.png", title=f"{sc.name}: latency distributions")
+        start, stop = res.summary["window_s"]
+        plot_latency_cdfs(
+            res.records, plots / "latency_cdfs.png", title=f"{sc.name}: latency distributions", window=(start, stop)
+        )
     res.summary["economics"] = economics(sim, res.summary)
     if as_json:
         from cloudmatrix.sim.metrics import jsonable

@@ -56,14 +56,24 @@ def plot_time_series(ts: TimeSeries, path: str | Path, *, title: str | None = No
     return _save(fig, path)
 
 
-def plot_latency_cdfs(r: RequestRecords, path: str | Path, *, title: str | None = None) -> Path:
-    """Empirical CDFs of TTFT, TPOT and E2E over finished requests."""
+def plot_latency_cdfs(
+    r: RequestRecords,
+    path: str | Path,
+    *,
+    title: str | None = None,
+    window: tuple[float, float] | None = None,
+) -> Path:
+    """Empirical CDFs of TTFT, TPOT and E2E over finished requests; with `window`, over the same
+    population as the summary's percentiles (the requests that arrived in it and finished)."""
     fig = Figure(figsize=(12, 4), layout="constrained")
     axes = fig.subplots(1, 3)
+    sel = r.finished.copy()
+    if window is not None:
+        sel &= (r.arrival >= window[0]) & (r.arrival <= window[1])
     panels = [
-        ("TTFT", r.ttft * 1e3, "TTFT [ms]"),
-        ("TPOT", r.tpot * 1e3, "TPOT [ms]"),
-        ("E2E", r.e2e, "E2E [s]"),
+        ("TTFT", r.ttft[sel] * 1e3, "TTFT [ms]"),
+        ("TPOT", r.tpot[sel] * 1e3, "TPOT [ms]"),
+        ("E2E", r.e2e[sel], "E2E [s]"),
     ]
     for ax, (name, values, label) in zip(axes, panels, strict=True):
         v = np.sort(values[~np.isnan(values)])
@@ -76,6 +86,8 @@ def plot_latency_cdfs(r: RequestRecords, path: str | Path, *, title: str | None 
         ax.set_ylim(0, 1.02)
         ax.set_title(f"{name} CDF ({v.size} requests)")
         ax.grid(alpha=0.3)
+    if window is not None:
+        title = f"{title or 'latency distributions'} (requests that arrived in [{window[0]:g}, {window[1]:g}] s)"
     if title:
         fig.suptitle(title)
     return _save(fig, path)
