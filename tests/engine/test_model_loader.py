@@ -80,3 +80,13 @@ def test_original_deepseek_rope_keys_are_understood(hf_dir):
     new = ModelConfig.from_dict(json.loads((hf_dir / "config.json").read_text()))
     assert old.rope_type == new.rope_type == "yarn" and old.rope_theta == new.rope_theta
     assert old.rope_scaling["factor"] == new.rope_scaling["factor"] == 4.0
+
+
+@pytest.mark.parametrize("key", ["tie_word_embeddings", "norm_topk_prob", "rope_interleave", "attention_bias"])
+def test_boolean_fields_must_be_json_booleans(hf_dir, key):
+    """`"false"` as a string used to read as True (bool of a non-empty string)."""
+    cfg = json.loads((hf_dir / "config.json").read_text())
+    with pytest.raises(CloudMatrixError, match=f"{key} must be true or false"):
+        ModelConfig.from_dict({**cfg, key: "false"})
+    assert getattr(ModelConfig.from_dict({**cfg, key: False}), key) is False
+    assert getattr(ModelConfig.from_dict({**cfg, key: True}), key) is True

@@ -36,6 +36,16 @@ def _quantization(q: dict[str, Any] | None) -> dict[str, Any]:
     return {**q, "weight_block_size": [int(b) for b in block]}
 
 
+def _flag(d: dict[str, Any], key: str, default: bool) -> bool:
+    """A JSON boolean; `bool("false")` is True, so a string or number here is an error, not a guess."""
+    value = d.get(key, default)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise CloudMatrixError(f"config.json: {key} must be true or false, got {value!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     vocab_size: int
@@ -128,16 +138,16 @@ class ModelConfig:
             n_group=d.get("n_group") or 1,
             topk_group=d.get("topk_group") or 1,
             routed_scaling_factor=float(d.get("routed_scaling_factor", 1.0)),
-            norm_topk_prob=bool(d.get("norm_topk_prob", True)),
+            norm_topk_prob=_flag(d, "norm_topk_prob", True),
             first_k_dense_replace=d.get("first_k_dense_replace") or 0,
             num_nextn_predict_layers=mtp,
             rms_norm_eps=float(d.get("rms_norm_eps", 1e-6)),
             max_position_embeddings=d.get("max_position_embeddings", 4096),
             rope_theta=float(theta),
             rope_scaling=rope,
-            rope_interleave=bool(d.get("rope_interleave", True)),
-            attention_bias=bool(d.get("attention_bias", False)),
-            tie_word_embeddings=bool(d.get("tie_word_embeddings", False)),
+            rope_interleave=_flag(d, "rope_interleave", True),
+            attention_bias=_flag(d, "attention_bias", False),
+            tie_word_embeddings=_flag(d, "tie_word_embeddings", False),
             initializer_range=float(d.get("initializer_range", 0.02)),
             eos_token_id=eos[0] if isinstance(eos, list) else eos,
             quantization_config=_quantization(d.get("quantization_config")),
