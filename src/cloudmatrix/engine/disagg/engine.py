@@ -34,6 +34,7 @@ from cloudmatrix.engine.disagg.caching_pool import CachingPoolIndex, new_pool_st
 from cloudmatrix.engine.disagg.shared_weights import share_model
 from cloudmatrix.engine.disagg.workers import HOST, PipeSender, decode_rank_main, prefill_main
 from cloudmatrix.engine.runtime.params import EngineStats, RequestOutput, SamplingParams
+from cloudmatrix.engine.runtime.prompt import prompt_token_ids
 from cloudmatrix.engine.runtime.tokenizer import IncrementalDetokenizer, eos_token_ids, load_tokenizer
 from cloudmatrix.errors import CloudMatrixError
 
@@ -294,24 +295,14 @@ class DisaggregatedEngine:
 
     # ---- requests -----------------------------------------------------------------------
     def add_request(self, request_id: str, prompt: str | list[int], params: SamplingParams) -> None:
-        params.validate()
-        if isinstance(prompt, str):
-            if self.tokenizer is None:
-                raise CloudMatrixError("this model folder has no tokenizer.json; pass the prompt as token ids")
-            ids = self.tokenizer.encode(prompt).ids
-        else:
-            ids = [int(t) for t in prompt]
-        if not ids:
-            raise CloudMatrixError(f"request {request_id!r}: the prompt is empty; send at least one token")
-        if min(ids) < 0 or max(ids) >= self.model_config.vocab_size:
-            raise CloudMatrixError(f"request {request_id!r}: token ids must be in [0, {self.model_config.vocab_size})")
-        if len(ids) + params.max_tokens > self.max_model_len:
-            raise CloudMatrixError(
-                f"request {request_id!r}: {len(ids)} prompt + {params.max_tokens} max_tokens exceeds the model's "
-                f"{self.max_model_len} tokens; shorten the prompt or lower max_tokens"
-            )
-        if params.stop and self.tokenizer is None:
-            raise CloudMatrixError("stop strings need a tokenizer; this model folder has none")
+        ids = prompt_token_ids(
+            request_id,
+            prompt,
+            params,
+            tokenizer=self.tokenizer,
+            vocab_size=self.model_config.vocab_size,
+            max_model_len=self.max_model_len,
+        )
         if request_id in self._live:
             raise CloudMatrixError(f"request id {request_id!r} is already running; use a unique id")
         bs, cfg = self.config.block_size, self.config

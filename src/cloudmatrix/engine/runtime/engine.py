@@ -25,6 +25,7 @@ import torch
 from cloudmatrix.engine.model.model import DeepseekV3
 from cloudmatrix.engine.runtime.model_runner import ModelRunner
 from cloudmatrix.engine.runtime.params import EngineConfig, EngineStats, RequestOutput, SamplingParams
+from cloudmatrix.engine.runtime.prompt import prompt_token_ids
 from cloudmatrix.engine.runtime.sampling import RowSampler
 from cloudmatrix.engine.runtime.tokenizer import IncrementalDetokenizer, eos_token_ids, load_tokenizer
 from cloudmatrix.errors import CloudMatrixError
@@ -126,20 +127,14 @@ class LLMEngine:
         return self.tokenizer.encode(prompt).ids
 
     def add_request(self, request_id: str, prompt: str | list[int], params: SamplingParams) -> None:
-        params.validate()
-        ids = self.encode(prompt) if isinstance(prompt, str) else [int(t) for t in prompt]
-        if not ids:
-            raise CloudMatrixError(f"request {request_id!r}: the prompt is empty; send at least one token")
-        vocab = self.model.config.vocab_size
-        if min(ids) < 0 or max(ids) >= vocab:
-            raise CloudMatrixError(f"request {request_id!r}: token ids must be in [0, {vocab}) for this model")
-        if len(ids) + params.max_tokens > self.max_model_len:
-            raise CloudMatrixError(
-                f"request {request_id!r}: {len(ids)} prompt + {params.max_tokens} max_tokens exceeds the model's "
-                f"{self.max_model_len} tokens; shorten the prompt or lower max_tokens"
-            )
-        if params.stop and self.tokenizer is None:
-            raise CloudMatrixError("stop strings need a tokenizer; this engine has none")
+        ids = prompt_token_ids(
+            request_id,
+            prompt,
+            params,
+            tokenizer=self.tokenizer,
+            vocab_size=self.model.config.vocab_size,
+            max_model_len=self.max_model_len,
+        )
         with self._lock:
             if request_id in self._by_name:
                 raise CloudMatrixError(f"request id {request_id!r} is already running; use a unique id")
