@@ -43,3 +43,32 @@ def test_simulate_override_error_keeps_the_section_name(cli):
     code, _, err = cli("simulate", "--set", "decode.ep=7", "--quiet")
     assert code == 2
     assert "[decode]" in err and err.count("\n") == 1
+
+
+def test_a_missing_optional_package_is_one_line_naming_its_extra():
+    """`cloudmatrix serve` / `generate` on the twin-only install (no torch, no fastapi): one line, exit 2."""
+    import subprocess
+    import sys
+
+    blocker = (
+        "import sys, importlib.abc\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('torch', 'fastapi'):\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "sys.argv = ['cloudmatrix'] + sys.argv[1:]\n"
+        "from cloudmatrix.cli.main import app\n"
+        "app()\n"
+    )
+    for command in (["generate", "hello"], ["serve"]):
+        run = subprocess.run([sys.executable, "-c", blocker, *command], capture_output=True, text=True, timeout=120)
+        assert run.returncode == 2, run.stderr
+        lines = run.stderr.strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in run.stderr, run.stderr
+        assert "cloudmatrix[engine]" in lines[0] and "torch==2.13.0" in lines[0]
+
+
+def test_modules_that_are_not_optional_extras_are_not_disguised():
+    assert main.missing_extra_message(ModuleNotFoundError("x", name="cloudmatrix.nonexistent")) is None
+    assert "cloudmatrix[scale]" in main.missing_extra_message(ModuleNotFoundError("x", name="ray.util"))

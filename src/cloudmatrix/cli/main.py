@@ -89,6 +89,32 @@ def _register() -> None:
     _registered = True
 
 
+# Optional packages and the extra that brings each (pyproject.toml); a command that needs one says so in one line.
+OPTIONAL_PACKAGES = {
+    "torch": "engine",
+    "safetensors": "engine",
+    "tokenizers": "engine",
+    "fastapi": "engine",
+    "uvicorn": "engine",
+    "starlette": "engine",
+    "prometheus_client": "engine",
+    "ray": "scale",
+    "aiconfigurator_core": "validate",
+    "pandas": "calibrate",
+    "pyarrow": "calibrate",
+}
+
+
+def missing_extra_message(e: ModuleNotFoundError) -> str | None:
+    """The one-line fix for a missing optional package, or None when the module is not one of ours."""
+    root = (e.name or "").split(".")[0]
+    extra = OPTIONAL_PACKAGES.get(root)
+    if extra is None:
+        return None
+    first = "pip install torch==2.13.0 && " if extra == "engine" else ""  # the CPU build, before pip picks a CUDA one
+    return f"this command needs {root!r}, from the {extra} extra: {first}pip install 'cloudmatrix[{extra}]'"
+
+
 def print_error(message: str) -> None:
     """One line on stderr, `error: ` in bold red and the message verbatim (no markup, no wrapping)."""
     err_console.print(Text.assemble(("error: ", "bold red"), message), soft_wrap=True)
@@ -101,6 +127,12 @@ def app() -> None:
         _app(standalone_mode=False)
     except CloudMatrixError as e:
         print_error(" ".join(str(e).split()))  # one line even if a message carries a newline
+        sys.exit(2)
+    except ModuleNotFoundError as e:
+        message = missing_extra_message(e)
+        if message is None:
+            raise
+        print_error(message)
         sys.exit(2)
     except (typer.Exit, SystemExit) as e:
         code = getattr(e, "exit_code", None)
