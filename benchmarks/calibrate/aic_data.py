@@ -36,6 +36,22 @@ SOURCES = {
     "nccl": ("comm", "nccl", "2.29.2", "nccl_perf.parquet"),
     # DeepEP low-latency dispatch/combine on one 8-GPU NVLink node (the only backend with DeepEP tables)
     "deepep_ll": ("comm", "sglang", "0.5.12", "wideep_deepep_ll_perf.parquet"),
+    # TensorRT-LLM's own all-reduce kernel for small TP tensors (the default fit's stack)
+    "custom_allreduce": ("comm", "trtllm", "1.3.0rc20", "custom_allreduce_perf.parquet"),
+}
+
+# Per serving stack (the newest version shipped for every system), the tables whose kernels differ from
+# TensorRT-LLM's by the most at decode sizes: the MoE op and the custom all-reduce. Fitted into the chip's
+# [efficiency.backend.<name>] and the scale-up plane's backend.<name> keys (docs/calibration.md).
+BACKEND_SOURCES = {
+    "sglang": {
+        "moe": ("moe", "sglang", "0.5.14", "moe_perf.parquet"),
+        "custom_allreduce": ("comm", "sglang", "0.5.14", "custom_allreduce_perf.parquet"),
+    },
+    "vllm": {
+        "moe": ("moe", "vllm", "0.24.0", "moe_perf.parquet"),
+        "custom_allreduce": ("comm", "vllm", "0.24.0", "custom_allreduce_perf.parquet"),
+    },
 }
 
 # aiconfigurator's dtype names -> the twin's precisions. fp8 is DeepSeek's block-scaled FP8 (fp8_block, the
@@ -61,9 +77,10 @@ def package_version() -> str:
     return metadata.version(PACKAGE)
 
 
-def load(system: str, what: str, root: Path | None = None) -> Table | None:
-    """The table `what` (a SOURCES key) of `system`, latency converted to seconds; None if not shipped."""
-    op, backend, version, name = SOURCES[what]
+def load(system: str, what: str, root: Path | None = None, backend: str | None = None) -> Table | None:
+    """The table `what` (a SOURCES key, or a BACKEND_SOURCES[backend] key) of `system`, latency converted to
+    seconds; None if not shipped."""
+    op, backend, version, name = BACKEND_SOURCES[backend][what] if backend else SOURCES[what]
     root = root or data_root()
     path = root / system / op / backend / version / name
     if not path.exists():

@@ -73,15 +73,59 @@ def fit_system(aic: str, chip_name: str, root: Path | None = None) -> dict:
     out["mla_decode"], out["mla_prefill"] = F.fit_mla(gdf, cdf, chip.peak("bf16"), bw)
     out["tables"]["mla_generation"], out["tables"]["mla_context"] = gen.path, ctx.path
 
-    m = A.load(aic, "moe", root)
-    mdf = m.frame[(m.frame["distribution"] == "balanced") & m.frame["moe_dtype"].isin(A.DTYPES)]
+    out["moe"], out["tables"]["moe"] = fit_moe_table(A.load(aic, "moe", root), chip, mem)
+    return out
+
+
+def moe_rows(frame, one_kernel: bool = False):
+    """Balanced-routing rows of the gated MoE kernels at the twin's precisions. `one_kernel`: per precision only
+    the kernel the table measures most widely (a serving stack's tables hold several MoE runners, e.g. SGLang's
+    FlashInfer TRTLLM-gen and Triton kernels on Blackwell; one curve follows one kernel)."""
+    mdf = frame[(frame["distribution"] == "balanced") & frame["moe_dtype"].isin(A.DTYPES)]
     for bad in MOE_KERNELS_EXCLUDED:
         mdf = mdf[~mdf["kernel_source"].str.contains(bad)]
+    if one_kernel:
+        main = mdf.groupby("moe_dtype")["kernel_source"].agg(lambda k: k.value_counts().index[0])
+        mdf = mdf[mdf["kernel_source"] == mdf["moe_dtype"].map(main)]
     mdf = mdf.copy()
     mdf["prec"] = mdf["moe_dtype"].map(A.DTYPES)
-    out["moe"] = F.fit_moe(mdf, {p: chip.peak(p) for p in mdf["prec"].unique()}, bw, mem)
-    out["tables"]["moe"] = m.path
-    return out
+    return mdf
+
+
+def fit_moe_table(m: A.Table, chip, memory: float, one_kernel: bool = False) -> tuple[F.Fit, str]:
+    mdf = moe_rows(m.frame, one_kernel)
+    return F.fit_moe(mdf, {p: chip.peak(p) for p in mdf["prec"].unique()}, chip.die.hbm_bandwidth, memory), m.path
+
+
+def fit_backend(aic: str, chip_name: str, backend: str, memory: float, root: Path | None = None) -> dict:
+    """A serving stack's own MoE-op curves (its moe_perf table) for the chip's [efficiency.backend.<name>]."""
+    m = A.load(aic, "moe", root, backend=backend)
+    if m is None:
+        return {}
+    fit, path = fit_moe_table(m, load_chip(chip_name), memory, one_kernel=True)
+    kernels = moe_rows(m.frame, one_kernel=True).groupby("prec")["kernel_source"].first().to_dict()
+    return {"moe": fit, "table": path, "kernels": kernels}
+
+
+def fit_custom_allreduce(
+    aic: str, system_name: str, backend: str | None = None, root: Path | None = None
+) -> tuple[F.Fit, str] | None:
+    """The stack's own all-reduce kernel (CUDA-graph variant, as decode runs it), ring volume and steps."""
+    t = A.load(aic, "custom_allreduce", root, backend=backend)
+    if t is None:
+        return None
+    df = t.frame[~t.frame["kernel_source"].str.contains("eager")].copy()
+    df["kind"] = "all_reduce"
+    # groups where the stack's kernel is not used (SGLang on GB300 above one 4-GPU tray: 27 us at 128 elements
+    # against 3-4 us, its IPC kernel stops at the host): the smallest message takes over twice the 2-GPU time
+    floor = df[df["message_size"] == df["message_size"].min()].groupby("num_gpus")["t"].min()
+    fast = [int(n) for n, v in floor.items() if v <= 2.0 * floor.iloc[0]]
+    max_ranks = max(n for n in fast if all(m in fast for m in floor.index if m <= n))
+    df = df[df["num_gpus"] <= max_ranks]
+    s = load_system(system_name)
+    fit = F.fit_nccl(df, s.spec.scale_up.bandwidth_per_chip / s.chip.dies, False)
+    fit.extra["max_ranks"] = max_ranks
+    return fit, t.path
 
 
 def fit_collectives(aic: str, system_name: str, root: Path | None = None) -> tuple[F.Fit, str, bool] | None:
@@ -203,7 +247,33 @@ def chip_block(res: dict, version: str, transferred_from: str | None = None) -> 
             f"# {prec} MoE rows of the table above: held-out MAPE {mp[prec][0]:.1%}, median {pct(mp[prec][1])}",
             *_curve_lines(q),
         ]
+    for backend, b in sorted(res.get("backends", {}).items()):
+        lines += backend_lines(backend, b, src)
     return "\n".join(lines)
+
+
+def backend_lines(backend: str, b: dict, src: str) -> list[str]:
+    """[efficiency.backend.<name>]: the stack's own MoE-op curves over the default (TensorRT-LLM) ones."""
+    mo = b["moe"]
+    curves, mp = mo.extra["curves"], mo.extra["per_precision"]
+    default = "fp8" if "fp8" in curves else sorted(curves)[0]
+    kern = ", ".join(f"{p} {k}" for p, k in sorted(b["kernels"].items()))
+    lines = [
+        "",
+        f"[efficiency.backend.{backend}.grouped_gemm]",
+        f"# {backend} MoE op: {src}{b['table']}, balanced routing, one kernel per precision ({kern}),",
+        f"#   {mo.train_rows:,} / {mo.test_rows:,} rows, MAPE {mo.mape:.1%}, median {pct(mo.median_signed)}.",
+        f"#   Every other kernel keeps the default fit above. This table is the {default} fit (default for int8).",
+        *_curve_lines(curves[default]),
+    ]
+    for prec, q in sorted(curves.items()):
+        lines += [
+            "",
+            f"[efficiency.backend.{backend}.grouped_gemm_by_precision.{prec}]",
+            f"# {prec} rows: held-out MAPE {mp[prec][0]:.1%}, median {pct(mp[prec][1])}",
+            *_curve_lines(q),
+        ]
+    return lines
 
 
 def _curve_lines(q: dict) -> list[str]:
@@ -258,6 +328,25 @@ def fabric_block(fit: F.Fit, path: str, in_switch: bool, version: str) -> str:
             f"in_switch_reduction = {'true' if in_switch else 'false'}",
         ]
     )
+
+
+def custom_ar_block(fits: dict, version: str) -> str:
+    """The stacks' custom all-reduce kernels: TensorRT-LLM's as the plane's own keys (the default fit's stack),
+    the others as dotted backend.<name>.* keys of the same [scale_up] table."""
+    lines = []
+    for backend, (fit, path) in fits.items():
+        pre = "" if backend == "trtllm" else f"backend.{backend}."
+        lines += [
+            f"# {backend} custom all-reduce (CUDA-graph kernel): aiconfigurator-core {version} systems/{path},",
+            f"#   ring volume and steps, {fit.train_rows} rows fit / {fit.test_rows} held out, MAPE {fit.mape:.1%}, "
+            f"median {pct(fit.median_signed)}",
+            f'{pre}custom_all_reduce_latency = "{fit.params["collective_latency"] * 1e6:.2f} us"',
+            f'{pre}custom_all_reduce_sync_per_log2_rank = "{fit.params["collective_sync_per_log2_rank"] * 1e6:.2f} us"',
+            f"{pre}custom_all_reduce_efficiency = {fit.params['collective_efficiency']:.3f}",
+            f"# largest group the table measures this kernel on (NCCL above it): {fit.extra['max_ranks']} GPUs",
+            f"{pre}custom_all_reduce_max_ranks = {fit.extra['max_ranks']}",
+        ]
+    return "\n".join(lines)
 
 
 def ascend_block(curve_from: str, transferred: dict[str, float]) -> str:
@@ -317,6 +406,26 @@ def main(argv: list[str] | None = None) -> int:
                 f"  {'nccl':12s} {f.test_rows:6d} rows  MAPE {f.mape:6.1%}  median {pct(f.median_signed):>7s}  "
                 f"in_switch={in_switch} " + ", ".join(f"{k}={v:.4g}" for k, v in f.params.items())
             )
+        r["backends"] = {}
+        for backend in A.BACKEND_SOURCES:
+            b = fit_backend(aic, chip_name, backend, r["gemm"].params["memory"])
+            if b:
+                r["backends"][backend] = b
+                f = b["moe"]
+                med = pct(f.median_signed)
+                print(f"  {backend + ' moe':12s} {f.test_rows:6d} rows  MAPE {f.mape:6.1%}  median {med:>7s}")
+                for sub, e in f.extra["per_precision"].items():
+                    print(f"  {'':12s} {sub:>6s}      MAPE {e[0]:6.1%}  median {pct(e[1]):>7s}  {b['kernels'][sub]}")
+        ars = {}
+        for backend in ("trtllm", *A.BACKEND_SOURCES):
+            ar = fit_custom_allreduce(aic, system_name, None if backend == "trtllm" else backend)
+            if ar:
+                ars[backend] = ar
+                f = ar[0]
+                print(
+                    f"  {backend + ' AR':12s} {f.test_rows:6d} rows  MAPE {f.mape:6.1%}  median "
+                    f"{pct(f.median_signed):>7s}  " + ", ".join(f"{k}={v:.4g}" for k, v in f.params.items())
+                )
         ep = fit_ep_nvlink(aic, system_name)
         if ep:
             f, _ = ep
@@ -328,6 +437,7 @@ def main(argv: list[str] | None = None) -> int:
             p = CATALOG / f"{chip_name}.toml"
             p.write_text(T.replace_efficiency(p.read_text(), chip_block(r, version)))
             blocks = ([ep_block(*ep, version)] if ep else []) + ([fabric_block(*c, version)] if c else [])
+            blocks += [custom_ar_block(ars, version)] if ars else []
             if blocks:
                 sp = CATALOG / f"{system_name}.toml"
                 sp.write_text(T.replace_in_table(sp.read_text(), "scale_up", "\n".join(blocks)))

@@ -1,5 +1,6 @@
 """The cost model reproduces the kernel-level figures it was calibrated from (within 10%)."""
 
+import numpy as np
 import pytest
 
 from cloudmatrix.perf import comm, kernels
@@ -176,3 +177,75 @@ def test_nvlink_ep_parameters_reproduce_held_out_deepep_rows(system_name):
             errs.append(t * 1e6 / us - 1)
     assert sum(abs(e) for e in errs) / len(errs) < 0.20
     assert max(abs(e) for e in errs) < 0.5  # worst: GB200 combine floor (10 us) under the shared sync (15 us)
+
+
+# ---------------------------------------------------------------- per-backend fits (benchmarks/calibrate)
+
+
+def _calibrate():
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    pytest.importorskip("pandas")
+    pytest.importorskip("scipy")
+    pytest.importorskip("pyarrow")
+    here = Path(__file__).parents[2] / "benchmarks" / "calibrate"
+    sys.path.insert(0, str(here))
+    spec = importlib.util.spec_from_file_location("calibrate_run", here / "run.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_custom_all_reduce_fit_recovers_the_kernel_it_was_generated_from(tmp_path):
+    """A tiny table made by kernels.collective with known custom all-reduce parameters (and a slow eager variant
+    and a 16-GPU group that falls back, both to be left out): the fit gives the parameters back."""
+    import pandas as pd
+
+    run = _calibrate()
+    base = load_system("hgx-h200")
+    truth = {"lat": 3e-6, "sync": 0.3e-6, "eff": 0.6}
+    up = base.spec.scale_up.model_copy(
+        update={
+            "custom_all_reduce_latency": truth["lat"],
+            "custom_all_reduce_sync_per_log2_rank": truth["sync"],
+            "custom_all_reduce_efficiency": truth["eff"],
+            "custom_all_reduce_max_ranks": None,
+            "collective_latency": 1.0,  # NCCL never faster: the table is the custom kernel alone
+        }
+    )
+    system = type(base)(base.spec.model_copy(update={"scale_up": up}), base.chip, base.source)
+    rows = []
+    for n in (2, 4, 8, 16):
+        for e in 2 ** np.arange(7, 27, 2):
+            t = kernels.collective("all_reduce", e * 2.0, n, system).time
+            rows.append(("TRTLLM_graph", n, int(e), (t if n <= 8 else 10 * t) * 1e3))
+            rows.append(("TRTLLM_eager", n, int(e), 10 * t * 1e3))
+    df = pd.DataFrame(rows, columns=["kernel_source", "num_gpus", "message_size", "latency"])
+    d = tmp_path / "h200_sxm" / "comm" / "trtllm" / "1.3.0rc20"
+    d.mkdir(parents=True)
+    df.to_parquet(d / "custom_allreduce_perf.parquet")
+    fit, path = run.fit_custom_allreduce("h200_sxm", "hgx-h200", root=tmp_path)
+    assert path.endswith("custom_allreduce_perf.parquet")
+    assert fit.extra["max_ranks"] == 8
+    assert fit.params["collective_latency"] == pytest.approx(truth["lat"], rel=0.02)
+    assert fit.params["collective_sync_per_log2_rank"] == pytest.approx(truth["sync"], rel=0.05)
+    assert fit.params["collective_efficiency"] == pytest.approx(truth["eff"], rel=0.02)
+    assert fit.mape < 0.01
+
+
+def test_backend_moe_rows_keep_one_kernel_per_precision():
+    import pandas as pd
+
+    run = _calibrate()
+    df = pd.DataFrame(
+        {
+            "kernel_source": ["a", "a", "b", "c", "c", "d", "x_min_latency"],
+            "moe_dtype": ["fp8_block", "fp8_block", "fp8_block", "nvfp4", "nvfp4", "nvfp4", "nvfp4"],
+            "distribution": ["balanced"] * 6 + ["balanced"],
+        }
+    )
+    kept = run.moe_rows(df, one_kernel=True)
+    assert sorted(kept["kernel_source"]) == ["a", "a", "c", "c"]
+    assert set(run.moe_rows(df)["kernel_source"]) == {"a", "b", "c", "d"}  # the default fit keeps every kernel

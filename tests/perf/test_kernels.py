@@ -139,7 +139,8 @@ def _plane(fabric):
 
 
 def test_collective_volumes_per_rank():
-    s = load_system("hgx-h200")
+    # the NCCL formula: the plane without its custom all-reduce kernel (tested below)
+    s = _with_scale_up(load_system("hgx-h200"), custom_all_reduce_latency=None, custom_all_reduce_efficiency=None)
     f = s.spec.scale_up
     lat, sync, eff = _plane(f)
     twice = 1 if f.in_switch_reduction else 2
@@ -176,3 +177,59 @@ def test_share_slows_compute_not_latency():
     op = K.gemm(4096, 8192, 4096, "bf16", chip())
     assert op.time_with_share(0.5) == pytest.approx(op.latency + 2 * op.compute_time)
     assert math.isclose(op.time_with_share(1.0), op.time)
+
+
+# ---------------------------------------------------------------- custom all-reduce and per-backend curves
+
+
+def _with_scale_up(system, **keys):
+    from cloudmatrix.specs.hardware import System
+
+    up = system.spec.scale_up.model_copy(update=keys)
+    return System(system.spec.model_copy(update={"scale_up": up}), system.chip, system.source)
+
+
+def test_custom_all_reduce_is_taken_where_faster_and_only_up_to_its_group_size():
+    base = load_system("hgx-h200")
+    nccl = _with_scale_up(base, custom_all_reduce_latency=None, custom_all_reduce_efficiency=None)
+    custom = _with_scale_up(
+        base,
+        custom_all_reduce_latency=2 * US,
+        custom_all_reduce_sync_per_log2_rank=0.5 * US,
+        custom_all_reduce_efficiency=0.5,
+        custom_all_reduce_max_ranks=4,
+    )
+    bw = base.spec.scale_up.bandwidth_per_chip / base.chip.dies
+    small = 7168 * 2 * 8  # 8 tokens of a 7,168-wide BF16 hidden state
+    want = 2 * US + 2 * 2 * 0.5 * US + 2 * small * 3 / 4 / (bw * 0.5)  # 4 ranks: 2 log2(4) steps, ring volume
+    assert K.collective("all_reduce", small, 4, custom).time == pytest.approx(want)
+    assert want < K.collective("all_reduce", small, 4, nccl).time
+    # above the kernel's group size, and for other collectives, NCCL as before
+    assert K.collective("all_reduce", small, 8, custom).time == K.collective("all_reduce", small, 8, nccl).time
+    assert K.collective("all_gather", small, 4, custom).time == K.collective("all_gather", small, 4, nccl).time
+    huge = 2**30
+    assert K.collective("all_reduce", huge, 4, custom).time == pytest.approx(
+        min(K.collective("all_reduce", huge, 4, nccl).time, 2 * US + 2 * US + 2 * huge * 3 / 4 / (bw * 0.5))
+    )
+
+
+def test_deployment_backend_selects_the_backend_curves_once():
+    from cloudmatrix.errors import CloudMatrixError
+    from cloudmatrix.perf.context import DieContext
+    from cloudmatrix.perf.deployment import build_deployment
+    from cloudmatrix.specs.model import load_model
+
+    model, system = load_model("deepseek-r1"), load_system("gb200-nvl72")
+    default = build_deployment(model, dies=4, moe_tp=4, attn_tp=4, precision="fp4", system=system)
+    sglang = build_deployment(model, dies=4, moe_tp=4, attn_tp=4, precision="fp4", backend="sglang", system=system)
+    c0, c1 = DieContext(model, system, default), DieContext(model, system, sglang)
+    assert c1.system is system.for_backend("sglang") and c0.system is system
+    shapes = ((7168, 1024), (512, 7168))
+    assert c1.grouped("moe", 128, 128, shapes).time != c0.grouped("moe", 128, 128, shapes).time
+    # kernels the backend does not override are the default fit's
+    assert c1.matmul("q", "attn", 16, ((7168, 1536),), "attn_proj").time == pytest.approx(
+        c0.matmul("q", "attn", 16, ((7168, 1536),), "attn_proj").time
+    )
+    with pytest.raises(CloudMatrixError) as e:
+        build_deployment(model, dies=4, backend="sgl")
+    assert "unknown backend 'sgl'" in str(e.value) and "\n" not in str(e.value)

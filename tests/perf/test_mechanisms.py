@@ -218,7 +218,8 @@ def test_attention_and_moe_tp_over_the_same_dies_share_one_all_reduce():
     shard = 0.5 * R1.hidden * 2.0
     ar = collective("all_reduce", 8 * shard, 8, h200).time
     pair = collective("reduce_scatter", shard, 8, h200).time + collective("all_gather", shard, 8, h200).time
-    assert pair - ar == pytest.approx(h200.spec.scale_up.collective_latency, rel=1e-6)
+    # (NCCL: exactly one; where the stack's custom all-reduce kernel is faster, the all-reduce is cheaper still)
+    assert pair - ar >= h200.spec.scale_up.collective_latency * (1 - 1e-6)
     for name in ("attn_all_reduce", "moe_all_reduce"):
         assert _row(b, name).time / _row(b, name).runs == pytest.approx(ar, rel=1e-6)
     # prefill MLA ends its SP -> TP -> SP on the die's own tokens: MoE TP still gathers and scatters

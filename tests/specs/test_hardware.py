@@ -193,3 +193,69 @@ def test_unknown_names_and_wrong_kind(tmp_path):
         load_system(CATALOG / "h800-sxm.toml")
     with pytest.raises(CloudMatrixError, match="system file, not a chip"):
         load_chip(CATALOG / "hgx-h800.toml")
+
+
+# ---------------------------------------------------------------- per-backend kernel overrides
+
+
+def _chip_data(name: str) -> dict:
+    import tomllib
+
+    data = tomllib.loads((CATALOG / f"{name}.toml").read_text())
+    data["efficiency"].pop("backend", None)
+    return data
+
+
+def _without(d: dict, *keys: str) -> dict:
+    return {k: v for k, v in d.items() if k not in keys}
+
+
+def test_backend_override_changes_exactly_the_table_it_names():
+    from cloudmatrix.specs.hardware import ChipSpec
+
+    data = _chip_data("h200-sxm")
+    data["efficiency"]["backend"] = {"sglang": {"grouped_gemm_by_precision": {"fp8": {"peak": 0.3}}}}
+    eff = ChipSpec.model_validate(data).efficiency
+    over = eff.backend["sglang"]
+    base_fp8, over_fp8 = eff.grouped_gemm_by_precision["fp8"], over.grouped_gemm_by_precision["fp8"]
+    assert over_fp8.peak == 0.3 and base_fp8.peak != 0.3
+    # the other keys of the overridden curve, the other precisions and every other table are the default's
+    assert _without(over_fp8.model_dump(), "peak") == _without(base_fp8.model_dump(), "peak")
+    assert over.grouped_gemm_by_precision["bf16"] == eff.grouped_gemm_by_precision["bf16"]
+    assert _without(over.model_dump(), "grouped_gemm_by_precision", "backend") == _without(
+        eff.model_dump(), "grouped_gemm_by_precision", "backend"
+    )
+
+
+def test_catalog_backend_curves_override_only_moe_and_the_custom_all_reduce():
+    """The generated sglang/vllm sections replace the MoE op's curves and the scale-up plane's custom all-reduce
+    kernel; every other kernel table is the default (TensorRT-LLM) fit."""
+    for name in ("gb200-nvl72", "hgx-h200"):
+        system = load_system(name)
+        for backend in ("sglang", "vllm"):
+            s = system.for_backend(backend)
+            assert s is not system and s is system.for_backend(backend)  # resolved once, kept
+            moe = ("grouped_gemm", "grouped_gemm_by_precision", "backend")
+            base, over = system.chip.efficiency.model_dump(), s.chip.efficiency.model_dump()
+            assert _without(over, *moe) == _without(base, *moe)
+            assert over["grouped_gemm_by_precision"] != base["grouped_gemm_by_precision"]
+            ar = [k for k in s.spec.scale_up.model_dump() if k.startswith("custom_")]
+            up0, up1 = system.spec.scale_up.model_dump(), s.spec.scale_up.model_dump()
+            assert _without(up1, *ar, "backend") == _without(up0, *ar, "backend")
+            assert [up1[k] for k in ar] != [up0[k] for k in ar]
+            assert s.spec.scale_out == system.spec.scale_out
+    cm = load_system("cloudmatrix384")
+    assert cm.for_backend("sglang") is cm  # no per-backend tables: the default fit
+
+
+def test_unknown_backend_is_one_line(tmp_path):
+    with pytest.raises(CloudMatrixError) as e:
+        load_system("hgx-h200").for_backend("sgl")
+    assert "sglang" in str(e.value) and "\n" not in str(e.value)
+    text = (CATALOG / "h200-sxm.toml").read_text() + "\n[efficiency.backend.sgl.grouped_gemm]\npeak = 0.5\n"
+    bad = tmp_path / "chip.toml"
+    bad.write_text(text)
+    with pytest.raises(CloudMatrixError) as e:
+        load_chip(bad)
+    msg = str(e.value)
+    assert "unknown backend" in msg and "sgl" in msg and "\n" not in msg

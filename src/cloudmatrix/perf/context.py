@@ -23,6 +23,10 @@ class DieContext:
     # two-stream decode: each stream's share of the cores ({"attn": 2/3, "moe": 1/3}); None: the whole die
     stream_share: dict[str, float] | None = None
 
+    def __post_init__(self):
+        if self.dep.backend is not None:  # the serving stack's kernel curves (resolved once per system and backend)
+            object.__setattr__(self, "system", self.system.for_backend(self.dep.backend))
+
     @property
     def chip(self):
         return self.system.chip

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from cloudmatrix.errors import CloudMatrixError
-from cloudmatrix.specs.hardware import BYTES_PER_ELEMENT, System
+from cloudmatrix.specs.hardware import BYTES_PER_ELEMENT, System, check_backend
 from cloudmatrix.specs.model import ModelSpec
 
 if TYPE_CHECKING:
@@ -69,6 +69,8 @@ class Deployment:
     # the placement's load statistics: when set, the step takes imbalance and distinct experts per die
     # at each microbatch's own tokens from it (and ignores `imbalance`)
     expert_load: ExpertLoad | None = field(default=None, compare=False, repr=False)
+    # the serving stack whose kernel curves cost it ("sglang", "vllm", "trtllm"); None: the chip's default fit
+    backend: str | None = None
 
     @property
     def ep_degree(self) -> int:
@@ -262,13 +264,16 @@ def build_deployment(
     precision: Precisions | str = "int8",
     kv_cache: str = "bf16",
     expert_load: ExpertLoad | None = None,
+    backend: str | None = None,
     system: System | None = None,
 ) -> Deployment:
     """The one place a Deployment is made from user-level knobs (scenario pools, published layouts, CLI flags).
 
     `ep` defaults to dies / moe_tp; shared-expert dies and redundant experts left None follow
     `default_expert_layout`; `precision` is a Precisions or a checkpoint family name ("int8", "fp8",
-    "fp4", "bf16"; `kv_cache` applies to a name only). With `system` the result is validated."""
+    "fp4", "bf16"; `kv_cache` applies to a name only); `backend` picks the serving stack's kernel curves
+    (None: the chip's default fit). With `system` the result is validated."""
+    check_backend(backend)
     if moe_tp < 1 or dies % moe_tp:
         raise CloudMatrixError(f"MoE TP degree {moe_tp} must be >= 1 and divide the instance's {dies} dies")
     ep = dies // moe_tp if ep is None else ep
@@ -286,6 +291,7 @@ def build_deployment(
         imbalance=imbalance,
         precision=precisions_for(precision, kv_cache) if isinstance(precision, str) else precision,
         expert_load=expert_load,
+        backend=backend,
     )
     if system is not None:
         dep.validate(model, system)

@@ -216,6 +216,9 @@ def collective(
     steps = log2(ranks), twice that for a ring all-reduce (reduce-scatter, then all-gather).
 
     Planes without fitted collective parameters fall back to the EP kernels' latency, sync and combine efficiency.
+    Where the plane has a custom all-reduce kernel (the serving stack's one-shot/two-shot kernel for small TP
+    tensors), an all-reduce costs the faster of the two, as the stacks pick it by size. Per-backend kernels come
+    in through `System.for_backend`, resolved once per deployment (perf/context.py), not here per call.
     """
     if kind not in COLLECTIVES:
         raise ValueError(f"unknown collective {kind!r}; one of {COLLECTIVES}")
@@ -236,6 +239,16 @@ def collective(
         lat = fabric.latency + steps * fabric.sync_per_log2_rank
     eff = fabric.collective_efficiency if fabric.collective_efficiency is not None else fabric.combine_efficiency
     t = lat + volume / (bw * eff)
+    cmax = fabric.custom_all_reduce_max_ranks
+    if kind == "all_reduce" and fabric.custom_all_reduce_latency is not None and (cmax is None or ranks <= cmax):
+        # the serving stack's own all-reduce kernel (ring volume and steps); the stack takes it where it is faster
+        ring = 2.0 * math.log2(ranks)
+        custom = (
+            fabric.custom_all_reduce_latency
+            + ring * fabric.custom_all_reduce_sync_per_log2_rank
+            + 2.0 * nbytes * (ranks - 1) / ranks / (bw * fabric.custom_all_reduce_efficiency)
+        )
+        t = min(t, custom)
     return comm_op(name, stream, 1, volume, t, volume / bw)
 
 

@@ -12,12 +12,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cloudmatrix.errors import CloudMatrixError
 from cloudmatrix.perf.deployment import Deployment, build_deployment
 from cloudmatrix.sim.workload import WorkloadSpec, describe_errors
-from cloudmatrix.specs.hardware import System, load_system
+from cloudmatrix.specs.hardware import BACKENDS, System, load_system
 from cloudmatrix.specs.model import ModelSpec, load_model
 
 
@@ -40,6 +40,14 @@ class PoolSpec(_Section):
     batch_per_die: int | None = Field(default=None, ge=1)  # decode / colocated: max sequences per die
     tokens_per_die: int | None = Field(default=None, ge=1)  # prefill: token budget per die per batch
     policy: Literal["fcfs", "shortest"] = "fcfs"  # prefill queue order (shortest remaining prompt first)
+    backend: str | None = None  # serving stack whose kernel curves cost the pool ("sglang"); default: the chip's fit
+
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, v: str | None) -> str | None:
+        if v is not None and v not in BACKENDS:
+            raise ValueError(f"unknown backend {v!r}; use one of {', '.join(BACKENDS)} or leave it out")
+        return v
 
 
 class MtpSpec(_Section):
@@ -178,6 +186,7 @@ class Scenario(_Section):
             mtp_acceptance=self.mtp.acceptance,
             precision=self.precision.weights,
             kv_cache=self.precision.kv_cache,
+            backend=pool.backend,
         )
 
     def pools(self) -> dict[str, PoolSpec]:

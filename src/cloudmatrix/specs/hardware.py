@@ -25,6 +25,40 @@ from cloudmatrix.user_input import read_text
 
 PRECISIONS = ("fp32", "bf16", "fp16", "fp8", "int8", "fp4")
 BYTES_PER_ELEMENT = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0, "fp4": 0.5}
+# Serving stacks with their own kernel curves: a chip's [efficiency.backend.<name>] and a fabric's
+# backend.<name> keys override the default fit (TensorRT-LLM's kernels on NVIDIA) for deployments on that stack.
+BACKENDS = ("trtllm", "sglang", "vllm")
+
+
+def check_backend(backend: str | None) -> None:
+    if backend is not None and backend not in BACKENDS:
+        raise CloudMatrixError(
+            f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)} (or leave it out for the default fit)"
+        )
+
+
+def _with_backend_overrides(data: Any, table: str) -> Any:
+    """Each `backend.<name>` sub-table is a partial override: the whole table it becomes is this table's own
+    keys with the override's merged over them (sub-tables merged key by key), validated like the table itself."""
+    if not isinstance(data, dict) or "backend" not in data:
+        return data
+    over = data["backend"]
+    if not isinstance(over, dict):
+        raise ValueError(f"[{table}.backend] must be a table of per-backend tables")
+    unknown = sorted(set(over) - set(BACKENDS))
+    if unknown:
+        raise ValueError(f"unknown backend(s) {unknown} in [{table}.backend]; known: {list(BACKENDS)}")
+    base = {k: v for k, v in data.items() if k != "backend"}
+    return base | {"backend": {name: _merge(base, o) for name, o in over.items()}}
+
+
+def _merge(base: dict, over: Any) -> dict:
+    if not isinstance(over, dict):
+        raise ValueError("a backend override must be a table")
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 def _quantity(dimension: str):
@@ -104,10 +138,13 @@ class Efficiency(_Frozen):
     kernel_latency: Seconds = 0.0  # fixed cost per GEMM / memory kernel: launch, prologue, tail wave
     attention_latency: Seconds  # fixed cost per attention-core kernel; default: kernel_latency
     vector_latency: Seconds  # fixed cost per element-wise vector kernel; default: kernel_latency
+    # per serving stack: this table with [efficiency.backend.<name>]'s keys merged over it (System.for_backend)
+    backend: dict[str, Efficiency] = Field(default_factory=dict)
 
     @model_validator(mode="before")
     @classmethod
     def _defaults_from_siblings(cls, data: Any) -> Any:
+        data = _with_backend_overrides(data, "efficiency")
         if isinstance(data, dict):
             data = dict(data)
             if "attention_prefill" not in data and "attention_compute" in data:
@@ -182,6 +219,29 @@ class FabricSpec(_Frozen):
     collective_sync_per_log2_rank: Seconds = 0.0  # NCCL's per-doubling step cost (used with collective_latency)
     collective_efficiency: Fraction | None = None
     in_switch_reduction: bool = False  # the switch reduces (NVLink SHARP): all-reduce sends each byte once
+    # The serving stack's own (one-shot / two-shot) all-reduce kernel for small TP tensors, costed like a ring
+    # all-reduce with these parameters; kernels.collective takes the faster of it and the NCCL one. None: NCCL only.
+    custom_all_reduce_latency: Seconds | None = None
+    custom_all_reduce_sync_per_log2_rank: Seconds = 0.0
+    custom_all_reduce_efficiency: Fraction | None = None
+    custom_all_reduce_max_ranks: int | None = Field(default=None, gt=1)  # larger groups use NCCL; None: any group
+    # per serving stack: this plane with `backend.<name>.*` keys merged over it (System.for_backend)
+    backend: dict[str, FabricSpec] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _backend_overrides(cls, data: Any) -> Any:
+        return _with_backend_overrides(data, "fabric")
+
+    @model_validator(mode="after")
+    def _custom_all_reduce_complete(self) -> FabricSpec:
+        if (self.custom_all_reduce_latency is None) != (self.custom_all_reduce_efficiency is None):
+            raise ValueError("give both custom_all_reduce_latency and custom_all_reduce_efficiency, or neither")
+        return self
+
+
+Efficiency.model_rebuild()
+FabricSpec.model_rebuild()
 
 
 class CpuPoolSpec(_Frozen):
@@ -225,6 +285,28 @@ class System:
         self.spec = spec
         self.chip = chip
         self.source = source
+        self._by_backend: dict[str, System] = {}
+
+    def for_backend(self, backend: str | None) -> System:
+        """This system as `backend`'s kernels run on it: the chip's and fabrics' per-backend overrides applied
+        (resolved once per backend and kept); the system itself for None or a backend without overrides."""
+        if backend is None:
+            return self
+        hit = self._by_backend.get(backend)
+        if hit is None:
+            check_backend(backend)
+            eff = self.chip.efficiency.backend.get(backend)
+            planes = {
+                k: f.backend[backend]
+                for k, f in (("scale_up", self.spec.scale_up), ("scale_out", self.spec.scale_out))
+                if backend in f.backend
+            }
+            hit = self
+            if eff is not None or planes:
+                chip = self.chip.model_copy(update={"efficiency": eff}) if eff is not None else self.chip
+                hit = System(self.spec.model_copy(update=planes), chip, self.source)
+            self._by_backend[backend] = hit
+        return hit
 
     def __repr__(self) -> str:
         return f"System({self.name!r}, {self.chips} x {self.chip.name})"

@@ -27,6 +27,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from cloudmatrix.errors import CloudMatrixError
+from cloudmatrix.specs.hardware import BACKENDS
 from cloudmatrix.validate.silicon_csv import Measurement, PoolLayout, SiliconRow
 
 # AIC system name -> the twin's catalog system file
@@ -220,6 +221,10 @@ def translate(m: Measurement) -> Translation:
         data["prefill"], pw = _pool(row.prefill, "prefill", row.isl)  # type: ignore[arg-type]
         data["decode"], dw = _pool(row.decode, "decode", row.isl)  # type: ignore[arg-type]
         words = f"prefill {pw} + decode {dw}"
+    if row.backend in BACKENDS:  # cost the pools with the row's serving stack's kernel curves
+        for k in ("colocated", "prefill", "decode"):
+            if k in data:
+                data[k]["backend"] = row.backend
     total = sum(p["instances"] * p["dies"] for k, p in data.items() if k in ("colocated", "prefill", "decode"))
     if twin.startswith("hgx-"):
         data["nodes"] = max(1, math.ceil(total / 8))  # HGX clusters grow by 8-GPU nodes
