@@ -36,14 +36,17 @@ class DecodeInstance:
         self.dies = int(dies)
         self.per_die = self.max_seqs // self.dies
         self.kv = kv
-        # per live sequence, packed: entries [0, running) are live, in no particular order
-        self.req = np.full(self.max_seqs, -1, dtype=np.int64)  # request id
-        self.remaining = np.zeros(self.max_seqs, dtype=np.int64)  # tokens still to generate
-        self.context = np.zeros(self.max_seqs, dtype=np.int64)  # tokens in the KV cache
-        self.last_token = np.zeros(self.max_seqs)  # time of the sequence's latest token
-        self.max_gap = np.zeros(self.max_seqs)  # longest inter-token gap seen by the request
-        self.slot_of = np.zeros(self.max_seqs, dtype=np.int64)  # the slot the entry occupies
-        self.die_of = np.zeros(self.max_seqs, dtype=np.int64)  # its die (slot // per_die)
+        # per live sequence, packed: entries [0, running) are live, in no particular order. The integer
+        # and the float fields are rows of one array each, so filling a hole moves each group at once.
+        self._ints = np.zeros((5, self.max_seqs), dtype=np.int64)
+        self._floats = np.zeros((2, self.max_seqs))
+        self.req = self._ints[0]  # request id
+        self.remaining = self._ints[1]  # tokens still to generate
+        self.context = self._ints[2]  # tokens in the KV cache
+        self.slot_of = self._ints[3]  # the slot the entry occupies
+        self.die_of = self._ints[4]  # its die (slot // per_die)
+        self.last_token = self._floats[0]  # time of the sequence's latest token
+        self.max_gap = self._floats[1]  # longest inter-token gap seen by the request
         # free slots per die (popped from the end, so a die fills its slots in order)
         self._free_by_die = [
             list(range((d + 1) * self.per_die - 1, d * self.per_die - 1, -1)) for d in range(self.dies)
@@ -67,34 +70,43 @@ class DecodeInstance:
             raise ValueError("a decode request needs at least one token to generate")
         self.waiting.append((request, context, remaining, last_token_time))
 
-    def admit(self) -> int:
+    def enqueue_many(
+        self, requests: list[int], contexts: list[int], remaining: list[int], last_token_time: float
+    ) -> None:
+        """`enqueue` for several requests at once (all with the same last-token time), in order."""
+        if remaining and min(remaining) < 1:
+            raise ValueError("a decode request needs at least one token to generate")
+        self.waiting.extend(zip(requests, contexts, remaining, [last_token_time] * len(requests), strict=True))
+
+    def admit(self, now: float | None = None) -> int:
         """Move waiting requests into free slots while their KV reservation fits (FCFS, no overtaking).
+        With `now`, an admitted request's last token counts from `now` instead of its queued time.
 
         Returns how many were admitted, k: they are the last k live entries, `req[running - k:running]`,
         in admission order."""
         waiting, allocate, die_count, free = self.waiting, self.kv.allocate, self.die_count, self._free_by_die
         n = self._running
-        start = n
-        added = 0
-        while waiting and n < self.max_seqs:
-            request, context, remaining, last = waiting[0]
-            if not allocate(request, context + remaining):
+        room = self.max_seqs - n
+        taken: list[tuple[int, int, int, float]] = []
+        slots: list[int] = []
+        dies: list[int] = []
+        while waiting and len(taken) < room:
+            head = waiting[0]
+            if not allocate(head[0], head[1] + head[2]):
                 break  # head-of-line waits for blocks; later requests do not jump it
-            waiting.popleft()
+            taken.append(waiting.popleft())
             die = int(die_count.argmin())  # the least-loaded DP rank takes it
             die_count[die] += 1
-            self.slot_of[n] = free[die].pop()
-            self.die_of[n] = die
-            self.req[n] = request
-            self.context[n] = context
-            self.remaining[n] = remaining
-            self.last_token[n] = last
-            self.max_gap[n] = 0.0
-            added += context
-            n += 1
-        self._running = n
-        self.context_sum += added
-        return n - start
+            slots.append(free[die].pop())
+            dies.append(die)
+        k = len(taken)
+        if k:
+            reqs, contexts, remaining, lasts = zip(*taken, strict=True)
+            self._ints[:, n : n + k] = (reqs, remaining, contexts, slots, dies)
+            self._floats[:, n : n + k] = (lasts if now is None else (now,) * k, (0.0,) * k)
+            self._running = n + k
+            self.context_sum += sum(contexts)
+        return k
 
     def batch(self) -> tuple[int, float]:
         """(sequences, mean context) of the next step."""
@@ -124,7 +136,7 @@ class DecodeInstance:
             return 0, np.empty(0, dtype=np.int64), np.empty(0)
         slots = self.slot_of[:n]
         remaining = self.remaining[:n]
-        gained = np.minimum(np.asarray(tokens)[slots], remaining)
+        gained = np.minimum(np.asarray(tokens).take(slots), remaining)
         remaining -= gained
         self.context[:n] += gained
         total = int(gained.sum())
@@ -132,13 +144,11 @@ class DecodeInstance:
         gap = self.max_gap[:n]
         np.maximum(gap, now - self.last_token[:n], out=gap)
         self.last_token[:n] = now
-        done = np.flatnonzero(remaining == 0)
+        done = (remaining == 0).nonzero()[0]
         if done.size > 1:
             done = done[np.argsort(slots[done])]
-        finished = self.req[done]
         gaps = gap[done]
-        self._release(done)
-        return total, finished, gaps
+        return total, self._release(done), gaps
 
     def finish(self, request_ids: np.ndarray | list[int]) -> np.ndarray:
         """End requests early (EOS, a stop string, an abort): free their slots or queue places and KV.
@@ -150,8 +160,7 @@ class DecodeInstance:
         n = self._running
         done = np.flatnonzero(np.isin(self.req[:n], ids))
         done = done[np.argsort(self.slot_of[done])]
-        ended = [self.req[done]]
-        self._release(done)
+        ended = [self._release(done)]
         if self.waiting:
             gone = {int(r) for r in ids.tolist()}
             queued = [w[0] for w in self.waiting if w[0] in gone]
@@ -167,27 +176,28 @@ class DecodeInstance:
         order = np.argsort(self.slot_of[:n])
         return self.slot_of[order], self.req[order]
 
-    def _release(self, done: np.ndarray) -> None:
+    def _release(self, done: np.ndarray) -> np.ndarray:
         """Free the live entries at positions `done` (in slot order, so freed slots are reused as before)
-        and move the last live entries into the holes."""
+        and move the last live entries into the holes; returns their request ids."""
         k = done.size
         if not k:
-            return
-        self.kv.free_many(self.req[done], distinct=True)  # a request holds one entry
-        self.context_sum -= int(self.context[done].sum())
-        slots, dies = self.slot_of[done], self.die_of[done]
-        self.die_count -= np.bincount(dies, minlength=self.dies)
-        free = self._free_by_die
-        for slot, die in zip(slots.tolist(), dies.tolist(), strict=True):
-            free[die].append(slot)
+            return self.req[:0].copy()
+        ints = self._ints
+        req, _, context, slot, die = ints[:, done]  # one gather of every integer field
+        self.kv.free_many(req, distinct=True)  # a request holds one entry
+        self.context_sum -= int(context.sum())
+        free, count = self._free_by_die, self.die_count
+        for s, d in zip(slot.tolist(), die.tolist(), strict=True):
+            free[d].append(s)
+            count[d] -= 1  # a few per step: cheaper than a bincount over every die
         n = self._running
         keep = n - k
         self._running = keep
-        tail = np.ones(k, dtype=bool)  # which of the last k entries stay live
-        late = done[done >= keep]
-        tail[late - keep] = False
-        holes = done[done < keep]
-        if holes.size:
-            movers = keep + np.flatnonzero(tail)
-            for a in (self.req, self.remaining, self.context, self.last_token, self.max_gap, self.slot_of, self.die_of):
-                a[holes] = a[movers]
+        positions = done.tolist()  # a few per step: plain lists beat array masks here
+        holes = [p for p in positions if p < keep]
+        if holes:
+            gone = set(positions)
+            movers = [p for p in range(keep, n) if p not in gone]
+            ints[:, holes] = ints[:, movers]
+            self._floats[:, holes] = self._floats[:, movers]
+        return req

@@ -155,6 +155,12 @@ class KVBlockManager:
 
         `distinct=True` says the ids are already distinct (a decode step's finished requests), which
         skips the sort that makes duplicates harmless."""
+        if distinct and self._free_ids is None:
+            ids = np.asarray(request_ids, dtype=np.int64)  # ids of requests that allocated: valid and in range
+            freed = int(self._held[ids].sum())
+            self._held[ids] = 0
+            self._used -= freed
+            return freed
         ids = self._check_ids(request_ids)
         ids = ids[ids < self._held.size]
         if ids.size == 0:

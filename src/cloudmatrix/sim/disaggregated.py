@@ -62,8 +62,11 @@ class DisaggregatedSimulation(ServingSimulation):
     # ------------------------------------------------------------ decode pool
     def _transfer_done(self, reqs: list[int], t: float) -> None:
         self.kv_ready[reqs] = t
-        for r in reqs:
-            self._to_decode(self.decoders[pick_decode_instance(self.decoders)], r)
+        if len(self.decoders) == 1:  # the common layout: queue them all at once
+            self._to_decode_many(self.decoders[0], reqs)
+        else:
+            for r in reqs:
+                self._to_decode(self.decoders[pick_decode_instance(self.decoders)], r)
         for j, d in enumerate(self.decoders):
             if not d.busy and d.queued:
                 self._start_decode(j, t)

@@ -36,7 +36,7 @@ from cloudmatrix.sim.results import SimResult, build_result
 from cloudmatrix.sim.runtime import EventLoop
 from cloudmatrix.sim.scenario import PoolSpec, Scenario
 
-# a waiting request's "last token" time until admission stamps it
+# a queued request's "last token" time: a placeholder, admission stamps the admission instant instead
 _WAITING = -1.0
 # rng.bytes is the little-endian byte stream of the generator's 64-bit words (tests/sim pin this)
 _LITTLE_ENDIAN = sys.byteorder == "little"
@@ -271,13 +271,16 @@ class ServingSimulation:
         """Queue request `r`, its KV on instance `d`, for a decode slot."""
         d.enqueue(r, int(self.wl.input_len[r]) + 1, int(self.wl.output_len[r]) - 1, _WAITING)
 
+    def _to_decode_many(self, d: DecodeInstance, reqs: list[int]) -> None:
+        """`_to_decode` for several requests, in order."""
+        idx = np.asarray(reqs)
+        d.enqueue_many(reqs, (self.wl.input_len[idx] + 1).tolist(), (self.wl.output_len[idx] - 1).tolist(), _WAITING)
+
     def _admit(self, d: DecodeInstance, t: float) -> None:
         """Fill free slots; each admitted request's first token streams to its client now."""
-        k = d.admit()
+        k = d.admit(t)  # its next token's gap counts from now
         if k:
-            new = slice(d.running - k, d.running)  # admitted requests are the newest live entries
-            d.last_token[new] = t  # its next token's gap counts from here
-            ids = d.req[new]
+            ids = d.req[d.running - k : d.running]  # admitted requests are the newest live entries
             self.admitted[ids] = t
             self.first_token[ids] = t + self.egress
 
