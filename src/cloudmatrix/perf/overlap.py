@@ -93,4 +93,7 @@ def layer_time(
         return sum(op.time for op in ops), 0.0
     a, b = stream_times(ops, mode, attn_share)
     pair = _pair_time(ops, a, b, cores) if (mode == "comm-compute" and cores) else max(a, b)
+    # The two streams share one HBM: while each runs one microbatch, all of that microbatch's bytes
+    # cross the same memory bus, so a pair lasts at least their sum at the die's bandwidth.
+    pair = max(pair, sum(op.memory_time for op in ops if op.kind != "comm"))
     return microbatches * pair, min(a, b)
