@@ -8,10 +8,12 @@ under 16,000 closed-loop clients: ~15,000 live sequences per decode step; the de
 healthy one replaced it). Each run goes on past the hour until the window's requests finish (the
 drain); simulated time counts the drain.
 
---baseline REV also runs the tree of git revision REV (its own scenario named by --baseline-scenario,
-default `default`, which was the saturation study before the healthy default) in a subprocess on the
-same machine in the same session, and prints the ratio: the before/after figure, like for like in
-run state. Target: >= 360 simulated s per wall s on the default scenario (an hour in 10 s).
+--baseline REV also runs the tree of git revision REV, or a source directory given as a path (its own
+scenario named by --baseline-scenario, default `default`, which was the saturation study before the
+healthy default) in a subprocess on the same machine in the same session, and prints the ratio: the
+before/after figure, like for like in run state. Target: >= 360 simulated s per wall s on the default
+scenario (an hour in 10 s). Each run also prints simulated s per CPU second of its process: on a shared
+machine the wall clock counts the time the process waited for a core, the CPU clock does not.
 """
 
 from __future__ import annotations
@@ -31,16 +33,16 @@ from cloudmatrix.sim.runtime import Simulation  # the name both old and new tree
 from cloudmatrix.sim.scenario import load_scenario
 name, duration, requests = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
 sc = load_scenario(name, {"duration": duration, "warmup": 60.0, "workload.num_requests": requests})
-t0 = time.perf_counter()
+t0, c0 = time.perf_counter(), time.process_time()
 sim = Simulation(sc)
 setup = time.perf_counter() - t0
 res = sim.run()
-wall = time.perf_counter() - t0
+wall, cpu = time.perf_counter() - t0, time.process_time() - c0
 s = res.summary
 simulated = float(s.get("drained_to_s", res.end_time))
 def total(pool):  # every step run, drain included (newer trees count only the window's in the summary)
     return len(sim.step_start[pool]) if hasattr(sim, "step_start") else s["pools"][pool]["steps"]
-print(json.dumps({"scenario": name, "simulated_s": simulated, "horizon_s": res.end_time, "wall_s": wall,
+print(json.dumps({"scenario": name, "simulated_s": simulated, "horizon_s": res.end_time, "wall_s": wall, "cpu_s": cpu,
                   "setup_s": setup, "finished": int(res.records.finished.sum()),
                   "decode_steps": total("decode"), "prefill_batches": total("prefill")}))
 """
@@ -65,7 +67,8 @@ def tree_at(rev: str, into: Path) -> Path:
 def show(r: dict) -> None:
     print(f"{r['scenario']:<28} simulated {r['simulated_s']:7.0f} s (horizon {r['horizon_s']:.0f} s) in "
           f"{r['wall_s']:6.2f} s wall (set-up {r['setup_s']:.2f} s): {r['simulated_s'] / r['wall_s']:6.1f} sim s "
-          f"per wall s; {r['finished']:,} requests, {r['decode_steps']:,} decode steps, "
+          f"per wall s, {r['simulated_s'] / r['cpu_s']:6.1f} per CPU s; {r['finished']:,} requests, "
+          f"{r['decode_steps']:,} decode steps, "
           f"{r['prefill_batches']:,} prefill batches")  # fmt: skip
 
 
@@ -76,7 +79,11 @@ def rate(r: dict) -> float:
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--duration", type=float, default=3600.0)
-    ap.add_argument("--baseline", help="git revision to compare against (runs its tree in a subprocess)")
+    ap.add_argument(
+        "--baseline",
+        help="git revision to compare against, or a directory holding a `cloudmatrix` package tree (runs it in a "
+        "subprocess)",
+    )
     ap.add_argument("--baseline-scenario", default="default")
     ap.add_argument("--repeat", type=int, default=1, help="runs of each, interleaved; the best counts")
     ap.add_argument(
@@ -89,7 +96,10 @@ if __name__ == "__main__":
     # enough requests that arrivals (150/s) or clients never run out within the hour and its drain
     requests = int(200 * args.duration * 1.5)
     with tempfile.TemporaryDirectory() as d:
-        base_src = tree_at(args.baseline, Path(d)) if args.baseline else None
+        if args.baseline and Path(args.baseline).is_dir():  # a tree on disk (e.g. this one with files reverted)
+            base_src = Path(args.baseline).resolve()
+        else:
+            base_src = tree_at(args.baseline, Path(d)) if args.baseline else None
         best: dict[str, dict] = {}
         for _ in range(args.repeat):  # interleaved, so a change in machine load hits both alike
             runs = [(n, here, n) for n in ("default", "paper-saturation")]
@@ -108,6 +118,7 @@ if __name__ == "__main__":
         new = best[same]
         print(
             f"{same} vs {base['scenario']}: {rate(new) / rate(base):.2f}x sim s per wall s, "
+            f"{base['cpu_s'] / base['simulated_s'] * new['simulated_s'] / new['cpu_s']:.2f}x per CPU s, "
             f"{(new['decode_steps'] / new['wall_s']) / (base['decode_steps'] / base['wall_s']):.2f}x decode steps "
             "per wall s"
         )
