@@ -23,12 +23,19 @@ def test_agg_row_runs_colocated_closed_loop_at_its_concurrency(tmp_path):
     assert pool.batch_per_die == 12  # AIC's batch is per attention-DP rank = per die under DP attention
     assert pool.tokens_per_die == T.CHUNK_TOKENS
     assert (pool.redundant_experts, pool.shared_expert_dies, pool.microbatches) == (0, 0, 1)
-    w = sc.workload
-    assert (w.kind, w.concurrency, w.num_requests) == ("closed", 96, T.WAVES * 96)
-    assert (w.input_len.value, w.output_len.value) == (2048, 256)
     assert sc.precision.weights == "fp8" and sc.mtp.depth == 0
-    assert (tr.measure_from, tr.measure_to) == (96, 192)
     assert "EP8" in tr.deployment and "96 clients" in tr.deployment
+
+
+def test_the_row_is_run_with_the_clients_protocol(tmp_path):
+    # InferenceMAX's benchmark_serving: --num-prompts 10 x CONC, --random-range-ratio 0.8 (lengths drawn
+    # as randint(int(0.8 L), L + 1)), and the mean over every request from an idle server
+    tr = T.translate(point(tmp_path, agg("a", conc=96, tp=1, dp=8, ep=8, batch=12, isl=2048, osl=255)))
+    w = tr.scenario.workload
+    assert (w.kind, w.concurrency, w.num_requests) == ("closed", 96, 960)
+    assert (w.input_len.kind, w.input_len.lo, w.input_len.hi) == ("uniform", 1638, 2048)
+    assert (w.output_len.kind, w.output_len.lo, w.output_len.hi) == ("uniform", 204, 255)
+    assert (tr.measure_from, tr.measure_to) == (0, 960)  # no warm-up window: all 960 requests counted
 
 
 def test_disagg_row_gets_both_pools_with_their_worker_counts(tmp_path):
@@ -123,6 +130,20 @@ def test_a_batch_the_twin_cannot_hold_is_refused_with_its_reason(tmp_path):
     row = predict(point(tmp_path, agg("big", conc=8192, batch=1024, isl=8192, osl=8192)))
     assert row.refused == T.NO_FIT and row.predicted == {}
     assert "does not fit" in row.detail
+
+
+def test_predict_averages_every_request_the_client_sent(tmp_path):
+    import numpy as np
+
+    from cloudmatrix.sim.simulation import run_scenario
+
+    m = point(tmp_path, agg("small", conc=4, batch=1, isl=256, osl=32))
+    rec = run_scenario(T.translate(m).scenario).records
+    ttft, tpot = np.asarray(rec.ttft), np.asarray(rec.tpot)
+    assert len(ttft) == 40 and ttft[:4].mean() > ttft[4:].mean()  # the cold burst is in the run
+    row = predict(m)
+    assert row.predicted["ttft"] == pytest.approx(ttft.mean(), rel=1e-12)
+    assert row.predicted["tpot"] == pytest.approx(tpot.mean(), rel=1e-12)
 
 
 def test_predict_simulates_the_measured_wave(tmp_path):

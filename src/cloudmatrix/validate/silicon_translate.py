@@ -1,9 +1,10 @@
 """One measured silicon point -> the twin scenario that runs it the way it was measured, or a refusal.
 
 A measured row is a benchmark client holding `concurrency` requests in flight (closed loop) of
-ISL input and OSL output tokens against one deployment. The twin runs the same: a closed-loop
-workload with the row's client count and constant lengths, a colocated pool for `agg` rows, and
-prefill and decode pools with the row's worker counts and layouts for `disagg` rows.
+up to ISL input and OSL output tokens against one deployment. The twin runs the same client (see
+CLIENT_PROMPTS_PER_SLOT): 10 x concurrency requests from an idle twin, lengths uniform in
+[0.8 L, L], every request in the mean; a colocated pool for `agg` rows, and prefill and decode
+pools with the row's worker counts and layouts for `disagg` rows.
 
 AIC's layout names, per worker: `tp` = attention TP, `attention_dp` = attention DP, and the MoE
 spread over the same GPUs as `moe_tp` x `moe_ep`; `batch` = sequences per attention-DP rank.
@@ -45,9 +46,17 @@ TWIN_PRECISIONS = {"fp8": "fp8", "fp4": "fp4", "bf16": "bf16", "int8": "int8"}
 # Per attention-DP rank tokens per scheduler step of colocated serving: TRT-LLM's max_num_tokens and
 # SGLang's chunked_prefill_size both default to 8,192 (their server argument docs).
 CHUNK_TOKENS = 8192
-# Requests per client: the first wave warms the loop up, the second is measured, the third keeps the
-# load on while the second finishes.
-WAVES = 3
+# The client that measured the rows (the CSV does not name it; its grid, ISL/OSL 1024/1024, 1024/8192,
+# 8192/1024 at c4-c64 and up, and its serving images are InferenceMAX's): SemiAnalysis InferenceMAX's
+# `benchmark_serving.py --dataset-name random --random-range-ratio $RANDOM_RANGE_RATIO
+# --num-prompts $((CONC * 10)) --max-concurrency $CONC --request-rate inf --ignore-eos`
+# (InferenceMAX benchmarks/benchmark_lib.sh `run_benchmark_serving` and benchmarks/*.sh; README's
+# client table: RANDOM_RANGE_RATIO 0.8; e.g. github.com/ROCm/InferenceMAX). Its random dataset draws
+# each prompt's and output's length as `np.random.randint(int(L * range_ratio), L + 1)`, and its mean
+# TTFT and TPOT are over every request of the run, which starts on an idle server (warm-up requests,
+# where run, finish before it): the first `concurrency` prompts arrive together.
+CLIENT_PROMPTS_PER_SLOT = 10
+CLIENT_RANGE_RATIO = 0.8
 
 # Refusal reasons (the report counts them; docs/accuracy.md explains each).
 MODEL = "model not DeepSeek-V3/R1"
@@ -99,7 +108,7 @@ class Refused(Exception):
 class Translation:
     scenario: Any  # cloudmatrix.sim.scenario.Scenario
     deployment: str  # the exact twin deployment, in words
-    measure_from: int  # first request index of the measured wave
+    measure_from: int  # first request index the client's mean counts (0: all of them, as the client)
     measure_to: int  # one past its last
 
 
@@ -164,6 +173,11 @@ def _pool(layout: PoolLayout, role: str, isl: int) -> tuple[dict[str, Any], str]
     return pool, words
 
 
+def client_lengths(length: int) -> dict[str, Any]:
+    """The client's length draw for a nominal length L: integers uniform in [int(L x ratio), L]."""
+    return {"kind": "uniform", "lo": max(1, int(length * CLIENT_RANGE_RATIO)), "hi": length}
+
+
 def check_expressible(row: SiliconRow) -> None:
     """Refuse what the CSV cannot tell us or what the twin cannot take, before building anything."""
     if not row.model.lower().count("deepseek"):
@@ -207,9 +221,9 @@ def translate(m: Measurement) -> Translation:
         "workload": {
             "kind": "closed",
             "concurrency": conc,
-            "num_requests": WAVES * conc,
-            "input_len": row.isl,
-            "output_len": row.osl,
+            "num_requests": CLIENT_PROMPTS_PER_SLOT * conc,
+            "input_len": client_lengths(row.isl),
+            "output_len": client_lengths(row.osl),
         },
     }
     if row.mode == "agg":
@@ -236,8 +250,9 @@ def translate(m: Measurement) -> Translation:
         raise Refused(classify(msg), msg) from None
     except CloudMatrixError as e:
         raise Refused(classify(str(e)), str(e)) from None
+    n = CLIENT_PROMPTS_PER_SLOT * conc
     words += (
-        f"; {row.precision} weights, BF16 KV, no MTP; closed loop {conc} clients x {WAVES} requests of "
-        f"{row.isl}/{row.osl} tokens, measured on requests {conc}..{2 * conc - 1}"
+        f"; {row.precision} weights, BF16 KV, no MTP; closed loop {conc} clients, {n} requests of "
+        f"{row.isl}/{row.osl} tokens (x U[{CLIENT_RANGE_RATIO}, 1]) from an idle twin, all counted"
     )
-    return Translation(sc, words, conc, 2 * conc)
+    return Translation(sc, words, 0, n)
