@@ -84,29 +84,43 @@ class DecodeInstance:
 
         Returns how many were admitted, k: they are the last k live entries, `req[running - k:running]`,
         in admission order."""
-        waiting, allocate, die_count, free = self.waiting, self.kv.allocate, self.die_count, self._free_by_die
+        waiting, allocate = self.waiting, self.kv.allocate
         n = self._running
         room = self.max_seqs - n
         taken: list[tuple[int, int, int, float]] = []
-        slots: list[int] = []
-        dies: list[int] = []
         while waiting and len(taken) < room:
             head = waiting[0]
             if not allocate(head[0], head[1] + head[2]):
                 break  # head-of-line waits for blocks; later requests do not jump it
             taken.append(waiting.popleft())
-            die = int(die_count.argmin())  # the least-loaded DP rank takes it
-            die_count[die] += 1
-            slots.append(free[die].pop())
-            dies.append(die)
         k = len(taken)
         if k:
+            dies = self._least_loaded(k)
+            free = self._free_by_die
+            slots = [free[d].pop() for d in dies]
             reqs, contexts, remaining, lasts = zip(*taken, strict=True)
             self._ints[:, n : n + k] = (reqs, remaining, contexts, slots, dies)
             self._floats[:, n : n + k] = (lasts if now is None else (now,) * k, (0.0,) * k)
             self._running = n + k
             self.context_sum += sum(contexts)
         return k
+
+    def _least_loaded(self, k: int) -> list[int]:
+        """The dies `k` admissions go to, in order, one at a time to the least-loaded die (lowest index
+        among equals); counts them in. Taken level by level: at level L every die holding <= L sequences
+        gets one, in index order, which is what k successive argmins pick."""
+        count = self.die_count
+        if self.dies == 1:
+            count[0] += k
+            return [0] * k
+        dies: list[int] = []
+        level = int(count.min())
+        while len(dies) < k:
+            eligible = (count <= level).nonzero()[0][: k - len(dies)]
+            count[eligible] += 1  # distinct dies: a plain fancy add is exact
+            dies += eligible.tolist()
+            level += 1
+        return dies
 
     def batch(self) -> tuple[int, float]:
         """(sequences, mean context) of the next step."""
