@@ -154,6 +154,44 @@ def _event_curve(events: Events, t: np.ndarray) -> np.ndarray:
     return cum[np.searchsorted(times[order], t, side="right")]
 
 
+# ---- counts inside one window ----------------------------------------------------------
+# Computed directly as overlaps: differencing two cumulative curves at the window's ends cancels
+# large sums and can leave -1e-16 tokens/s for an empty window.
+def _ramp_overlap(start: np.ndarray, end: np.ndarray, weight: np.ndarray, t0: float, t1: float) -> float:
+    """sum_i weight_i * length of [start_i, end_i] within [t0, t1] (never negative)."""
+    overlap = np.minimum(end, t1) - np.maximum(start, t0)
+    return float(np.sum(weight * np.maximum(overlap, 0.0)))
+
+
+def _instants_in(times: np.ndarray, counts: np.ndarray, t0: float, t1: float) -> float:
+    """Counts at instants in (t0, t1], the same convention as the cumulative curves."""
+    return float(np.sum(counts[(times > t0) & (times <= t1)]))
+
+
+def events_in_window(events: Events, t0: float, t1: float) -> float:
+    """What `_event_curve(events, [t0, t1])` differences to, computed without cancellation."""
+    arrays = [np.asarray(a, dtype=np.float64) for a in events]
+    if len(arrays) not in (2, 3) or any(a.shape != arrays[-1].shape for a in arrays):
+        raise CloudMatrixError(f"events need 2 or 3 arrays of one shape, got {[a.shape for a in arrays]}.")
+    if len(arrays) == 2:
+        return _instants_in(arrays[0], arrays[1], t0, t1)
+    start, end, counts = arrays
+    ramp = end > start
+    rate = counts[ramp] / (end[ramp] - start[ramp])
+    return _instants_in(end[~ramp], counts[~ramp], t0, t1) + _ramp_overlap(start[ramp], end[ramp], rate, t0, t1)
+
+
+def output_tokens_in_window(r: RequestRecords, t0: float, t1: float) -> float:
+    """What `_output_token_curve(r, [t0, t1])` differences to, computed without cancellation."""
+    done = r.finished & ~np.isnan(r.first_token_time)
+    f, e, n = r.first_token_time[done], r.finish_time[done], r.output_len[done].astype(np.float64)
+    instant = e <= f
+    total = _instants_in(f, np.ones(f.size), t0, t1) + _instants_in(e[instant], n[instant] - 1, t0, t1)
+    ramp = ~instant
+    rate = (n[ramp] - 1) / (e[ramp] - f[ramp])
+    return total + _ramp_overlap(f[ramp], e[ramp], rate, t0, t1)
+
+
 def busy_fraction(starts: np.ndarray, durations: np.ndarray, t0: float, t1: float, servers: int) -> float:
     """Share of [t0, t1] that `servers` parallel servers spent in the given steps (each clipped to the window)."""
     if not t1 > t0 or servers < 1:
@@ -200,15 +238,14 @@ def summarize(
     """
     start, stop = _window(r, warmup, end)
     span = stop - start
-    edges = np.array([start, stop])
     if output_events is not None:
-        out_tok = float(np.diff(_event_curve(output_events, edges))[0])
+        out_tok = events_in_window(output_events, start, stop)
     else:
-        out_tok = float(np.diff(_output_token_curve(r, edges))[0])
+        out_tok = output_tokens_in_window(r, start, stop)
     if input_events is not None:
-        in_tok = float(np.diff(_event_curve(input_events, edges))[0])
+        in_tok = events_in_window(input_events, start, stop)
     else:
-        in_tok = float(np.diff(_event_curve((r.first_token_time, r.input_len), edges))[0])
+        in_tok = events_in_window((r.first_token_time, r.input_len), start, stop)
 
     arrived = (r.arrival >= start) & (r.arrival <= stop)
     sel = arrived & r.finished
