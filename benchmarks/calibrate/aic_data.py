@@ -41,14 +41,17 @@ SOURCES = {
 }
 
 # Per serving stack (the newest version shipped for every system), the tables whose kernels differ from
-# TensorRT-LLM's by the most at decode sizes: the MoE op and the custom all-reduce. Fitted into the chip's
+# TensorRT-LLM's by the most at decode sizes: the MoE op, the custom all-reduce, and the narrow GEMMs (SGLang's
+# NVFP4 GEMM runs ~0.57x TensorRT-LLM's time at m <= 64 on GB200). Fitted into the chip's
 # [efficiency.backend.<name>] and the scale-up plane's backend.<name> keys (docs/calibration.md).
 BACKEND_SOURCES = {
     "sglang": {
+        "gemm": ("gemm", "sglang", "0.5.14", "gemm_perf.parquet"),
         "moe": ("moe", "sglang", "0.5.14", "moe_perf.parquet"),
         "custom_allreduce": ("comm", "sglang", "0.5.14", "custom_allreduce_perf.parquet"),
     },
     "vllm": {
+        "gemm": ("gemm", "vllm", "0.24.0", "gemm_perf.parquet"),
         "moe": ("moe", "vllm", "0.24.0", "moe_perf.parquet"),
         "custom_allreduce": ("comm", "vllm", "0.24.0", "custom_allreduce_perf.parquet"),
     },

@@ -102,9 +102,17 @@ def fit_backend(aic: str, chip_name: str, backend: str, memory: float, root: Pat
     m = A.load(aic, "moe", root, backend=backend)
     if m is None:
         return {}
-    fit, path = fit_moe_table(m, load_chip(chip_name), memory, one_kernel=True)
+    chip = load_chip(chip_name)
+    fit, path = fit_moe_table(m, chip, memory, one_kernel=True)
     kernels = moe_rows(m.frame, one_kernel=True).groupby("prec")["kernel_source"].first().to_dict()
-    return {"moe": fit, "table": path, "kernels": kernels}
+    out = {"moe": fit, "table": path, "kernels": kernels}
+    g = A.load(aic, "gemm", root, backend=backend)
+    if g is not None:
+        df = g.frame[g.frame["gemm_dtype"].isin(A.DTYPES)].copy()
+        df["prec"] = df["gemm_dtype"].map(A.DTYPES)
+        out["gemm"] = F.fit_gemm(df, {p: chip.peak(p) for p in df["prec"].unique()}, chip.die.hbm_bandwidth)
+        out["gemm_table"] = g.path
+    return out
 
 
 def fit_custom_allreduce(
@@ -273,6 +281,21 @@ def backend_lines(backend: str, b: dict, src: str) -> list[str]:
             f"# {prec} rows: held-out MAPE {mp[prec][0]:.1%}, median {pct(mp[prec][1])}",
             *_curve_lines(q),
         ]
+    g = b.get("gemm")
+    if g is not None:
+        gp, fp = g.params, g.extra["per_precision"]
+        for prec in sorted(k.split(".")[0] for k in gp if k.endswith(".peak")):
+            if prec == "bf16":
+                continue  # bf16 GEMMs match TensorRT-LLM's (median ratio 1.00-1.02): the default curve stays
+            q = {k: gp[f"{prec}.{k}"] for k in ("peak", "half_rows", "half_n", "half_k", "latency")}
+            lines += [
+                "",
+                f"[efficiency.backend.{backend}.gemm_by_precision.{prec}]",
+                f"# {backend} {prec} GEMM: {src}{b['gemm_table']}, {g.train_rows:,} / {g.test_rows:,} rows (all",
+                f"#   precisions); {prec} held-out MAPE {fp[prec][0]:.1%}, median {pct(fp[prec][1])}. The memory side",
+                "#   keeps the default fit's `memory`.",
+                *_curve_lines(q),
+            ]
     return lines
 
 
@@ -416,6 +439,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {backend + ' moe':12s} {f.test_rows:6d} rows  MAPE {f.mape:6.1%}  median {med:>7s}")
                 for sub, e in f.extra["per_precision"].items():
                     print(f"  {'':12s} {sub:>6s}      MAPE {e[0]:6.1%}  median {pct(e[1]):>7s}  {b['kernels'][sub]}")
+                if "gemm" in b:
+                    for sub, e in b["gemm"].extra["per_precision"].items():
+                        print(f"  {backend + ' gemm':12s} {sub:>6s}      MAPE {e[0]:6.1%}  median {pct(e[1]):>7s}")
         ars = {}
         for backend in ("trtllm", *A.BACKEND_SOURCES):
             ar = fit_custom_allreduce(aic, system_name, None if backend == "trtllm" else backend)

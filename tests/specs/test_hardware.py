@@ -227,18 +227,20 @@ def test_backend_override_changes_exactly_the_table_it_names():
     )
 
 
-def test_catalog_backend_curves_override_only_moe_and_the_custom_all_reduce():
-    """The generated sglang/vllm sections replace the MoE op's curves and the scale-up plane's custom all-reduce
-    kernel; every other kernel table is the default (TensorRT-LLM) fit."""
+def test_catalog_backend_curves_override_only_moe_narrow_gemms_and_the_custom_all_reduce():
+    """The generated sglang/vllm sections replace the MoE op's curves, the fp8/fp4 GEMM curves and the scale-up
+    plane's custom all-reduce kernel; every other kernel table (bf16 GEMM, MLA, vector) is the default fit."""
     for name in ("gb200-nvl72", "hgx-h200"):
         system = load_system(name)
         for backend in ("sglang", "vllm"):
             s = system.for_backend(backend)
             assert s is not system and s is system.for_backend(backend)  # resolved once, kept
-            moe = ("grouped_gemm", "grouped_gemm_by_precision", "backend")
+            moe = ("grouped_gemm", "grouped_gemm_by_precision", "gemm_by_precision", "backend")
             base, over = system.chip.efficiency.model_dump(), s.chip.efficiency.model_dump()
             assert _without(over, *moe) == _without(base, *moe)
             assert over["grouped_gemm_by_precision"] != base["grouped_gemm_by_precision"]
+            assert over["gemm_by_precision"] != base["gemm_by_precision"]
+            assert set(over["gemm_by_precision"]) == set(base["gemm_by_precision"])
             ar = [k for k in s.spec.scale_up.model_dump() if k.startswith("custom_")]
             up0, up1 = system.spec.scale_up.model_dump(), s.spec.scale_up.model_dump()
             assert _without(up1, *ar, "backend") == _without(up0, *ar, "backend")
