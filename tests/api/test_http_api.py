@@ -241,6 +241,10 @@ def test_health_ok_degraded_and_dead():
     with serve(engine) as url:
         assert httpx.get(f"{url}/health").json()["status"] == "ok"
         engine.health_status = "degraded"
+        # the engine thread snapshots health() once per loop turn (idle turns included): wait a few turns
+        deadline = time.monotonic() + 10
+        while httpx.get(f"{url}/health").json()["status"] != "degraded" and time.monotonic() < deadline:
+            time.sleep(0.02)
         assert httpx.get(f"{url}/health").json()["status"] == "degraded"
         r = post(url, "/v1/completions", json={"model": MODEL, "prompt": "the", "max_tokens": 2})
         assert r.status_code == 503 and "simulated engine fault" in r.json()["error"]["message"]
