@@ -160,9 +160,11 @@ def test_full_queue_is_429_with_retry_after_and_accepted_requests_complete():
 
 
 def test_client_disconnect_aborts_the_request():
-    engine = FakeEngine(max_model_len=4096)
+    # a request far longer than the test (the double makes 4,000 tokens in well under the time the
+    # server takes to notice a hang-up on a quiet machine, and the request would finish, not abort)
+    engine = FakeEngine(max_model_len=10_000_000)
     with serve(engine) as url:
-        body = {"model": MODEL, "prompt": "the quick", "max_tokens": 4000, "stream": True}
+        body = {"model": MODEL, "prompt": "the quick", "max_tokens": 9_000_000, "stream": True}
         with httpx.stream("POST", f"{url}/v1/completions", json=body, timeout=30) as r:
             for line in r.iter_lines():
                 if line.startswith("data: {"):
