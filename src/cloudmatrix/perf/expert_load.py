@@ -14,6 +14,8 @@ token with probability q_e / r_e, so after T tokens it holds at least one with p
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 
 from cloudmatrix.errors import CloudMatrixError
@@ -39,6 +41,21 @@ def inclusion_probs(p: np.ndarray, top_k: int) -> np.ndarray:
         free = ~capped
         q = np.where(capped, 1.0, p * (top_k - capped.sum()) / p[free].sum())
     return np.minimum(q, 1.0)
+
+
+# Monte Carlo and distinct-expert results per (placement, routing, sampling) digest, shared by every
+# ExpertLoad of the same placement: the planner and the simulator build one per pool or layout, and
+# each would otherwise redo the same seeded draws (values are identical either way).
+_STATS_BY_PLACEMENT: dict[bytes, tuple[dict[int, float], dict[int, float]]] = {}
+
+
+def _placement_digest(popularity: np.ndarray, share: np.ndarray, top_k: int, samples: int, seed: int) -> bytes:
+    h = hashlib.blake2b(digest_size=16)
+    for a in (popularity, share):
+        h.update(str(a.shape).encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    h.update(f"{top_k}/{samples}/{seed}".encode())
+    return h.digest()
 
 
 class ExpertLoad:
@@ -69,8 +86,8 @@ class ExpertLoad:
         e, r = np.nonzero(self.share > 0)
         self._slot_q = self.q[e] * self.share[e, r]
         self._slot_rank = r
-        self._imb: dict[int, float] = {}
-        self._distinct: dict[int, float] = {}
+        key = _placement_digest(self.popularity, self.share, self.top_k, samples, seed)
+        self._imb, self._distinct = _STATS_BY_PLACEMENT.setdefault(key, ({}, {}))
 
     @property
     def ranks(self) -> int:
