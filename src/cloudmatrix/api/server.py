@@ -11,9 +11,28 @@ from cloudmatrix.errors import CloudMatrixError
 
 
 def run_foreground(app: Any, host: str, port: int, log_level: str = "info") -> None:
+    """Serve until Ctrl-C or SIGTERM, then shut down cleanly. uvicorn runs in a thread and this thread
+    owns the signals: in the main thread uvicorn re-raises SIGINT after its shutdown, which asyncio
+    turns into a KeyboardInterrupt traceback from the cancelled lifespan task."""
+    import signal
+
     import uvicorn
 
-    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5))
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+    thread.start()
+    try:
+        while thread.is_alive() and not stop.wait(0.2):
+            pass
+    finally:
+        server.should_exit = True
+        thread.join(15)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if not stop.is_set() and not server.started:
+        raise CloudMatrixError(f"could not serve on {host}:{port} (see the log above); is the port in use? pass --port")
 
 
 class BackgroundServer:
