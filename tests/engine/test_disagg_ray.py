@@ -20,12 +20,8 @@ from cloudmatrix.engine.loader import load_model, random_state  # noqa: E402
 from cloudmatrix.engine.model.config import ModelConfig  # noqa: E402
 from cloudmatrix.engine.runtime.params import SamplingParams  # noqa: E402
 
-CFG = dict(
-    vocab_size=64, hidden_size=32, intermediate_size=48, moe_intermediate_size=16, num_hidden_layers=2,
-    num_attention_heads=2, kv_lora_rank=16, q_lora_rank=None, qk_nope_head_dim=8, qk_rope_head_dim=4,
-    v_head_dim=8, n_routed_experts=4, num_experts_per_tok=2, first_k_dense_replace=1, initializer_range=0.3,
-    max_position_embeddings=256,
-)  # fmt: skip
+from .tiny_configs import RAY_MODEL  # noqa: E402
+
 REQUESTS = {"a": ([1, 2, 3, 4, 5], 12), "b": ([9, 8], 10)}
 
 
@@ -41,8 +37,8 @@ def _one_process(model, prompt, n):
 
 
 def test_disaggregated_workers_as_ray_actors(tmp_path):
-    save_file(random_state(ModelConfig.from_dict(dict(CFG)), seed=4), tmp_path / "model.safetensors")
-    (tmp_path / "config.json").write_text(json.dumps(CFG))
+    save_file(random_state(ModelConfig.from_dict(dict(RAY_MODEL)), seed=4), tmp_path / "model.safetensors")
+    (tmp_path / "config.json").write_text(json.dumps(RAY_MODEL))
     ref = load_model(tmp_path)
     expected = {k: _one_process(ref, p, n) for k, (p, n) in REQUESTS.items()}
     ray.init(num_cpus=3, include_dashboard=False, log_to_driver=False, configure_logging=False)

@@ -17,13 +17,8 @@ from cloudmatrix.engine.parallel import SlotMap, StepSync, run_ranks  # noqa: E4
 from cloudmatrix.engine.parallel.ep_generate import lockstep_generate  # noqa: E402
 from cloudmatrix.errors import CloudMatrixError  # noqa: E402
 
-TINY_MODEL = dict(
-    vocab_size=96, hidden_size=64, intermediate_size=96, moe_intermediate_size=32, num_hidden_layers=3,
-    num_attention_heads=4, num_key_value_heads=4, n_routed_experts=8, n_shared_experts=1,
-    num_experts_per_tok=3, n_group=4, topk_group=2, first_k_dense_replace=1, routed_scaling_factor=2.5,
-    kv_lora_rank=32, q_lora_rank=48, qk_nope_head_dim=16, qk_rope_head_dim=8, v_head_dim=12,
-    max_position_embeddings=512, initializer_range=0.2, num_nextn_predict_layers=0,
-)  # fmt: skip
+from .tiny_configs import TINY_MODEL  # noqa: E402
+
 SLOTS_PER_RANK = {2: 5, 3: 3}
 # Per world size, per rank: (prompt, max_new_tokens) pairs. Rank 1 of 3 has no requests at all.
 REQUESTS = {

@@ -15,11 +15,8 @@ from cloudmatrix.engine.parallel.ep_generate import lockstep_generate  # noqa: E
 from cloudmatrix.engine.parallel.ray_launch import run_ranks_ray  # noqa: E402
 from cloudmatrix.errors import CloudMatrixError  # noqa: E402
 
-CFG = dict(
-    vocab_size=64, hidden_size=32, intermediate_size=48, moe_intermediate_size=16, num_hidden_layers=2,
-    num_attention_heads=2, kv_lora_rank=16, q_lora_rank=None, qk_nope_head_dim=8, qk_rope_head_dim=4,
-    v_head_dim=8, n_routed_experts=4, num_experts_per_tok=2, first_k_dense_replace=1, initializer_range=0.3,
-)  # fmt: skip
+from .tiny_configs import RAY_MODEL  # noqa: E402
+
 PROMPTS = [[[1, 2, 3, 4], [9, 8]], []]  # rank 1 has no requests: it runs empty steps only
 MAX_NEW = [[5, 3], []]
 
@@ -28,8 +25,8 @@ def _rank(rank: int, world: int) -> dict:
     import ray as ray_in_actor
 
     torch.set_num_threads(1)
-    model = random_model(ModelConfig.from_dict(dict(CFG)), seed=2)
-    use_expert_parallel(model, SlotMap.build(CFG["n_routed_experts"], world))
+    model = random_model(ModelConfig.from_dict(dict(RAY_MODEL)), seed=2)
+    use_expert_parallel(model, SlotMap.build(RAY_MODEL["n_routed_experts"], world))
     res = lockstep_generate(model, StepSync(model), PROMPTS[rank], MAX_NEW[rank], block_size=4)
     return {"tokens": res.tokens, "idle": res.idle_passes, "node": ray_in_actor.util.get_node_ip_address()}
 
@@ -62,7 +59,7 @@ def local_ray():
 
 def test_ep_group_on_ray_actors_matches_one_process(local_ray):
     results = run_ranks_ray(_rank, 2, timeout_s=120)
-    ref = random_model(ModelConfig.from_dict(dict(CFG)), seed=2)
+    ref = random_model(ModelConfig.from_dict(dict(RAY_MODEL)), seed=2)
     assert results[0]["tokens"] == [_one_process(ref, p, n) for p, n in zip(PROMPTS[0], MAX_NEW[0], strict=True)]
     assert results[1]["tokens"] == [] and results[1]["idle"] == max(MAX_NEW[0])  # served the other rank's tokens
     assert results[0]["node"] == results[1]["node"] == ray.util.get_node_ip_address()

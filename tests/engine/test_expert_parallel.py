@@ -27,20 +27,14 @@ from cloudmatrix.engine.quant import (  # noqa: E402
 )
 from cloudmatrix.errors import CloudMatrixError  # noqa: E402
 
+from .tiny_configs import TINY_MODEL  # noqa: E402
+
 E, H, I, K = 8, 32, 16, 2
 POPULARITY = [1, 5, 1, 1, 1, 9, 1, 1]  # experts 5 and 1 are hot and get the replicas
 TOKENS = {2: [11, 0], 4: [7, 0, 19, 1]}  # uneven, and one rank with T = 0
 SLOTS_PER_RANK = {2: 5, 4: 3}  # 2 redundant slots on 2 ranks, 4 on 4 ranks
 # Only experts 0..3 are routed to in the "idle" case: ranks holding none of them receive nothing.
 IDLE_MAP = {2: ((0, 1, 2, 3), (3, 4, 5, 6, 7)), 4: ((0, 1, 2), (2, 3), (4, 5), (6, 7))}
-# A tiny DeepSeek-V3 (HF config keys): 3 layers, the first dense, 8 routed experts, top-3 in 2 of 4 groups.
-TINY_MODEL = dict(
-    vocab_size=96, hidden_size=64, intermediate_size=96, moe_intermediate_size=32, num_hidden_layers=3,
-    num_attention_heads=4, num_key_value_heads=4, n_routed_experts=8, n_shared_experts=1,
-    num_experts_per_tok=3, n_group=4, topk_group=2, first_k_dense_replace=1, routed_scaling_factor=2.5,
-    kv_lora_rank=32, q_lora_rank=48, qk_nope_head_dim=16, qk_rope_head_dim=8, v_head_dim=12,
-    max_position_embeddings=512, initializer_range=0.2, num_nextn_predict_layers=0,
-)  # fmt: skip
 
 
 def _weights(dtype=torch.float32) -> ExpertWeights:
