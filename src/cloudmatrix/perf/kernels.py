@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 
 from cloudmatrix.perf import comm
-from cloudmatrix.perf.op import OpCost, comm_op
+from cloudmatrix.perf.op import OpCost, comm_op, compute_op
 from cloudmatrix.specs.hardware import BYTES_PER_ELEMENT, ChipSpec, GemmEfficiency, System
 
 ACT_BYTES = 2.0  # activations between kernels stay BF16
@@ -263,18 +263,4 @@ def _roofline(
     meff: float,
     latency: float,
 ) -> OpCost:
-    peak = chip.peak(dtype)
-    bw = chip.die.hbm_bandwidth
-    return OpCost(
-        name,
-        stream,
-        1,
-        flops,
-        nbytes,
-        flops / (peak * ceff),
-        nbytes / (bw * meff),
-        0.0,
-        max(flops / peak, nbytes / bw),
-        "compute",
-        latency,
-    )
+    return compute_op(name, stream, 1, flops, nbytes, chip.peak(dtype), ceff, chip.die.hbm_bandwidth, meff, latency)
