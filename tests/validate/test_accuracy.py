@@ -64,3 +64,14 @@ def test_side_by_side_compares_on_shared_rows_only():
     assert overall.reference_all["tpot"].mape == pytest.approx((0.1 + 0.5) / 2)
     assert overall.reference["tpot"].n == 1 and overall.reference["tpot"].mape == pytest.approx(0.1)
     assert overall.twin_on_shared["tpot"].mape == pytest.approx(0.2)
+
+
+def test_tables_name_each_metric_the_way_a_reader_knows_it():
+    from cloudmatrix.report.validate_report import SuiteResult, tables
+
+    silicon = tables(SuiteResult("silicon", ("ttft", "tpot"), [row("a", 10.0, 11.0)]))
+    assert [r[0] for r in silicon[0].rows] == ["TTFT", "TPOT"]
+    paper = ValidationRow(suite="paper", id="p", slice="decode", tag="validation", conditions="",
+                          measured={"figure": 1943.0}, predicted={"figure": 2300.0})  # fmt: skip
+    (overall, *_) = tables(SuiteResult("paper", ("figure",), [paper], unit="as published", scale=1.0))
+    assert overall.rows[0][0] == "published figure"  # not the internal key upper-cased ("FIGURE")

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cloudmatrix.validate.accuracy import MetricStats, SliceStats, summarize
-from cloudmatrix.validate.rows import ValidationRow
+from cloudmatrix.validate.rows import ValidationRow, metric_label
 
 
 @dataclass
@@ -64,7 +64,7 @@ def tables(res: SuiteResult) -> list[Table]:
     head = ["metric", "rows predicted", "MAPE", "signed median", "within 10%", "within 20%"]
     body = []
     for k in res.metrics:
-        body.append([k.upper(), *_stats_cells(overall.metrics.get(k))])
+        body.append([metric_label(k), *_stats_cells(overall.metrics.get(k))])
     calib = sum(r.tag == "calibration" for r in res.rows)
     title = (
         f"{res.name} suite: overall ({overall.predicted} of {overall.rows} validation rows predicted, "
@@ -87,8 +87,10 @@ def tables(res: SuiteResult) -> list[Table]:
         ref_body = []
         for k in res.metrics:
             a, t, s = overall.reference_all[k], overall.twin_on_shared[k], overall.reference[k]
-            ref_body.append([k.upper(), str(overall.reference_predicted), mape(a.mape), pct(a.signed_median), str(s.n),
-                             mape(t.mape), mape(s.mape), pct(t.signed_median), pct(s.signed_median)])  # fmt: skip
+            ref_body.append([
+                metric_label(k), str(overall.reference_predicted), mape(a.mape), pct(a.signed_median), str(s.n),
+                mape(t.mape), mape(s.mape), pct(t.signed_median), pct(s.signed_median),
+            ])  # fmt: skip
         out.append(
             Table(
                 "side by side: aiconfigurator's own estimate",
@@ -117,7 +119,7 @@ def tables(res: SuiteResult) -> list[Table]:
         )
     sl_head = ["slice", "rows", "predicted"]
     for k in res.metrics:
-        sl_head += [f"{k.upper()} MAPE", f"{k.upper()} median", f"{k.upper()} ≤20%"]
+        sl_head += [f"{metric_label(k)} MAPE", f"{metric_label(k)} median", f"{metric_label(k)} ≤20%"]
     sl_head.append("main refusal")
     sl_body = []
     for s in slices:
@@ -215,9 +217,9 @@ def scatter_png(res: SuiteResult, metric: str) -> bytes:
         ax.set_ylim(lo, hi)
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel(f"measured {metric.upper()} ({res.unit})")
-    ax.set_ylabel(f"twin {metric.upper()} ({res.unit})")
-    ax.set_title(f"{res.name}: {metric.upper()}, {len(pts)} rows")
+    ax.set_xlabel(f"measured {metric_label(metric)} ({res.unit})")
+    ax.set_ylabel(f"twin {metric_label(metric)} ({res.unit})")
+    ax.set_title(f"{res.name}: {metric_label(metric)}, {len(pts)} rows")
     ax.grid(True, which="both", alpha=0.2)
     ax.legend(fontsize=7, loc="upper left")
     buf = io.BytesIO()

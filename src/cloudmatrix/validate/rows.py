@@ -6,6 +6,12 @@ import math
 from dataclasses import asdict, dataclass, field
 
 METRICS = ("ttft", "tpot")
+# How a metric is named in tables and plots (the paper suite has one metric: the published figure itself).
+METRIC_LABELS = {"ttft": "TTFT", "tpot": "TPOT", "figure": "published figure"}
+
+
+def metric_label(metric: str) -> str:
+    return METRIC_LABELS.get(metric, metric)
 
 
 @dataclass
