@@ -3,6 +3,7 @@ loopback ephemeral port that stops on exit (tests, the load benchmark)."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from typing import Any
@@ -21,7 +22,7 @@ def run_foreground(app: Any, host: str, port: int, log_level: str = "info") -> N
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5))
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
-    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+    thread = threading.Thread(target=_run_until_exit, args=(server,), name="uvicorn", daemon=True)
     thread.start()
     try:
         while thread.is_alive() and not stop.wait(0.2):
@@ -33,6 +34,13 @@ def run_foreground(app: Any, host: str, port: int, log_level: str = "info") -> N
             signal.signal(sig, handler)
     if not stop.is_set() and not server.started:
         raise CloudMatrixError(f"could not serve on {host}:{port} (see the log above); is the port in use? pass --port")
+
+
+def _run_until_exit(server: Any) -> None:
+    """uvicorn calls sys.exit(1) when it cannot bind; in this thread that only means "did not start",
+    which run_foreground reports as the user's one-line error."""
+    with contextlib.suppress(SystemExit):
+        server.run()
 
 
 class BackgroundServer:
