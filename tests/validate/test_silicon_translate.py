@@ -21,7 +21,9 @@ def test_agg_row_runs_colocated_closed_loop_at_its_concurrency(tmp_path):
     pool = sc.colocated
     assert (pool.instances, pool.dies, pool.ep, pool.attn_tp) == (1, 8, 8, 1)
     assert pool.batch_per_die == 12  # AIC's batch is per attention-DP rank = per die under DP attention
-    assert pool.tokens_per_die == T.CHUNK_TOKENS
+    # TRT-LLM recipe: max_num_tokens = max(8192, ceil((CONC + ISL + 64) / 64) * 64) per attention-DP rank
+    assert pool.tokens_per_die == 8192 and pool.chunked_prefill is False
+    assert sc.precision.kv_cache == "fp8"  # kv_cache_config dtype fp8
     assert (pool.redundant_experts, pool.shared_expert_dies, pool.microbatches) == (0, 0, 1)
     assert sc.precision.weights == "fp8" and sc.mtp.depth == 0
     assert "EP8" in tr.deployment and "96 clients" in tr.deployment
@@ -152,3 +154,48 @@ def test_predict_simulates_the_measured_wave(tmp_path):
     assert row.predicted["ttft"] > 0 and row.predicted["tpot"] > 0
     assert row.error("tpot") == pytest.approx(row.predicted["tpot"] / 0.010 - 1)
     assert row.slice == "h200_sxm trtllm agg" and row.tag == "validation"
+
+
+def _row(tmp_path, backend, **kw):
+    r = agg("r", **kw)
+    r["backend"] = backend
+    return T.translate(point(tmp_path, r)).scenario
+
+
+def test_trtllm_step_budget_holds_the_clients_decode_tokens_and_one_prompt(tmp_path):
+    sc = _row(tmp_path, "trtllm", conc=256, tp=8, dp=1, moe_tp=8, ep=1, batch=256, isl=8192, osl=1024)
+    pool = sc.colocated
+    # ceil((256 + 8192 + 64) / 64) * 64 = 8,512 tokens for the one rank, over its 8 dies
+    assert pool.tokens_per_die * pool.dies == 8512 and not pool.chunked_prefill
+    assert pool.backend == "trtllm" and sc.precision.kv_cache == "fp8"
+
+
+def test_sglang_h200_runs_bf16_kv_and_32k_chunks(tmp_path):
+    sc = _row(tmp_path, "sglang", conc=16, tp=8, dp=1, moe_tp=8, ep=1, batch=16)
+    pool = sc.colocated
+    assert sc.precision.kv_cache == "bf16"  # the recipe sets no --kv-cache-dtype: SGLang's auto = BF16
+    assert pool.tokens_per_die * pool.dies == 32768 and pool.chunked_prefill
+    assert pool.recv_interval is None  # SGLang's default: poll every step
+
+
+@pytest.mark.parametrize(
+    "precision, gpus, conc, tokens, recv",
+    [("fp8", 8, 32, 32768, 30), ("fp8", 8, 8, 32768, 10), ("fp8", 4, 32, 8192, 10), ("fp4", 8, 64, 16384, 30)],
+)
+def test_sglang_blackwell_recipes(tmp_path, precision, gpus, conc, tokens, recv):
+    sc = _row(tmp_path, "sglang", system="b200_sxm", precision=precision, conc=conc, tp=gpus, dp=1, moe_tp=gpus,
+              ep=1, batch=conc, isl=8192)  # fmt: skip
+    pool = sc.colocated
+    assert sc.precision.kv_cache == "fp8"  # --kv-cache-dtype fp8_e4m3
+    assert pool.tokens_per_die * pool.dies == tokens and pool.recv_interval == recv
+
+
+def test_sglang_dp_attention_divides_the_chunk(tmp_path):
+    sc = _row(tmp_path, "sglang", system="b200_sxm", precision="fp4", conc=64, tp=1, dp=8, moe_tp=1, ep=8, batch=8)
+    pool = sc.colocated  # 16,384 // 8 per rank: the instance's step still holds 16,384 tokens
+    assert pool.tokens_per_die * pool.dies == 16384 and pool.recv_interval is None  # no skipper under DP attention
+
+
+def test_disagg_rows_take_aiconfigurators_fp8_kv(tmp_path):
+    sc = T.translate(point(tmp_path, disagg("d"))).scenario
+    assert sc.precision.kv_cache == "fp8"

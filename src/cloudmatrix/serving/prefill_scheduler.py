@@ -81,8 +81,9 @@ class PrefillQueue:
                 return True
         return False
 
-    def next_batch(self, budget: int | None = None) -> PrefillBatch | None:
-        """The next batch of at most `budget` tokens (default: the queue's token budget)."""
+    def next_batch(self, budget: int | None = None, *, chunked: bool = True) -> PrefillBatch | None:
+        """The next batch of at most `budget` tokens (default: the queue's token budget). Without
+        `chunked` only whole prompts are taken, in order, while they fit (None if the first does not)."""
         if not len(self):
             return None
         b = PrefillBatch()
@@ -90,6 +91,8 @@ class PrefillQueue:
         while len(self) and left > 0:
             item = self._head()
             request, start, length, cached = item
+            if not chunked and length - start > left:
+                break  # the head waits for a step with room for all of it; later prompts do not jump it
             end = min(length, start + left)
             n = end - start
             b.requests.append(request)
@@ -110,7 +113,7 @@ class PrefillQueue:
                 if self.policy == "shortest":  # re-key it by the work it has left
                     _, order, _ = self._heap[0]
                     heapq.heapreplace(self._heap, (length - end, order, item))
-        return b
+        return b if b.requests else None
 
 
 class PrefillScheduler:

@@ -1,12 +1,20 @@
-"""Colocated serving (the SGLang/vLLM default): each instance mixes a chunk of prefill into its
-decode steps (chunked prefill); a finished prompt starts decoding on the same instance."""
+"""Colocated serving: each instance runs prefill and decode on the same dies; a finished prompt starts
+decoding where it ran. How the steps are formed is the pool's serving stack's (sim/scheduling.py):
+a prompt chunk mixed into a decode step within one token budget (TensorRT-LLM, vLLM) or a prefill
+batch as its own step with decode paused (SGLang); prompts chunked or whole; the next step formed
+while the current one runs (overlap); new requests polled every step or every N decode steps."""
 
 from __future__ import annotations
 
+from cloudmatrix.errors import CloudMatrixError
 from cloudmatrix.serving.prefill_scheduler import PrefillBatch, PrefillQueue
 from cloudmatrix.serving.router import pick_colocated_instance
 from cloudmatrix.sim.scenario import PoolSpec, Scenario
+from cloudmatrix.sim.scheduling import scheduling_for
 from cloudmatrix.sim.serving_sim import ServingSimulation
+
+# SGLang's SchedulerRecvSkipper weight of a forward that is not a decode step: polling follows at once
+_AFTER_PREFILL = 1000
 
 
 class ColocatedSimulation(ServingSimulation):
@@ -17,38 +25,81 @@ class ColocatedSimulation(ServingSimulation):
         pool = scenario.colocated
         assert pool is not None and pool.tokens_per_die is not None
         self.costs["colocated"].check_prefill_fit(pool.tokens_per_die, "the colocated chunked-prefill budget")
-        self.queues = [PrefillQueue(pool.tokens_per_die * pool.dies, pool.policy) for _ in range(pool.instances)]
+        self.sched = s = scheduling_for(pool)
+        budget = pool.tokens_per_die * pool.dies
+        longest = int(self.wl.input_len.max())
+        if not s.chunked and longest > budget:
+            raise CloudMatrixError(
+                f"[colocated] prompts run whole (chunked_prefill = false) but the longest, {longest:,} tokens, "
+                f"exceeds the step budget of {budget:,} (tokens_per_die x dies); raise tokens_per_die or set "
+                "chunked_prefill = true"
+            )
+        self.queues = [PrefillQueue(budget, pool.policy) for _ in range(pool.instances)]
+        # prompts that reached an instance but that its scheduler has not taken in yet
+        self.inbox: list[list[tuple[int, int, int]]] = [[] for _ in range(pool.instances)]
+        self.recv_count = [s.recv_interval] * pool.instances  # the first poll takes what is there
+        self._decode_tokens = 1 + scenario.mtp.depth  # budget tokens one decoding sequence takes in a mixed step
 
     def _tokens_in_flight_per_die(self, pool: PoolSpec) -> float:
         return super()._tokens_in_flight_per_die(pool) + pool.tokens_per_die  # type: ignore[operator]
 
     def _route(self, r: int, length: int, cached: int, t: float) -> None:
         i = pick_colocated_instance(self.queues)
-        self.queues[i].enqueue(r, length, cached)
-        if not self.decoders[i].busy:
+        if self.decoders[i].busy:
+            self.inbox[i].append((r, length, cached))
+        else:  # an idle scheduler polls continuously: it takes the prompt and starts at once
+            self.queues[i].enqueue(r, length, cached)
             self._start_step(i, t)
 
+    def _receive(self, i: int) -> None:
+        """The scheduler polls for new requests when the interval allows (the count restarts at every poll,
+        whether anything came or not): the inbox joins the prefill queue."""
+        if self.recv_count[i] < self.sched.recv_interval:
+            return
+        self.recv_count[i] = 0
+        q = self.queues[i]
+        for item in self.inbox[i]:
+            q.enqueue(*item)
+        self.inbox[i].clear()
+
     def _start_step(self, i: int, t: float) -> None:
-        d, q = self.decoders[i], self.queues[i]
+        d, q, s = self.decoders[i], self.queues[i], self.sched
+        if not s.overlap:
+            self._receive(i)  # the step is formed now, from everything received up to now
         self._admit(d, t)
         n = d.running
-        batch = q.next_batch()
-        if n == 0 and batch is None:
+        batch = None
+        if s.prefill == "separate":
+            batch = q.next_batch(chunked=s.chunked)  # a prefill batch, when there is one, runs alone
+        else:
+            budget = q.token_budget - n * self._decode_tokens  # decode tokens count against the step budget
+            batch = q.next_batch(budget, chunked=s.chunked) if budget > 0 else None
+        decoding = n > 0 and (batch is None or s.prefill == "mixed")
+        if s.overlap:
+            # with overlap this step was formed while the previous one ran: what arrived since waits a step
+            self._receive(i)
+        if not decoding and batch is None:
             d.busy = False
+            if self.inbox[i] or len(q):  # idle: the scheduler keeps polling and takes what came at once
+                self.recv_count[i] = s.recv_interval
+                self._receive(i)
+                self._start_step(i, t)
             return
         cost = self.costs["colocated"]
         # a mixed step runs the decode batch and the prefill chunk; their costs add
-        dt = cost.decode_time(*d.busiest_die()) if n else 0.0
+        dt = cost.decode_time(*d.busiest_die()) if decoding else 0.0
         if batch is not None:
             dt += cost.prefill_time(batch.tokens, batch.context_sum, self._longest_chunk(batch))
             dt += self._cache_read_time(batch.cached_tokens, cost.dep.dies)
             self._prefill_started(batch, t, dt)
-        self._book_step("colocated", d, n, dt, t)
-        self.loop.at(t + dt, self._step_done, (i, batch, n > 0, dt))
+        self._book_step("colocated", d, n if decoding else 0, dt, t)
+        self.loop.at(t + dt, self._step_done, (i, batch, decoding, dt))
 
     def _step_done(self, arg: tuple[int, PrefillBatch | None, bool, float], t: float) -> None:
         i, batch, decoded, dt = arg
         d = self.decoders[i]
+        # the poll that follows: a decode step counts 1 towards the interval, any other forward passes it
+        self.recv_count[i] += _AFTER_PREFILL if batch is not None else 1
         if decoded:
             self._apply_decode_step(d, t, dt)
         if batch is not None:

@@ -41,6 +41,11 @@ class PoolSpec(_Section):
     tokens_per_die: int | None = Field(default=None, ge=1)  # prefill: token budget per die per batch
     policy: Literal["fcfs", "shortest"] = "fcfs"  # prefill queue order (shortest remaining prompt first)
     backend: str | None = None  # serving stack whose kernel curves cost the pool ("sglang"); default: the chip's fit
+    # colocated step scheduling; None: the backend's default (sim/scheduling.py says what each means)
+    prefill_mode: Literal["mixed", "separate"] | None = None
+    chunked_prefill: bool | None = None
+    overlap: bool | None = None
+    recv_interval: int | None = Field(default=None, ge=1)
 
     @field_validator("backend")
     @classmethod
@@ -136,7 +141,11 @@ class Scenario(_Section):
                 "set --set warmup=SECONDS below the duration"
             )
         # keys a pool accepts but that do nothing in that role are errors, not silently ignored
-        unused = {"prefill": ("batch_per_die",), "decode": ("tokens_per_die", "policy")}
+        colocated_only = ("prefill_mode", "chunked_prefill", "overlap", "recv_interval")
+        unused = {
+            "prefill": ("batch_per_die", *colocated_only),
+            "decode": ("tokens_per_die", "policy", *colocated_only),
+        }
         for pool_name, keys in unused.items() if self.mode == "disaggregated" else ():
             pool = getattr(self, pool_name)
             for key in keys:

@@ -10,7 +10,8 @@ AIC's layout names, per worker: `tp` = attention TP, `attention_dp` = attention 
 spread over the same GPUs as `moe_tp` x `moe_ep`; `batch` = sequences per attention-DP rank.
 A worker is one twin instance of tp x attention_dp dies; the twin's attention TP is `tp`, its EP
 degree `moe_ep`. What the CSV does not record is fixed here and listed in docs/accuracy.md:
-no MTP, one microbatch stream, no redundant experts, BF16 KV cache, 8,192-token chunked prefill.
+no MTP, one microbatch stream, no redundant experts. The serving configuration (KV-cache precision,
+tokens per step, chunking, request polling) is the row's launch recipe's (silicon_recipes.py).
 
 Every refusal carries a reason from a fixed list, taken from what the twin itself rejects
 (scenario and deployment validation, memory fit) or from a probe of what its cost model does,
@@ -30,6 +31,7 @@ from pydantic import ValidationError
 from cloudmatrix.errors import CloudMatrixError
 from cloudmatrix.specs.hardware import BACKENDS
 from cloudmatrix.validate.silicon_csv import Measurement, PoolLayout, SiliconRow
+from cloudmatrix.validate.silicon_recipes import ServingConfig, serving_config
 
 # AIC system name -> the twin's catalog system file
 TWIN_SYSTEMS = {
@@ -43,9 +45,6 @@ TWIN_SYSTEMS = {
 # DeepSeek-V3, V3.1 and R1 share one architecture; the catalog's deepseek-r1 config stands for all three.
 TWIN_MODEL = "deepseek-r1"
 TWIN_PRECISIONS = {"fp8": "fp8", "fp4": "fp4", "bf16": "bf16", "int8": "int8"}
-# Per attention-DP rank tokens per scheduler step of colocated serving: TRT-LLM's max_num_tokens and
-# SGLang's chunked_prefill_size both default to 8,192 (their server argument docs).
-CHUNK_TOKENS = 8192
 # The client that measured the rows (the CSV does not name it; its grid, ISL/OSL 1024/1024, 1024/8192,
 # 8192/1024 at c4-c64 and up, and its serving images are InferenceMAX's): SemiAnalysis InferenceMAX's
 # `benchmark_serving.py --dataset-name random --random-range-ratio $RANDOM_RANGE_RATIO
@@ -140,7 +139,7 @@ def catalog_systems() -> frozenset[str]:
 
 
 # ------------------------------------------------------------------ translation
-def _pool(layout: PoolLayout, role: str, isl: int) -> tuple[dict[str, Any], str]:
+def _pool(layout: PoolLayout, role: str, isl: int, cfg: ServingConfig) -> tuple[dict[str, Any], str]:
     """A twin [pool] section for one worker shape, and its description."""
     tp, dp = layout.tp or 1, layout.attention_dp or 1
     dies = tp * dp
@@ -162,7 +161,11 @@ def _pool(layout: PoolLayout, role: str, isl: int) -> tuple[dict[str, Any], str]
     if role == "prefill":
         pool["tokens_per_die"] = max(1, math.ceil(isl * seqs / dies))
     if role == "colocated":
-        pool["tokens_per_die"] = max(1, math.ceil(CHUNK_TOKENS * dp / dies))
+        # the recipe's tokens per step are per attention-DP rank (each rank schedules its own steps)
+        pool["tokens_per_die"] = max(1, math.ceil((cfg.step_tokens or 1) * dp / dies))
+        pool["chunked_prefill"] = cfg.chunked
+        if cfg.recv_interval > 1:
+            pool["recv_interval"] = cfg.recv_interval
     words = (
         f"{pool['instances']} x {dies} dies (attn TP{tp} x DP{dp}, EP{pool['ep']}"
         + (f", MoE TP{layout.moe_tp}" if (layout.moe_tp or 1) > 1 else "")
@@ -209,6 +212,7 @@ def translate(m: Measurement) -> Translation:
 
     row = m.row
     check_expressible(row)
+    cfg = serving_config(row)
     twin = TWIN_SYSTEMS[row.system]
     conc = row.concurrency or 1
     data: dict[str, Any] = {
@@ -217,7 +221,7 @@ def translate(m: Measurement) -> Translation:
         "system": twin,
         "model": TWIN_MODEL,
         "experts": {"popularity": "uniform", "placement": "none"},
-        "precision": {"weights": TWIN_PRECISIONS[row.precision], "kv_cache": "bf16"},
+        "precision": {"weights": TWIN_PRECISIONS[row.precision], "kv_cache": cfg.kv_cache},
         "workload": {
             "kind": "closed",
             "concurrency": conc,
@@ -228,12 +232,12 @@ def translate(m: Measurement) -> Translation:
     }
     if row.mode == "agg":
         data["mode"] = "colocated"
-        data["colocated"], words = _pool(row.agg, "colocated", row.isl)  # type: ignore[arg-type]
+        data["colocated"], words = _pool(row.agg, "colocated", row.isl, cfg)  # type: ignore[arg-type]
         words = "colocated " + words
     else:
         data["mode"] = "disaggregated"
-        data["prefill"], pw = _pool(row.prefill, "prefill", row.isl)  # type: ignore[arg-type]
-        data["decode"], dw = _pool(row.decode, "decode", row.isl)  # type: ignore[arg-type]
+        data["prefill"], pw = _pool(row.prefill, "prefill", row.isl, cfg)  # type: ignore[arg-type]
+        data["decode"], dw = _pool(row.decode, "decode", row.isl, cfg)  # type: ignore[arg-type]
         words = f"prefill {pw} + decode {dw}"
     if row.backend in BACKENDS:  # cost the pools with the row's serving stack's kernel curves
         for k in ("colocated", "prefill", "decode"):
@@ -252,7 +256,7 @@ def translate(m: Measurement) -> Translation:
         raise Refused(classify(str(e)), str(e)) from None
     n = CLIENT_PROMPTS_PER_SLOT * conc
     words += (
-        f"; {row.precision} weights, BF16 KV, no MTP; closed loop {conc} clients, {n} requests of "
+        f"; {row.precision} weights, {cfg.describe()}, no MTP; closed loop {conc} clients, {n} requests of "
         f"{row.isl}/{row.osl} tokens (x U[{CLIENT_RANGE_RATIO}, 1]) from an idle twin, all counted"
     )
     return Translation(sc, words, 0, n)

@@ -1,0 +1,91 @@
+"""The serving configuration each measured silicon row was run with: KV-cache precision, tokens per
+scheduler step, chunking and SGLang's request-polling interval, taken from the launch recipe.
+
+Aggregated rows are InferenceMAX runs (the client protocol in silicon_translate.py). Their server
+commands are InferenceMAX's `benchmarks/single_node/dsr1_<precision>_<gpu>[_trt].sh`, read in the
+mirror github.com/ajith-sirra-amd/InferenceMAX_Rocm_Team at commit 6026f214 (2026-05-12), when its
+`.github/configs/nvidia-master.yaml` pinned the images the rows record (lmsysorg/sglang:v0.5.9-cu130
+for H200/B200, v0.5.10.post1-cu130 for B300, nvcr.io/nvidia/tensorrt-llm/release:1.1.0rc2.post2 for
+H200 and 1.2.0rc6.post2 for B200); the flags below are unchanged in those scripts from b0c4ed21
+(2026-01-22) to then. What a script leaves unset is the backend's documented default:
+
+- SGLang server arguments: `kv_cache_dtype` "auto" = the model dtype (BF16 for the FP8 checkpoint);
+  `max_prefill_tokens` 16,384; `scheduler_recv_interval` 1; with DP attention `chunked_prefill_size`
+  is divided by the DP size (server_args `_handle_data_parallelism`).
+- TensorRT-LLM LLM API (PyTorch backend): `enable_chunked_prefill` False, so a prompt runs whole in
+  one step within `max_num_tokens`, which the scripts size to hold CONC decode tokens plus one prompt.
+
+Disaggregated rows are Dynamo runs whose recipes the CSV does not name; they take aiconfigurator's
+own convention, FP8 KV for FP8/FP8-block/NVFP4 checkpoints (aiconfigurator_core/sdk/models/helpers.py,
+the `fmha_quant_mode` / `kvcache_quant_mode` override), and the twin's pool defaults otherwise.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from cloudmatrix.validate.silicon_csv import SiliconRow
+
+RECIPES = "InferenceMAX benchmarks/single_node @6026f214"
+# SGLang's documented default when a script sets no --max-prefill-tokens (server_args.max_prefill_tokens)
+SGLANG_MAX_PREFILL_TOKENS = 16384
+# the twin's generic chunk where no recipe is known (TRT-LLM max_num_tokens and SGLang chunked_prefill_size
+# defaults are both 8,192 in their server-argument docs)
+DEFAULT_STEP_TOKENS = 8192
+
+
+@dataclass(frozen=True)
+class ServingConfig:
+    kv_cache: str  # "fp8" or "bf16"
+    step_tokens: int | None  # prompt tokens per scheduler step of one attention-DP rank; None: not colocated
+    chunked: bool  # a prompt may be split over steps
+    recv_interval: int  # SGLang --scheduler-recv-interval (new requests polled every N decode steps)
+    source: str  # where the values come from, in words
+
+    def describe(self) -> str:
+        step = "" if self.step_tokens is None else f", {self.step_tokens:,} tokens/step/rank"
+        chunk = "" if self.step_tokens is None else (", chunked" if self.chunked else ", whole prompts")
+        recv = f", recv every {self.recv_interval} decode steps" if self.recv_interval > 1 else ""
+        return f"{self.kv_cache.upper()} KV{step}{chunk}{recv} ({self.source})"
+
+
+def _aic_kv(row: SiliconRow) -> str:
+    return "fp8" if row.precision in ("fp8", "fp4") else "bf16"
+
+
+def _recv_interval(conc: int) -> int:
+    # the B200/B300 SGLang scripts: SCHEDULER_RECV_INTERVAL=10, or 30 when CONC >= 16 (TP8 and FP4 arms)
+    return 30 if conc >= 16 else 10
+
+
+def serving_config(row: SiliconRow) -> ServingConfig:
+    """The configuration row `row` was measured with (see the module docstring for every source)."""
+    if row.mode != "agg" or row.agg is None:
+        return ServingConfig(_aic_kv(row), None, True, 1, "aiconfigurator's KV convention")
+    conc = row.concurrency or 1
+    dp = row.agg.attention_dp or 1
+    gpus = (row.agg.tp or 1) * dp
+    key = (row.backend, row.system, row.precision)
+    if row.backend == "trtllm" and row.system in ("h200_sxm", "b200_sxm") and row.precision in ("fp8", "fp4"):
+        # dsr1_fp8_h200_trt.sh, dsr1_fp8_b200_trt.sh, dsr1_fp4_b200_trt.sh: kv_cache_config dtype fp8;
+        # MAX_NUM_TOKENS = max(8192, ceil((CONC + ISL + 64) / 64) * 64), per rank under attention DP
+        tokens = max(8192, math.ceil((conc + row.isl + 64) / 64) * 64)
+        return ServingConfig("fp8", tokens, False, 1, f"{RECIPES} dsr1_{row.precision}_{row.system[:4]}_trt.sh")
+    if key == ("sglang", "h200_sxm", "fp8"):
+        # dsr1_fp8_h200.sh: --chunked-prefill-size 32768 --max-prefill-tokens 32768, no --kv-cache-dtype
+        return ServingConfig("bf16", 32768 // dp, True, 1, f"{RECIPES} dsr1_fp8_h200.sh + SGLang kv_cache_dtype auto")
+    if row.backend == "sglang" and row.system in ("b200_sxm", "b300_sxm") and row.precision == "fp8":
+        # dsr1_fp8_b200.sh (dsr1_fp8_b300.sh is the same recipe): --kv-cache-dtype fp8_e4m3; TP8: chunk and
+        # max-prefill 32768, recv 10/30; TP4 (8k/1k only): 8192, recv 10
+        tokens, recv = (8192, 10) if gpus == 4 else (32768, _recv_interval(conc))
+        name = f"dsr1_fp8_{row.system[:4]}.sh"
+        return ServingConfig("fp8", tokens // dp, True, recv if dp == 1 else 1, f"{RECIPES} {name}")
+    if row.backend == "sglang" and row.system in ("b200_sxm", "b300_sxm") and row.precision == "fp4":
+        # dsr1_fp4_b200.sh / dsr1_fp4_b300.sh: --kv-cache-dtype fp8_e4m3 --chunked-prefill-size 16384, max-prefill
+        # left at its default (16,384), recv 10/30
+        tokens = min(16384, SGLANG_MAX_PREFILL_TOKENS)
+        name = f"dsr1_fp4_{row.system[:4]}.sh"
+        return ServingConfig("fp8", tokens // dp, True, _recv_interval(conc) if dp == 1 else 1, f"{RECIPES} {name}")
+    # no recipe known for this system and stack: aiconfigurator's KV convention and the generic chunk
+    return ServingConfig(_aic_kv(row), DEFAULT_STEP_TOKENS, True, 1, "aiconfigurator's KV convention, default chunk")

@@ -1,0 +1,157 @@
+"""Colocated step scheduling per serving stack: mixed or separate prefill, whole or chunked prompts,
+overlap of scheduling with the running step, and SGLang's request-polling interval."""
+
+import numpy as np
+import pytest
+
+from cloudmatrix.errors import CloudMatrixError
+from cloudmatrix.serving.prefill_scheduler import PrefillQueue
+from cloudmatrix.sim.scenario import load_scenario
+from cloudmatrix.sim.scheduling import BACKEND_SCHEDULING, scheduling_for
+from cloudmatrix.sim.simulation import build_simulation
+
+BASE = """
+name = "coloc"
+system = "hgx-h200"
+model = "deepseek-r1"
+mode = "colocated"
+[precision]
+weights = "fp8"
+kv_cache = "fp8"
+[experts]
+placement = "none"
+[colocated]
+instances = 1
+dies = 8
+ep = 8
+microbatches = 1
+shared_expert_dies = 0
+redundant_experts = 0
+batch_per_die = 8
+"""
+CLOSED = """[workload]
+kind = "closed"
+concurrency = 8
+num_requests = 48
+input_len = { kind = "uniform", lo = 800, hi = 1024 }
+output_len = { kind = "uniform", lo = 20, hi = 40 }
+"""
+
+
+@pytest.fixture
+def run(tmp_path):
+    def go(workload: str = CLOSED, trace: str | None = None, **pool):
+        pool.setdefault("tokens_per_die", 1024)
+        text = BASE + "".join(f"{k} = {_toml(v)}\n" for k, v in pool.items()) + workload
+        if trace is not None:
+            (tmp_path / "t.csv").write_text(trace)
+        (tmp_path / "s.toml").write_text(text)
+        sim = build_simulation(load_scenario(tmp_path / "s.toml"))
+        sim.run()
+        return sim
+
+    return go
+
+
+def _toml(v):
+    return str(v).lower() if isinstance(v, bool) else f'"{v}"' if isinstance(v, str) else str(v)
+
+
+def _steps(sim):
+    """(start, duration, sequences decoding) of every step, in order."""
+    return np.asarray(sim.step_start["colocated"]), np.asarray(sim.step_dt["colocated"]), np.asarray(sim.run_n)
+
+
+def _step_of(starts, t):
+    i = int(np.searchsorted(starts, t))
+    assert starts[i] == t  # a prefill span starts with a step
+    return i
+
+
+TWO = """[workload]
+kind = "trace"
+trace = "t.csv"
+"""
+
+
+def test_overlap_makes_a_request_that_arrives_mid_step_wait_one_more_step(run):
+    trace = "arrival_time,input_len,output_len\n0.0,1024,50\n0.001,1024,50\n"
+    plain = run(TWO, trace, overlap=False)
+    over = run(TWO, trace, overlap=True)
+    # without overlap the second prompt joins the step after the one running when it came
+    assert plain.prefill_start[1] == plain.prefill_end[0]
+    # with overlap that step was formed at t = 0, before it came: it decodes the first request alone
+    starts, _, n = _steps(over)
+    assert starts[1] == over.prefill_end[0] and n[1] == 1
+    assert over.prefill_start[1] == starts[2] > starts[1]
+
+
+def test_separate_prefill_pauses_decode_and_mixed_runs_both(run):
+    for mode, expect_mixed in (("separate", False), ("mixed", True)):
+        sim = run(prefill_mode=mode, overlap=False)
+        starts, _, n = _steps(sim)
+        decoding = [n[_step_of(starts, t)] for t in sim.in_s]
+        assert any(d > 0 for d in decoding) == expect_mixed, mode
+
+
+def test_mixed_step_budget_counts_the_decode_tokens(run):
+    sim = run(prefill_mode="mixed", tokens_per_die=128)  # 1,024 tokens a step for the instance
+    starts, _, n = _steps(sim)
+    steps = [_step_of(starts, t) for t in sim.in_s]
+    assert max(n[steps]) > 0
+    assert all(tokens <= 1024 - n[i] for tokens, i in zip(sim.in_n, steps, strict=True))
+
+
+def test_whole_prompts_run_in_one_step_and_chunked_ones_in_several(run):
+    starts, dts, _ = _steps(whole := run(chunked_prefill=False))
+    i = [_step_of(starts, t) for t in whole.prefill_start]
+    assert np.allclose(whole.prefill_end, starts[i] + dts[i])  # one step each
+    chunked = run(chunked_prefill=True, tokens_per_die=64)  # 512 tokens a step: every prompt takes two or more
+    starts, dts, _ = _steps(chunked)
+    i = [_step_of(starts, t) for t in chunked.prefill_start]
+    assert (chunked.prefill_end > starts[i] + dts[i] + 1e-12).all()
+
+
+def test_whole_prompts_longer_than_the_step_budget_are_refused(run):
+    with pytest.raises(CloudMatrixError, match="exceeds the step budget"):
+        run(chunked_prefill=False, tokens_per_die=64)
+
+
+def test_queue_takes_whole_prompts_in_order_while_they_fit():
+    q = PrefillQueue(4096)
+    for r, n in enumerate((3000, 3000, 500)):
+        q.enqueue(r, n, 0)
+    b = q.next_batch(chunked=False)
+    assert (b.requests, b.tokens, b.finishing) == ([0], 3000, [0])  # the 500 does not jump the second 3000
+    assert q.next_batch(1000, chunked=False) is None  # the head does not fit 1,000: nothing runs
+    q2 = PrefillQueue(4096)
+    for r, n in enumerate((3000, 3000, 500)):
+        q2.enqueue(r, n, 0)
+    assert q2.next_batch().tokens == 4096  # chunked: the second prompt is split
+
+
+def test_polling_interval_keeps_new_requests_out_for_several_decode_steps(run):
+    waits = {}
+    for interval in (1, 8):
+        sim = run(prefill_mode="separate", overlap=True, recv_interval=interval)
+        starts, _, _ = _steps(sim)
+        # steps that start while a request is queued: with overlap one more than the steps it was kept out
+        between = [((starts > q) & (starts < p)).sum() for q, p in zip(sim.queued, sim.prefill_start, strict=True)]
+        waits[interval] = (max(between), float(np.mean(sim.first_token - sim.arrival)))
+        assert max(between) <= interval + 1
+    assert waits[8][0] > 2 and waits[8][1] > waits[1][1]
+
+
+def test_backend_defaults_and_pool_overrides(tmp_path):
+    (tmp_path / "s.toml").write_text(BASE + 'tokens_per_die = 1024\nbackend = "trtllm"\n' + CLOSED)
+    pool = load_scenario(tmp_path / "s.toml").colocated
+    assert scheduling_for(pool) == BACKEND_SCHEDULING["trtllm"]
+    assert not scheduling_for(pool).chunked and scheduling_for(pool).overlap
+    (tmp_path / "s.toml").write_text(BASE + 'tokens_per_die = 1024\nbackend = "sglang"\nrecv_interval = 30\n' + CLOSED)
+    s = scheduling_for(load_scenario(tmp_path / "s.toml").colocated)
+    assert (s.prefill, s.chunked, s.overlap, s.recv_interval) == ("separate", True, True, 30)
+
+
+def test_scheduling_keys_are_refused_in_disaggregated_pools():
+    with pytest.raises(CloudMatrixError, match="overlap does nothing in a decode pool"):
+        load_scenario("default", {"decode.overlap": True})
