@@ -38,6 +38,7 @@ class StepBreakdown:
     instance_dies: int = 0  # dies in the instance the step was costed for
     memory: dict[str, float] = field(default_factory=dict)  # bytes per die by use
     expert_load: dict[str, float] = field(default_factory=dict)
+    host_time: float = 0.0  # seconds the serving stack's host spends issuing the step's ops (perf/host.py)
 
     @cached_property
     def _table(self) -> tuple[list[OpRow], float, float]:
@@ -94,4 +95,5 @@ class StepBreakdown:
             "ops": [r.__dict__ for r in self.rows],
             "memory_bytes_per_die": self.memory,
             "expert_load": self.expert_load,
+            "host_time_s": self.host_time,
         }

@@ -9,6 +9,7 @@ from dataclasses import dataclass, fields
 from cloudmatrix.perf import kernels
 from cloudmatrix.perf.deployment import Deployment
 from cloudmatrix.perf.op import OpCost
+from cloudmatrix.specs.backend import kernel_curves
 from cloudmatrix.specs.hardware import BYTES_PER_ELEMENT, System
 from cloudmatrix.specs.model import ModelSpec
 
@@ -24,8 +25,9 @@ class DieContext:
     stream_share: dict[str, float] | None = None
 
     def __post_init__(self):
-        if self.dep.backend is not None:  # the serving stack's kernel curves (resolved once per system and backend)
-            object.__setattr__(self, "system", self.system.for_backend(self.dep.backend))
+        curves = kernel_curves(self.dep.backend)  # the serving stack's kernel curves (specs/backend.py)
+        if curves is not None:  # resolved once per system and backend
+            object.__setattr__(self, "system", self.system.for_backend(curves))
 
     @property
     def chip(self):

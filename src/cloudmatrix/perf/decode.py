@@ -15,6 +15,7 @@ from cloudmatrix.perf.breakdown import StepBreakdown
 from cloudmatrix.perf.context import DieContext
 from cloudmatrix.perf.dense import dense_ffn_ops, lm_head_op
 from cloudmatrix.perf.deployment import Deployment
+from cloudmatrix.perf.host import host_dispatch
 from cloudmatrix.perf.memory import check_fit, memory_per_die
 from cloudmatrix.perf.moe import dispatch_bytes_per_copy, moe_ops
 from cloudmatrix.perf.step import LayerGroup, assemble
@@ -115,6 +116,7 @@ def decode_step(
         mb,
         "core-split",
         dep.attention_stream_share,
+        host=host_dispatch(dep.backend, "decode", batch_per_die, loads.get("experts_hit_per_die", 0.0), mb),
         tokens_per_die=batch_per_die * dep.tokens_per_step(),
         dies_per_chip=system.chip.dies,
         instance_dies=dep.dies,

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from cloudmatrix.errors import CloudMatrixError
-from cloudmatrix.specs.hardware import BYTES_PER_ELEMENT, System, check_backend
+from cloudmatrix.specs.backend import load_backend
+from cloudmatrix.specs.hardware import BYTES_PER_ELEMENT, System
 from cloudmatrix.specs.model import ModelSpec
 
 if TYPE_CHECKING:
@@ -69,7 +70,8 @@ class Deployment:
     # the placement's load statistics: when set, the step takes imbalance and distinct experts per die
     # at each microbatch's own tokens from it (and ignores `imbalance`)
     expert_load: ExpertLoad | None = field(default=None, compare=False, repr=False)
-    # the serving stack whose kernel curves cost it ("sglang", "vllm", "trtllm"); None: the chip's default fit
+    # the serving stack (specs/backend.py: its kernel curves, graphed/eager phases, host cost per op):
+    # "sglang", "vllm", "trtllm", "engine", "cloudmatrix-infer" or a profile's .toml path; None: the twin's default
     backend: str | None = None
 
     @property
@@ -271,9 +273,10 @@ def build_deployment(
 
     `ep` defaults to dies / moe_tp; shared-expert dies and redundant experts left None follow
     `default_expert_layout`; `precision` is a Precisions or a checkpoint family name ("int8", "fp8",
-    "fp4", "bf16"; `kv_cache` applies to a name only); `backend` picks the serving stack's kernel curves
-    (None: the chip's default fit). With `system` the result is validated."""
-    check_backend(backend)
+    "fp4", "bf16"; `kv_cache` applies to a name only); `backend` picks the serving stack's profile
+    (specs/backend.py; None: the twin's default). With `system` the result is validated."""
+    if backend is not None:
+        load_backend(backend)  # raises naming the known profiles
     if moe_tp < 1 or dies % moe_tp:
         raise CloudMatrixError(f"MoE TP degree {moe_tp} must be >= 1 and divide the instance's {dies} dies")
     ep = dies // moe_tp if ep is None else ep

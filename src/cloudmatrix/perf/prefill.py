@@ -9,6 +9,7 @@ from cloudmatrix.perf.breakdown import StepBreakdown
 from cloudmatrix.perf.context import DieContext
 from cloudmatrix.perf.dense import dense_ffn_ops, lm_head_op
 from cloudmatrix.perf.deployment import Deployment
+from cloudmatrix.perf.host import host_dispatch
 from cloudmatrix.perf.memory import check_fit, memory_per_die
 from cloudmatrix.perf.moe import dispatch_bytes_per_copy, moe_ops
 from cloudmatrix.perf.overlap import comm_cores_for
@@ -73,6 +74,7 @@ def prefill_step(
         "comm-compute",
         1.0,
         comm_cores_for(system.chip),
+        host=host_dispatch(dep.backend, "prefill", seqs * mb, loads.get("experts_hit_per_die", 0.0), mb),
         tokens_per_die=tokens_per_die,
         dies_per_chip=system.chip.dies,
         instance_dies=dep.dies,

@@ -1,4 +1,11 @@
-"""Assemble a step from layer groups: overlap per group, aggregate rows, roofline limit."""
+"""Assemble a step from layer groups: overlap per group, host dispatch, aggregate rows, roofline limit.
+
+Host dispatch (`perf/host.py`): a graphed step adds its graph launch. An eager step's host issues each
+layer's ops while the device runs those already issued (launches are asynchronous), so a layer costs
+max(device, host), whichever paces it. A group's layers are identical, so per layer and per group give the
+same maximum; a host that ran ahead during a device-bound group is not credited to the next group, so the
+step lies at or above max(total device, total host), the bound for a host that may run ahead without limit.
+A CPU engine runs both on one core ("serial"): they add."""
 
 from __future__ import annotations
 
@@ -6,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cloudmatrix.perf.breakdown import OpRow, StepBreakdown
+from cloudmatrix.perf.host import HostDispatch
 from cloudmatrix.perf.op import OpCost
 from cloudmatrix.perf.overlap import CommCores, layer_time
 
@@ -27,9 +35,12 @@ def assemble(
     overlap_mode: str,
     attn_share: float,
     comm_cores: CommCores | None = None,
+    host: HostDispatch | None = None,
     **fields,
 ) -> StepBreakdown:
     step = fill = 0.0
+    eager = host is not None and host.mode == "eager"
+    serial = eager and host.overlap == "serial"
     for g in groups:
         if g.count == 0:
             continue
@@ -38,15 +49,26 @@ def assemble(
             fill = max(fill, f)
         else:
             per_layer = microbatches * sum(op.time for op in g.ops)
+        if eager:
+            h = host.per_layer[g.name]
+            per_layer = per_layer + h if serial else max(per_layer, h)
         step += g.count * per_layer
+    if host is not None:
+        step += host.per_step
     return StepBreakdown(
         phase=phase,
         system=system,
         model=model,
         step_time=step + fill,
         tabulate=lambda: _table(groups, microbatches),
+        host_time=0.0 if host is None else host_time(groups, host),
         **fields,
     )
+
+
+def host_time(groups: Sequence[LayerGroup], host: HostDispatch) -> float:
+    """Seconds the host spends issuing the step (overlapped with the device when asynchronous)."""
+    return host.per_step + sum(g.count * host.per_layer.get(g.name, 0.0) for g in groups)
 
 
 def _table(groups: Sequence[LayerGroup], microbatches: int) -> tuple[list[OpRow], float, float]:
