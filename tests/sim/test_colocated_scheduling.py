@@ -155,3 +155,23 @@ def test_backend_defaults_and_pool_overrides(tmp_path):
 def test_scheduling_keys_are_refused_in_disaggregated_pools():
     with pytest.raises(CloudMatrixError, match="overlap does nothing in a decode pool"):
         load_scenario("default", {"decode.overlap": True})
+
+
+def test_attention_dp_balance_holds_a_lone_prompt_while_every_rank_decodes(run):
+    # 8 ranks (attention DP), 16 long-running sequences, then one prompt: it waits for the balance timeout
+    trace = "arrival_time,input_len,output_len\n" + "0.0,512,400\n" * 16 + "0.5,512,5\n"
+    waits = {}
+    for timeout in (0, 20):
+        sim = run(TWO, trace, balance_timeout=timeout, overlap=False)
+        starts, _, n = _steps(sim)
+        kept = ((starts > sim.queued[16]) & (starts < sim.prefill_start[16])).sum()
+        waits[timeout] = kept
+        assert n[int(np.searchsorted(starts, sim.prefill_start[16]))] >= 8  # every rank was decoding
+    assert waits[0] == 0 and 0 < waits[20] <= 20
+
+
+def test_attention_dp_balance_runs_prompts_at_once_when_every_rank_has_one(run):
+    trace = "arrival_time,input_len,output_len\n" + "0.0,512,400\n" * 16 + "0.5,512,5\n" * 8
+    sim = run(TWO, trace, balance_timeout=20, overlap=False)
+    starts, _, _ = _steps(sim)
+    assert all(((starts > sim.queued[r]) & (starts < sim.prefill_start[r])).sum() <= 1 for r in range(16, 24))

@@ -24,6 +24,7 @@ def test_agg_row_runs_colocated_closed_loop_at_its_concurrency(tmp_path):
     # TRT-LLM recipe: max_num_tokens = max(8192, ceil((CONC + ISL + 64) / 64) * 64) per attention-DP rank
     assert pool.tokens_per_die == 8192 and pool.chunked_prefill is False
     assert sc.precision.kv_cache == "fp8"  # kv_cache_config dtype fp8
+    assert pool.balance_timeout == 60  # DP_ATTENTION=true: attention_dp_config enable_balance, timeout_iters 60
     assert (pool.redundant_experts, pool.shared_expert_dies, pool.microbatches) == (0, 0, 1)
     assert sc.precision.weights == "fp8" and sc.mtp.depth == 0
     assert "EP8" in tr.deployment and "96 clients" in tr.deployment
@@ -167,6 +168,7 @@ def test_trtllm_step_budget_holds_the_clients_decode_tokens_and_one_prompt(tmp_p
     pool = sc.colocated
     # ceil((256 + 8192 + 64) / 64) * 64 = 8,512 tokens for the one rank, over its 8 dies
     assert pool.tokens_per_die * pool.dies == 8512 and not pool.chunked_prefill
+    assert pool.balance_timeout is None  # no attention DP: no balancing
     assert pool.backend == "trtllm" and sc.precision.kv_cache == "fp8"
 
 

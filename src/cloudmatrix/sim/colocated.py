@@ -39,6 +39,8 @@ class ColocatedSimulation(ServingSimulation):
         self.inbox: list[list[tuple[int, int, int]]] = [[] for _ in range(pool.instances)]
         self.recv_count = [s.recv_interval] * pool.instances  # the first poll takes what is there
         self._decode_tokens = 1 + scenario.mtp.depth  # budget tokens one decoding sequence takes in a mixed step
+        self._ranks = pool.dies // pool.attn_tp  # attention-DP ranks of an instance
+        self.held_steps = [0] * pool.instances  # steps prompts have been held for attention-DP balance
 
     def _tokens_in_flight_per_die(self, pool: PoolSpec) -> float:
         return super()._tokens_in_flight_per_die(pool) + pool.tokens_per_die  # type: ignore[operator]
@@ -69,7 +71,9 @@ class ColocatedSimulation(ServingSimulation):
         self._admit(d, t)
         n = d.running
         batch = None
-        if s.prefill == "separate":
+        if s.balance_timeout and self._ranks > 1 and self._hold_for_balance(i, n):
+            pass  # the prompts wait for the ranks to balance
+        elif s.prefill == "separate":
             batch = q.next_batch(chunked=s.chunked)  # a prefill batch, when there is one, runs alone
         else:
             budget = q.token_budget - n * self._decode_tokens  # decode tokens count against the step budget
@@ -94,6 +98,19 @@ class ColocatedSimulation(ServingSimulation):
             self._prefill_started(batch, t, dt)
         self._book_step("colocated", d, n if decoding else 0, dt, t)
         self.loop.at(t + dt, self._step_done, (i, batch, decoding, dt))
+
+    def _hold_for_balance(self, i: int, n: int) -> bool:
+        """TensorRT-LLM's attention-DP balance, once per step: prompts run when every rank has one (the queue
+        holds one per rank); otherwise the step counts, and they run anyway when the count reaches
+        balance_timeout (it then restarts, whether prompts were waiting or not) or some rank is not decoding."""
+        if len(self.queues[i]) >= self._ranks:
+            self.held_steps[i] = 0
+            return False
+        self.held_steps[i] += 1
+        if self.held_steps[i] >= self.sched.balance_timeout or n < self._ranks:
+            self.held_steps[i] = 0
+            return False
+        return True
 
     def _step_done(self, arg: tuple[int, PrefillBatch | None, bool, float], t: float) -> None:
         i, batch, decoded, dt = arg

@@ -46,6 +46,7 @@ class PoolSpec(_Section):
     chunked_prefill: bool | None = None
     overlap: bool | None = None
     recv_interval: int | None = Field(default=None, ge=1)
+    balance_timeout: int | None = Field(default=None, ge=0)
 
     @field_validator("backend")
     @classmethod
@@ -141,7 +142,7 @@ class Scenario(_Section):
                 "set --set warmup=SECONDS below the duration"
             )
         # keys a pool accepts but that do nothing in that role are errors, not silently ignored
-        colocated_only = ("prefill_mode", "chunked_prefill", "overlap", "recv_interval")
+        colocated_only = ("prefill_mode", "chunked_prefill", "overlap", "recv_interval", "balance_timeout")
         unused = {
             "prefill": ("batch_per_die", *colocated_only),
             "decode": ("tokens_per_die", "policy", *colocated_only),

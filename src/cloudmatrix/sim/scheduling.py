@@ -11,6 +11,10 @@ documented defaults.
 - `recv_interval`: new requests are taken in only every N decode steps (at once after a prefill step
   or when idle): SGLang's --scheduler-recv-interval and its SchedulerRecvSkipper weights (decode 1,
   any other forward 1,000, threshold N).
+- `balance_timeout`: TensorRT-LLM's attention-DP balancing (attention_dp_config enable_balance,
+  timeout_iters; PyExecutor._balance_adp_requests): with more than one attention-DP rank, prompts wait
+  until every rank has one queued, for at most this many steps, and only while every rank is decoding.
+  0: off (TensorRT-LLM's default, attention_dp_config unset).
 
 Backend defaults and their sources:
 - trtllm: TensorRT-LLM LLM API (PyTorch backend) `disable_overlap_scheduler` False,
@@ -36,6 +40,7 @@ class Scheduling:
     chunked: bool
     overlap: bool
     recv_interval: int
+    balance_timeout: int = 0
 
 
 BACKEND_SCHEDULING: dict[str | None, Scheduling] = {
@@ -50,5 +55,5 @@ def scheduling_for(pool: PoolSpec) -> Scheduling:
     """The pool's scheduling: its backend's defaults, with any key the pool sets."""
     s = BACKEND_SCHEDULING[pool.backend]
     keys = {"prefill": pool.prefill_mode, "chunked": pool.chunked_prefill, "overlap": pool.overlap,
-            "recv_interval": pool.recv_interval}  # fmt: skip
+            "recv_interval": pool.recv_interval, "balance_timeout": pool.balance_timeout}  # fmt: skip
     return replace(s, **{k: v for k, v in keys.items() if v is not None})

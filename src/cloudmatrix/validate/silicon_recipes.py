@@ -42,12 +42,14 @@ class ServingConfig:
     chunked: bool  # a prompt may be split over steps
     recv_interval: int  # SGLang --scheduler-recv-interval (new requests polled every N decode steps)
     source: str  # where the values come from, in words
+    balance_timeout: int = 0  # TRT-LLM attention_dp_config timeout_iters with enable_balance (0: not set)
 
     def describe(self) -> str:
         step = "" if self.step_tokens is None else f", {self.step_tokens:,} tokens/step/rank"
         chunk = "" if self.step_tokens is None else (", chunked" if self.chunked else ", whole prompts")
         recv = f", recv every {self.recv_interval} decode steps" if self.recv_interval > 1 else ""
-        return f"{self.kv_cache.upper()} KV{step}{chunk}{recv} ({self.source})"
+        bal = f", attention-DP balance up to {self.balance_timeout} steps" if self.balance_timeout else ""
+        return f"{self.kv_cache.upper()} KV{step}{chunk}{recv}{bal} ({self.source})"
 
 
 def _aic_kv(row: SiliconRow) -> str:
@@ -69,9 +71,11 @@ def serving_config(row: SiliconRow) -> ServingConfig:
     key = (row.backend, row.system, row.precision)
     if row.backend == "trtllm" and row.system in ("h200_sxm", "b200_sxm") and row.precision in ("fp8", "fp4"):
         # dsr1_fp8_h200_trt.sh, dsr1_fp8_b200_trt.sh, dsr1_fp4_b200_trt.sh: kv_cache_config dtype fp8;
-        # MAX_NUM_TOKENS = max(8192, ceil((CONC + ISL + 64) / 64) * 64), per rank under attention DP
+        # MAX_NUM_TOKENS = max(8192, ceil((CONC + ISL + 64) / 64) * 64), per rank under attention DP; with
+        # DP_ATTENTION=true, attention_dp_config: enable_balance true, timeout_iters 60, batching_wait_iters 0
         tokens = max(8192, math.ceil((conc + row.isl + 64) / 64) * 64)
-        return ServingConfig("fp8", tokens, False, 1, f"{RECIPES} dsr1_{row.precision}_{row.system[:4]}_trt.sh")
+        name = f"{RECIPES} dsr1_{row.precision}_{row.system[:4]}_trt.sh"
+        return ServingConfig("fp8", tokens, False, 1, name, balance_timeout=60 if dp > 1 else 0)
     if key == ("sglang", "h200_sxm", "fp8"):
         # dsr1_fp8_h200.sh: --chunked-prefill-size 32768 --max-prefill-tokens 32768, no --kv-cache-dtype
         return ServingConfig("bf16", 32768 // dp, True, 1, f"{RECIPES} dsr1_fp8_h200.sh + SGLang kv_cache_dtype auto")

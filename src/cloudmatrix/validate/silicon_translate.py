@@ -166,6 +166,8 @@ def _pool(layout: PoolLayout, role: str, isl: int, cfg: ServingConfig) -> tuple[
         pool["chunked_prefill"] = cfg.chunked
         if cfg.recv_interval > 1:
             pool["recv_interval"] = cfg.recv_interval
+        if cfg.balance_timeout:
+            pool["balance_timeout"] = cfg.balance_timeout
     words = (
         f"{pool['instances']} x {dies} dies (attn TP{tp} x DP{dp}, EP{pool['ep']}"
         + (f", MoE TP{layout.moe_tp}" if (layout.moe_tp or 1) > 1 else "")
