@@ -27,7 +27,6 @@ ep = 8
 microbatches = 1
 shared_expert_dies = 0
 redundant_experts = 0
-batch_per_die = 8
 """
 CLOSED = """[workload]
 kind = "closed"
@@ -42,6 +41,7 @@ output_len = { kind = "uniform", lo = 20, hi = 40 }
 def run(tmp_path):
     def go(workload: str = CLOSED, trace: str | None = None, **pool):
         pool.setdefault("tokens_per_die", 1024)
+        pool.setdefault("batch_per_die", 8)
         text = BASE + "".join(f"{k} = {_toml(v)}\n" for k, v in pool.items()) + workload
         if trace is not None:
             (tmp_path / "t.csv").write_text(trace)
@@ -143,11 +143,12 @@ def test_polling_interval_keeps_new_requests_out_for_several_decode_steps(run):
 
 
 def test_backend_defaults_and_pool_overrides(tmp_path):
-    (tmp_path / "s.toml").write_text(BASE + 'tokens_per_die = 1024\nbackend = "trtllm"\n' + CLOSED)
+    sized = BASE + "tokens_per_die = 1024\nbatch_per_die = 8\n"
+    (tmp_path / "s.toml").write_text(sized + 'backend = "trtllm"\n' + CLOSED)
     pool = load_scenario(tmp_path / "s.toml").colocated
     assert scheduling_for(pool) == BACKEND_SCHEDULING["trtllm"]
     assert not scheduling_for(pool).chunked and scheduling_for(pool).overlap
-    (tmp_path / "s.toml").write_text(BASE + 'tokens_per_die = 1024\nbackend = "sglang"\nrecv_interval = 30\n' + CLOSED)
+    (tmp_path / "s.toml").write_text(sized + 'backend = "sglang"\nrecv_interval = 30\n' + CLOSED)
     s = scheduling_for(load_scenario(tmp_path / "s.toml").colocated)
     assert (s.prefill, s.chunked, s.overlap, s.recv_interval) == ("separate", True, True, 30)
 
@@ -175,3 +176,22 @@ def test_attention_dp_balance_runs_prompts_at_once_when_every_rank_has_one(run):
     sim = run(TWO, trace, balance_timeout=20, overlap=False)
     starts, _, _ = _steps(sim)
     assert all(((starts > sim.queued[r]) & (starts < sim.prefill_start[r])).sum() <= 1 for r in range(16, 24))
+
+
+def test_separate_prefill_starts_no_prompt_without_a_running_slot(run):
+    # 8 slots (batch_per_die 1 x 8 dies), 16 clients: a prompt is prefilled only when a slot is free for it
+    wl = CLOSED.replace("concurrency = 8", "concurrency = 16")
+    sim = run(wl, prefill_mode="separate", batch_per_die=1)
+    assert np.allclose(sim.admitted, sim.prefill_end)  # nobody waits for a slot after its prefill
+    mixed = run(wl, prefill_mode="mixed", batch_per_die=1)
+    assert (mixed.admitted > mixed.prefill_end + 1e-9).any()  # the mixed engine prefills ahead of its slots
+
+
+def test_queue_limits_new_prompts_but_continues_one_in_progress():
+    q = PrefillQueue(1000)
+    for r, n in enumerate((1500, 100, 100)):
+        q.enqueue(r, n, 0)
+    assert q.next_batch(new_requests=1).requests == [0]  # begun: 1,000 of 1,500
+    b = q.next_batch(new_requests=1)
+    assert b.requests == [0, 1] and b.finishing == [0, 1]  # the rest of 0 goes on, plus one new prompt
+    assert q.next_batch(new_requests=0) is None

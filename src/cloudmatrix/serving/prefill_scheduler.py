@@ -81,18 +81,26 @@ class PrefillQueue:
                 return True
         return False
 
-    def next_batch(self, budget: int | None = None, *, chunked: bool = True) -> PrefillBatch | None:
+    def next_batch(
+        self, budget: int | None = None, *, chunked: bool = True, new_requests: int | None = None
+    ) -> PrefillBatch | None:
         """The next batch of at most `budget` tokens (default: the queue's token budget). Without
-        `chunked` only whole prompts are taken, in order, while they fit (None if the first does not)."""
+        `chunked` only whole prompts are taken, in order, while they fit (None if the first does not);
+        with `new_requests`, at most that many prompts not yet begun (a prompt in progress always goes on)."""
         if not len(self):
             return None
         b = PrefillBatch()
         left = self.token_budget if budget is None else int(budget)
+        fresh = 0
         while len(self) and left > 0:
             item = self._head()
             request, start, length, cached = item
             if not chunked and length - start > left:
                 break  # the head waits for a step with room for all of it; later prompts do not jump it
+            if start == cached:
+                if new_requests is not None and fresh >= new_requests:
+                    break  # no room for another running request
+                fresh += 1
             end = min(length, start + left)
             n = end - start
             b.requests.append(request)

@@ -64,7 +64,7 @@ class ColocatedSimulation(ServingSimulation):
             q.enqueue(*item)
         self.inbox[i].clear()
 
-    def _start_step(self, i: int, t: float) -> None:
+    def _start_step(self, i: int, t: float, retry: bool = True) -> None:
         d, q, s = self.decoders[i], self.queues[i], self.sched
         if not s.overlap:
             self._receive(i)  # the step is formed now, from everything received up to now
@@ -74,7 +74,10 @@ class ColocatedSimulation(ServingSimulation):
         if s.balance_timeout and self._ranks > 1 and self._hold_for_balance(i, n):
             pass  # the prompts wait for the ranks to balance
         elif s.prefill == "separate":
-            batch = q.next_batch(chunked=s.chunked)  # a prefill batch, when there is one, runs alone
+            # a prefill batch, when there is one, runs alone; it admits only prompts that will have a running
+            # slot (SGLang's PrefillAdder stops at max_running_requests)
+            room = d.max_seqs - n - d.queued
+            batch = q.next_batch(chunked=s.chunked, new_requests=max(room, 0))
         else:
             budget = q.token_budget - n * self._decode_tokens  # decode tokens count against the step budget
             batch = q.next_batch(budget, chunked=s.chunked) if budget > 0 else None
@@ -84,10 +87,10 @@ class ColocatedSimulation(ServingSimulation):
             self._receive(i)
         if not decoding and batch is None:
             d.busy = False
-            if self.inbox[i] or len(q):  # idle: the scheduler keeps polling and takes what came at once
+            if retry and (self.inbox[i] or len(q)):  # idle: the scheduler keeps polling, takes what came at once
                 self.recv_count[i] = s.recv_interval
                 self._receive(i)
-                self._start_step(i, t)
+                self._start_step(i, t, retry=False)
             return
         cost = self.costs["colocated"]
         # a mixed step runs the decode batch and the prefill chunk; their costs add
