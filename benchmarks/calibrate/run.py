@@ -395,9 +395,8 @@ def ascend_block(curve_from: str, transferred: dict[str, float]) -> str:
             f"attention_memory = {hbm:.3f}",
             "# assumption: weight streaming and vector kernels reach the MLA kernel's HBM fraction (no own figure)",
             f"memory = {hbm:.3f}",
-            "# No per-kernel latency figure is published for CANN kernels on the 910C: 0 (unmodelled, see",
-            "#   docs/calibration.md); the paper's per-layer decode times would set it.",
-            'kernel_latency = "0 us"',
+            # the paper's per-layer decode times set it, through the twin's step with this GEMM fit
+            *ascend_910c.latency_lines(ascend_910c.fit_kernel_latency(f)),
         ]
     )
 

@@ -19,6 +19,7 @@ of times per step.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 from cloudmatrix.perf import comm
 from cloudmatrix.perf.op import OpCost, comm_op, compute_op
@@ -149,9 +150,15 @@ def mla_decode(
     flops = 2.0 * tokens * heads * context * (2 * kv_lora_rank + rope_dim)
     nbytes = seqs * context * (kv_lora_rank + rope_dim) * BYTES_PER_ELEMENT[kv_dtype]
     eff = chip.efficiency
-    return _roofline(
+    op = _roofline(
         name, stream, flops, nbytes, chip, dtype, eff.attention_compute, eff.attention_memory, eff.attention_latency
     )
+    if eff.attention_decode_serial:
+        # the kernel loads each KV tile, then computes on it: time = compute + memory. Carried as fixed time so that
+        # on a share of the cores only the compute slows (loads keep the die's HBM rate, as OpCost.time_with_share
+        # assumes for memory); exact while compute >= memory, as in absorbed-MLA decode at 128 heads
+        op = replace(op, latency=op.latency + min(op.compute_time, op.memory_time))
+    return op
 
 
 def mla_prefill(

@@ -137,6 +137,8 @@ class Efficiency(_Frozen):
     vector: Fraction  # element-wise vector kernels (quantise, activation, permute), HBM fraction; default: memory
     kernel_latency: Seconds = 0.0  # fixed cost per GEMM / memory kernel: launch, prologue, tail wave
     attention_latency: Seconds  # fixed cost per attention-core kernel; default: kernel_latency
+    # decode MLA kernel loads each KV tile, then computes on it (no overlap of the two): time = compute + memory
+    attention_decode_serial: bool = False
     vector_latency: Seconds  # fixed cost per element-wise vector kernel; default: kernel_latency
     # per serving stack: this table with [efficiency.backend.<name>]'s keys merged over it (System.for_backend)
     backend: dict[str, Efficiency] = Field(default_factory=dict)
