@@ -8,10 +8,11 @@ The twin costs an eager step's host time as (ops per layer x layers + ops per st
   tables, final norm, LM head, sampling, the attention batch's index tensors). A MoE layer's count is
   linear in the distinct experts its tokens hit (LocalExperts loops over them): fitted as a + b x hit over
   the observed layers (exact: the fit's residual is printed).
-- host seconds per op: a module-level microbenchmark, independent of any step: the engine's own RMSNorm,
-  dense MLP and MoE router modules (nn.Module forwards as the engine calls them) at one token, their wall
-  time over their aten op count. The decode step's wall time over its op count at one sequence is printed
-  beside it as a diagnostic (never used: it is a step-level figure of the engine the twin predicts).
+- host seconds per op, a layer-level measurement: each main decoder layer's forward timed by module hooks
+  during decode steps at one sequence (its arithmetic there is ~1% of its time), over the aten ops it
+  issues. Two diagnostics are printed beside it, never used: a module-level microbenchmark (the engine's
+  RMSNorm, MLP and router alone at one token: no Python between modules, a lower bound) and the whole
+  decode step's wall time over its ops (a step-level figure of the engine the twin predicts).
 
     python benchmarks/host_engine_ops.py                       # prints the counts and writes nothing
     python benchmarks/host_engine_ops.py --out out/host/       # + out/host/engine-backend.toml (a profile)
@@ -119,7 +120,7 @@ def count_steps(concurrency: int, steps: int = 3) -> dict:
             counter.add()
             return func(*args, **(kwargs or {}))
 
-    eng = _engine(concurrency, steps + 4)
+    eng = _engine(concurrency, 4 * steps + 16)
     model = eng.runner.model
     handles = _instrument(model, counter)
     out = {}
@@ -142,7 +143,7 @@ def count_steps(concurrency: int, steps: int = 3) -> dict:
 
 def time_decode_step(concurrency: int, steps: int = 7) -> float:
     """Median wall seconds of a decode step at `concurrency` sequences (prefill done, no counting mode)."""
-    eng = _engine(concurrency, steps + 4)
+    eng = _engine(concurrency, 4 * steps + 16)
     eng.step()  # the prefill
     eng.step()  # warm-up
     times = []
@@ -207,6 +208,88 @@ def measure_module_dispatch() -> dict:
     return {"modules": out, "ops": ops, "s": s, "per_op_s": s / ops}
 
 
+def time_layers(concurrency: int = 1, steps: int = 9) -> dict:
+    """Layer-level host cost: the median wall time of each main decoder layer's forward during decode steps at
+    `concurrency` sequences (module hooks, no counting mode), against the aten ops that layer issues (counted
+    the same way). At one sequence the layer's arithmetic is a few microseconds of its hundreds: the rest is
+    the host issuing the layer's ops, the Python between them included.
+
+    Also the runtime's own time per step outside the model: the step's wall time less the model's forward and
+    the MTP module's (scheduler, block tables, the attention batch, sampling, detokenisation), less what its
+    aten ops cost at the layers' rate: the engine's measured `step_overhead`."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    eng = _engine(concurrency, 4 * steps + 16)  # MTP may add two tokens a step: never run out
+    eng.step()  # the prefill
+    eng.step()  # warm-up
+    model = eng.runner.model
+    spans: dict[int, list[float]] = {i: [] for i in range(len(model.layers))}
+    ops: dict[int, int] = {i: 0 for i in range(len(model.layers))}
+    handles, start, counting, current = [], [0.0], [False], [-1]
+    inside = {"s": 0.0, "ops": 0, "depth": 0}
+
+    def pre(i):
+        def hook(module, args):
+            current[0] = i
+            start[0] = time.perf_counter()
+
+        return hook
+
+    def post(i):
+        def hook(module, args, out):
+            if not counting[0]:
+                spans[i].append(time.perf_counter() - start[0])
+            current[0] = -1
+
+        return hook
+
+    def timed(fn):
+        def run(*a, **kw):
+            t0 = time.perf_counter()
+            inside["depth"] += 1
+            try:
+                return fn(*a, **kw)
+            finally:
+                inside["depth"] -= 1
+                inside["s"] += time.perf_counter() - t0
+
+        return run
+
+    for i, layer in enumerate(model.layers):
+        handles += [layer.register_forward_pre_hook(pre(i)), layer.register_forward_hook(post(i))]
+    forward, forward_mtp = model.forward, model.forward_mtp
+    model.forward, model.forward_mtp = timed(forward), timed(forward_mtp)
+
+    class Count(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if current[0] >= 0:
+                ops[current[0]] += 1
+            if inside["depth"] == 0:
+                inside["ops"] += 1
+            return func(*args, **(kwargs or {}))
+
+    outside = []
+    try:
+        for _ in range(steps):
+            inside["s"] = 0.0
+            t0 = time.perf_counter()
+            eng.step()
+            outside.append(time.perf_counter() - t0 - inside["s"])
+        counting[0] = True
+        with Count():
+            eng.step()
+    finally:
+        for h in handles:
+            h.remove()
+        model.forward, model.forward_mtp = forward, forward_mtp
+    layer_s = {i: statistics.median(v) for i, v in spans.items()}
+    per_op = sum(layer_s.values()) / sum(ops.values())
+    out_s = statistics.median(outside)
+    return {"concurrency": concurrency, "layer_s": layer_s, "layer_ops": ops, "per_op_s": per_op,
+            "outside_model_s": out_s, "outside_model_ops": inside["ops"],
+            "step_overhead_s": out_s - inside["ops"] * per_op}  # fmt: skip
+
+
 def fit_linear(rows: list[tuple[float, ...]]) -> tuple[list[float], float]:
     """Least squares y = c0 + c1 x1 + ... over rows (y, x1, ...): (coefficients, max |residual|)."""
     import numpy as np
@@ -246,6 +329,7 @@ def measure(concurrencies: tuple[int, ...] = (1, 8)) -> dict:
     step_s = time_decode_step(c1)
     ops_step = sum(counts[c1]["decode"]["ops"].values())
     modules = measure_module_dispatch()
+    layers = time_layers(c1)
     return {
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "cpu": _cpu(),
@@ -254,6 +338,7 @@ def measure(concurrencies: tuple[int, ...] = (1, 8)) -> dict:
         "counts": counts,
         "fits": fits,
         "modules": modules,
+        "layers_timed": layers,
         "step_diagnostic": {"concurrency": c1, "step_s": step_s, "ops": ops_step, "per_op_s": step_s / ops_step},
     }
 
@@ -270,7 +355,7 @@ def _cpu() -> str:
 
 def render_profile(m: dict) -> str:
     """A backend profile (src/cloudmatrix/specs/backend.py's format) for the engine as measured here."""
-    mod, diag = m["modules"], m["step_diagnostic"]
+    mod, diag, lay = m["modules"], m["step_diagnostic"], m["layers_timed"]
     lines = [
         "# The eager engine (cloudmatrix serve --single-process) on THIS host, as measured by",
         "# benchmarks/host_engine_ops.py; generated, not a catalog product.",
@@ -284,12 +369,16 @@ def render_profile(m: dict) -> str:
         'prefill = "eager"',
         "",
         "[host]",
-        "# the engine's RMSNorm, MLP and router modules at one token: "
-        + ", ".join(f"{k} {v['ops']} ops in {v['s'] * 1e6:.1f} us" for k, v in mod["modules"].items()),
-        f"# (diagnostic, not used: a decode step at {diag['concurrency']} sequence(s) takes "
-        f"{diag['step_s'] * 1e3:.2f} ms for {diag['ops']:.0f} ops, {diag['per_op_s'] * 1e6:.2f} us per op)",
-        f'per_op = "{mod["per_op_s"] * 1e6:.3f} us"',
+        f"# main decoder layers' forwards in decode steps at {lay['concurrency']} sequence(s), median wall: "
+        + ", ".join(f"{lay['layer_s'][i] * 1e6:.0f} us / {lay['layer_ops'][i]} ops" for i in sorted(lay["layer_s"])),
+        f"# (diagnostics, not used: the RMSNorm, MLP and router modules alone {mod['per_op_s'] * 1e6:.2f} us per op;"
+        f" a whole decode step at {diag['concurrency']} sequence(s) {diag['step_s'] * 1e3:.2f} ms for "
+        f"{diag['ops']:.0f} ops, {diag['per_op_s'] * 1e6:.2f} us per op)",
+        f'per_op = "{lay["per_op_s"] * 1e6:.3f} us"',
         'graph_launch = "0 us"',
+        f"# a decode step's wall time outside the model's and the MTP module's forwards, median "
+        f"{lay['outside_model_s'] * 1e3:.3f} ms, less its {lay['outside_model_ops']} aten ops at per_op",
+        f'step_overhead = "{lay["step_overhead_s"] * 1e6:.1f} us"',
         "",
     ]
     for phase in ("prefill", "decode"):

@@ -1,12 +1,16 @@
 """The twin predicts the engine: measured TTFT/TPOT of `cloudmatrix serve --single-process` vs `simulate`.
 
-(a) benchmarks/host_microbench.py measures this CPU and writes its hardware pair to --out;
+(a) benchmarks/host_microbench.py measures this CPU and writes its hardware pair to --out, and
+    benchmarks/host_engine_ops.py the engine's serving profile (ops per layer counted in the engine's code,
+    host seconds per op from a module-level microbenchmark) to --out/engine-backend.toml;
 (b) the engine offline measures the workload's own properties the scenario needs (prompt and output
     token counts, MTP acceptance), then serve_load.py's closed loop runs against a
     `cloudmatrix serve --single-process` on 127.0.0.1 (stopped by pid at the end);
 (c) run_scenario simulates the same deployment (one colocated instance of one die, the engine's
     batch and token budgets, MTP depth 1 at the measured acceptance) on the measured host system,
-    with the same closed-loop workload. Nothing end-to-end is fitted: (b)'s latencies are compared only.
+    with the same closed-loop workload, twice: with the engine's profile (eager, host and kernels serial on
+    one core) and without (the twin's default profile, CloudMatrix-Infer's graphed decode, as before).
+    Nothing end-to-end is fitted: (b)'s latencies are compared only.
 
     python benchmarks/twin_vs_engine.py                      # 32 requests, concurrency 8, 32 tokens
     python benchmarks/twin_vs_engine.py --requests 16 --concurrency 4
@@ -24,6 +28,7 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import host_engine_ops  # noqa: E402
 import host_microbench  # noqa: E402
 import serve_load  # noqa: E402
 
@@ -113,15 +118,15 @@ def engine_decode_step(concurrency: int, max_tokens: int) -> dict:
     return {"step_s": sorted(times)[2], "runner_s": sorted(runner_s)[2], "torch_ops": Count.n}
 
 
-def twin_decode_step(system: Path, n: int, concurrency: int, props: dict) -> dict:
-    """The twin's decode step for the same batch: its time and the kernels it counts."""
+def twin_decode_step(system: Path, n: int, concurrency: int, props: dict, backend: Path | None = None) -> dict:
+    """The twin's decode step for the same batch: its time, the kernels it counts and its host time."""
     from cloudmatrix.perf.decode import decode_step
 
-    sc = scenario(system, n, concurrency, props)
+    sc = scenario(system, n, concurrency, props, backend)
     model, pool = sc.resolve_model(), sc.colocated
     b = decode_step(model, sc.resolve_system(), sc.deployment(pool, model), concurrency,
                     props["input_len"] + props["output_len"] / 2)  # fmt: skip
-    return {"step_s": b.step_time, "kernels": sum(r.runs for r in b.rows)}
+    return {"step_s": b.step_time, "kernels": sum(r.runs for r in b.rows), "host_s": b.host_time}
 
 
 def load_test(n: int, concurrency: int, max_tokens: int) -> dict:
@@ -132,13 +137,15 @@ def load_test(n: int, concurrency: int, max_tokens: int) -> dict:
     return serve_load.run("cloudmatrix-1proc", ns, Tokenizer.from_file(str(MODEL / "tokenizer.json")))
 
 
-def scenario(system: Path, n: int, concurrency: int, props: dict):
-    """The `serve --single-process` deployment as the twin writes it (defaults of EngineConfig)."""
+def scenario(system: Path, n: int, concurrency: int, props: dict, backend: Path | None = None):
+    """The `serve --single-process` deployment as the twin writes it (defaults of EngineConfig); `backend` is a
+    serving profile's path (the scenario file format names only the kernel-curve stacks, so it is set on the
+    validated pool)."""
     from cloudmatrix.engine.runtime.params import EngineConfig
     from cloudmatrix.sim.scenario import Scenario
 
     cfg = EngineConfig()
-    return Scenario.model_validate({
+    sc = Scenario.model_validate({
         "name": "serve-single-process",
         "description": "cloudmatrix serve --single-process on this host, default model, serve_load.py workload",
         "system": str(system),
@@ -154,12 +161,27 @@ def scenario(system: Path, n: int, concurrency: int, props: dict):
         "workload": {"kind": "closed", "concurrency": concurrency, "num_requests": n,
                      "input_len": props["input_len"], "output_len": props["output_len"]},
     })  # fmt: skip
+    if backend is None:
+        return sc
+    _schedule_like_the_generic_engine(str(backend))
+    return sc.model_copy(update={"colocated": sc.colocated.model_copy(update={"backend": str(backend)})})
 
 
-def predict(system: Path, n: int, concurrency: int, props: dict) -> dict:
+def _schedule_like_the_generic_engine(backend: str) -> None:
+    """sim/scheduling.py keys colocated scheduling by the kernel-curve stack's name; our engine schedules as its
+    generic entry says (prefill chunks mixed into decode steps, no overlap: engine/runtime's scheduler), so the
+    profile's path gets that entry."""
+    try:
+        from cloudmatrix.sim import scheduling
+    except ImportError:  # a tree without per-stack scheduling
+        return
+    scheduling.BACKEND_SCHEDULING.setdefault(backend, scheduling.BACKEND_SCHEDULING[None])
+
+
+def predict(system: Path, n: int, concurrency: int, props: dict, backend: Path | None = None) -> dict:
     from cloudmatrix.sim.simulation import run_scenario
 
-    s = run_scenario(scenario(system, n, concurrency, props)).summary
+    s = run_scenario(scenario(system, n, concurrency, props, backend)).summary
     return {"ttft": s["ttft_s"]["p50"], "tpot": s["tpot_s"]["p50"], "ttft_components": s.get("ttft_components_s")}
 
 
@@ -190,34 +212,46 @@ def main() -> None:
     host_microbench.print_summary(m)
     system = host_microbench.write_pair(m, args.out)
     standin = fp32_standin(args.out, m)
+    ops = host_engine_ops.measure()
+    profile = args.out / "engine-backend.toml"
+    profile.write_text(host_engine_ops.render_profile(ops))
+    print(f"engine profile: host {ops['layers_timed']['per_op_s'] * 1e6:.2f} us per op (decoder layers at one "
+          f"sequence; modules alone {ops['modules']['per_op_s'] * 1e6:.2f} us), written to {profile}")  # fmt: skip
     props = workload_properties(n, c, k)
     print(f"workload (engine, offline): {props}")
     measured = load_test(n, c, k)
+    pred_host = predict(system, n, c, props, profile)
     pred = predict(system, n, c, props)
-    pred32 = predict(standin, n, c, props)
-    eng_step, twin_step = engine_decode_step(c, k), twin_decode_step(system, n, c, props)
+    pred32 = predict(standin, n, c, props, profile)
+    eng_step = engine_decode_step(c, k)
+    twin_step, twin_step0 = twin_decode_step(system, n, c, props, profile), twin_decode_step(system, n, c, props)
 
     print(f"\n{n} requests, concurrency {c}, max_tokens {k}; serve --single-process (fp32, 1 thread) vs the twin on "
           f"{system}; load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")  # fmt: skip
     print(f"{'':<34}{'TTFT p50 [ms]':>14}{'TPOT p50 [ms]':>14}")
     rows = [("measured (serve_load closed loop)", measured["ttft"]["p50"], measured["tpot"]["p50"]),
-            (f"twin, {TWIN_PRECISION} (the host pair)", pred["ttft"], pred["tpot"]),
-            ("twin, fp32 stand-in (diagnostic)", pred32["ttft"], pred32["tpot"])]  # fmt: skip
+            (f"twin, {TWIN_PRECISION}, engine profile", pred_host["ttft"], pred_host["tpot"]),
+            (f"twin, {TWIN_PRECISION}, no host model (before)", pred["ttft"], pred["tpot"]),
+            ("twin, fp32 stand-in + profile (diag.)", pred32["ttft"], pred32["tpot"])]  # fmt: skip
     for name, a, b in rows:
         print(f"{name:<34}{a * 1e3:>14.2f}{b * 1e3:>14.2f}")
     mt, mp = measured["ttft"]["p50"], measured["tpot"]["p50"]
     for name, a, b in rows[1:]:
         print(f"error of {name}: TTFT {100 * (a / mt - 1):+.1f}%, TPOT {100 * (b / mp - 1):+.1f}%")
-    launch = m["launch"]["gemm_s"]
+    per_op = ops["layers_timed"]["per_op_s"]
     print(f"decode step, {c} sequences: engine {eng_step['step_s'] * 1e3:.2f} ms, {eng_step['torch_ops']} torch ops "
-          f"(x {launch * 1e6:.2f} us measured per op = {eng_step['torch_ops'] * launch * 1e3:.2f} ms), of which the "
-          f"runner (forward, MTP, sampling) {eng_step['runner_s'] * 1e3:.2f} ms; twin "
-          f"{twin_step['step_s'] * 1e3:.2f} ms, {twin_step['kernels']} kernels")  # fmt: skip
-    print("not expressible in the twin: fp32 weights (it knows int8/fp8/fp4/bf16; the engine serves fp32); a CPU "
-          "has no separate matrix cores; the eager engine's host time per torch op (Python, module calls, index "
-          "ops: ~1,450 ops a step against the twin's ~50 fused kernels) has no cost-model mechanism")  # fmt: skip
-    print(json.dumps({"measured": measured, "twin": pred, "twin_fp32_standin": pred32, "workload": props,
-                      "decode_step": {"engine": eng_step, "twin": twin_step},
+          f"(x {per_op * 1e6:.2f} us per op = {eng_step['torch_ops'] * per_op * 1e3:.2f} ms), of which the "
+          f"runner (forward, MTP, sampling) {eng_step['runner_s'] * 1e3:.2f} ms; twin with the engine profile "
+          f"{twin_step['step_s'] * 1e3:.2f} ms (host {twin_step['host_s'] * 1e3:.2f} ms, {twin_step['kernels']} "
+          f"kernels), without {twin_step0['step_s'] * 1e3:.2f} ms")  # fmt: skip
+    print(
+        "not expressible in the twin: fp32 weights (it knows int8/fp8/fp4/bf16; the engine serves fp32); a CPU "
+        "has no separate matrix cores; the engine's Python outside its modules (not an op, so not counted)"
+    )
+    print(json.dumps({"measured": measured, "twin_engine_profile": pred_host, "twin_no_host": pred,
+                      "twin_fp32_standin": pred32, "workload": props, "engine_ops": {k: v for k, v in ops.items()
+                                                                                     if k != "counts"},
+                      "decode_step": {"engine": eng_step, "twin": twin_step, "twin_no_host": twin_step0},
                       "wall_s": time.perf_counter() - t0}, indent=1, default=float))  # fmt: skip
 
 
