@@ -7,6 +7,8 @@ package's DeepSeek model (sdk/models/deepseek.py) uses them:
 - gemm_perf: gemm_dtype, m, n, k, latency (ms): one (m x k) @ (k x n) GEMM.
 - generation_mla_perf / context_mla_perf: num_heads is the heads on one GPU (128 / tp_size), batch_size,
   isl (prompt length; generation rows use isl = 1 and `step` = tokens already in the cache), kv_cache_dtype.
+- mla_generation_module_perf: the decode attention module as one measurement (tp_size 1, num_heads = 128 / TP),
+  batch_size sequences at `step` cached tokens, gemm_type the projections' precision.
 - moe_perf: num_tokens on the EP group, hidden_size, inter_size (whole expert, split by moe_tp_size), topk,
   num_experts (split by moe_ep_size), distribution ("balanced", power laws), moe_dtype.
 - scale_matrix_perf: quantising an m x k BF16 matrix to quant_dtype.
@@ -31,6 +33,8 @@ SOURCES = {
     "gemm": ("gemm", "trtllm", "1.3.0rc20", "gemm_perf.parquet"),
     "mla_generation": ("mla", "trtllm", "1.3.0rc20", "generation_mla_perf.parquet"),
     "mla_context": ("mla", "trtllm", "1.3.0rc20", "context_mla_perf.parquet"),
+    # the whole decode attention block (projections, norms, RoPE, attention, o_proj) as one measurement
+    "mla_generation_module": ("mla", "trtllm", "1.3.0rc20", "mla_generation_module_perf.parquet"),
     "moe": ("moe", "trtllm", "1.3.0rc20", "moe_perf.parquet"),
     "quantize": ("quantize", "trtllm", "1.3.0rc20", "scale_matrix_perf.parquet"),
     "nccl": ("comm", "nccl", "2.29.2", "nccl_perf.parquet"),
@@ -54,6 +58,7 @@ BACKEND_SOURCES = {
         "gemm": ("gemm", "vllm", "0.24.0", "gemm_perf.parquet"),
         "moe": ("moe", "vllm", "0.24.0", "moe_perf.parquet"),
         "custom_allreduce": ("comm", "vllm", "0.24.0", "custom_allreduce_perf.parquet"),
+        "mla_generation_module": ("mla", "vllm", "0.24.0", "mla_generation_module_perf.parquet"),
     },
 }
 

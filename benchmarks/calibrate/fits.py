@@ -338,3 +338,58 @@ def fit_ep(df: pd.DataFrame, bw: float, latency: float) -> Fit:
     mape, med = errors(np.concatenate(allp), np.concatenate(allm))
     params = {"dispatch_efficiency": ed, "combine_efficiency": ec, "sync_per_log2_rank": sync}
     return Fit(params, 2 * len(train), 2 * len(test), mape, med, {"per_op": per})
+
+
+# ------------------------------------------------------------------ MLA decode module (the whole attention block)
+
+MODULE_GEMM = {"bfloat16": "bf16", "fp8_block": "fp8", "nvfp4": "fp4"}  # the module table's gemm_type
+
+
+def mla_module_kernel_times(df: pd.DataFrame, model, system, backend: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """Per module row, the twin's decode MLA block without its fixed costs: the sum of max(compute, memory) of
+    the block's ops (perf/attention.py: prolog, o_proj quantisation, epilog, latent attention) for batch_size
+    tokens over num_heads heads, context step + isl, at the row's projection and KV-cache precisions. The
+    input norms and the TP all-reduce are outside the module (its rows run tp_size = 1). Second array: the same
+    block with each kernel's own fixed latency (the twin without the module fit)."""
+    from cloudmatrix.perf.attention import mla_decode_attention, mla_decode_projections
+    from cloudmatrix.perf.context import DieContext
+    from cloudmatrix.perf.deployment import Precisions, build_deployment
+
+    out, own = np.empty(len(df)), np.empty(len(df))
+    ctxs: dict[tuple, DieContext] = {}
+    for i, r in enumerate(df.itertuples(index=False)):
+        key = (r.gemm_type, r.kv_cache_dtype)
+        c = ctxs.get(key)
+        if c is None:
+            p = MODULE_GEMM[r.gemm_type]
+            kv = "fp8" if r.kv_cache_dtype == "fp8" else "bf16"
+            prec = Precisions(attn_proj=p, experts=p, dense_ffn=p, attention="bf16", kv_cache=kv, dispatch="bf16")
+            dep = build_deployment(model, dies=1, precision=prec, backend=backend)
+            c = ctxs[key] = DieContext(model, system, dep)
+        b, heads = float(r.batch_size), float(r.num_heads)
+        ops = [*mla_decode_projections(c, b, heads), mla_decode_attention(c, b, b, float(r.step + r.isl), heads)]
+        ops = [op for op in ops if op is not None]
+        out[i] = sum(op.time - op.latency for op in ops)
+        own[i] = sum(op.time for op in ops)
+    return out, own
+
+
+def fit_mla_module(df: pd.DataFrame, kernel_times: np.ndarray, own_latency: np.ndarray) -> Fit:
+    """`mla_decode_block_latency` per projection precision: t = block latency + the block's kernel times.
+    extra["before"]: held-out (MAPE, median) of the twin's per-kernel latencies on the same rows."""
+    d = df.assign(s=kernel_times, own=own_latency, prec=df["gemm_type"].map(MODULE_GEMM))
+    train, test = split(d)
+    p = {}
+    for prec in sorted(train["prec"].unique()):
+        tr = train[train["prec"] == prec]
+        s, t = tr["s"].to_numpy(), tr["t"].to_numpy()
+        x = _solve(lambda x, s=s, t=t: np.log((np.exp(x[0]) + s) / t), [np.log(30e-6)])
+        p[prec] = float(np.exp(x[0]))
+
+    def model(d):
+        return d["prec"].map(p).to_numpy() + d["s"].to_numpy()
+
+    mape, med = errors(model(test), test["t"].to_numpy())
+    per = {prec: errors(model(g), g["t"].to_numpy()) for prec, g in test.groupby("prec")}
+    before = errors(test["own"].to_numpy(), test["t"].to_numpy())
+    return Fit(p, len(train), len(test), mape, med, {"per_precision": per, "before": before})

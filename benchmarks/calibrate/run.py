@@ -23,6 +23,7 @@ import toml_section as T
 
 from cloudmatrix.perf.calibration import DEEPGEMM_FP8_FRACTION, MLA_COMPUTE_UTILISATION, MLA_MEMORY_BANDWIDTH
 from cloudmatrix.specs.hardware import load_chip, load_system
+from cloudmatrix.specs.model import load_model
 
 CATALOG = Path(__file__).parents[2] / "src" / "cloudmatrix" / "specs" / "catalog" / "hardware"
 # aiconfigurator system -> (chip file, system file whose scale-up plane the NCCL rows ran on)
@@ -36,7 +37,8 @@ SYSTEMS = {
 }
 TRANSFERS = {"h800-sxm": "h100_sxm"}  # chip file -> the aic system whose fit it takes, and why: see docstring
 TRANSFER_910C = "h100_sxm"  # whose per-tensor 8-bit GEMM curve shape the 910C borrows
-MOE_KERNELS_EXCLUDED = ("nongated", "min_latency")  # DeepSeek experts are gated; min-latency is a special path
+MOE_KERNELS_EXCLUDED = ("nongated", "min_latency")  # DeepSeek experts are gated; min-latency: its own curve below
+LOW_LATENCY_MAX_TOKENS = 1024
 
 
 def pct(x: float) -> str:
@@ -73,8 +75,45 @@ def fit_system(aic: str, chip_name: str, root: Path | None = None) -> dict:
     out["mla_decode"], out["mla_prefill"] = F.fit_mla(gdf, cdf, chip.peak("bf16"), bw)
     out["tables"]["mla_generation"], out["tables"]["mla_context"] = gen.path, ctx.path
 
-    out["moe"], out["tables"]["moe"] = fit_moe_table(A.load(aic, "moe", root), chip, mem)
+    moe = A.load(aic, "moe", root)
+    out["moe"], out["tables"]["moe"] = fit_moe_table(moe, chip, mem)
+    ll = low_latency_moe_rows(moe.frame)
+    if len(ll):
+        out["moe_low_latency"] = F.fit_moe(ll, {p: chip.peak(p) for p in ll["prec"].unique()}, bw, mem)
+    out["mla_module"] = {}
+    for backend in ("trtllm", *A.BACKEND_SOURCES):
+        f = fit_mla_module(aic, SYSTEMS[aic][1], None if backend == "trtllm" else backend, root)
+        if f:
+            out["mla_module"][backend] = f
     return out
+
+
+def low_latency_moe_rows(frame):
+    """TensorRT-LLM's min-latency MoE path (TRTLLM-Gen kernels, Blackwell NVFP4): balanced, gated rows up to
+    LOW_LATENCY_MAX_TOKENS tokens: decode sizes, where it beats the table's CUTLASS kernel on 76-100% of the
+    shapes (b200_sxm); above them on about half, and one curve does not follow both regimes."""
+    mdf = frame[
+        (frame["num_tokens"] <= LOW_LATENCY_MAX_TOKENS)
+        & (frame["distribution"] == "balanced")
+        & frame["moe_dtype"].isin(A.DTYPES)
+        & frame["kernel_source"].str.contains("min_latency")
+    ].copy()
+    mdf["prec"] = mdf["moe_dtype"].map(A.DTYPES)
+    return mdf
+
+
+def fit_mla_module(aic: str, system_name: str, backend: str | None, root: Path | None = None):
+    """The stack's decode MLA module table -> mla_decode_block_latency per projection precision (fits.py)."""
+    if backend and "mla_generation_module" not in A.BACKEND_SOURCES[backend]:
+        return None
+    t = A.load(aic, "mla_generation_module", root, backend=backend)
+    if t is None:
+        return None
+    df = t.frame[t.frame["gemm_type"].isin(F.MODULE_GEMM)].reset_index(drop=True)
+    s, own = F.mla_module_kernel_times(df, load_model("deepseek-v3"), load_system(system_name), backend)
+    fit = F.fit_mla_module(df, s, own)
+    fit.extra["table"] = t.path
+    return fit
 
 
 def moe_rows(frame, one_kernel: bool = False):
@@ -216,6 +255,7 @@ def chip_block(res: dict, version: str, transferred_from: str | None = None) -> 
         f"#   median {pct(v.median_signed)}",
         f"vector = {v.params['vector']:.3f}",
         f'vector_latency = "{v.params["vector_latency"] * 1e6:.2f} us"',
+        *stack_lines(res, src),
     ]
     for prec in sorted(k.split(".")[0] for k in gp if k.endswith(".peak")):
         if prec == "bf16":
@@ -255,9 +295,50 @@ def chip_block(res: dict, version: str, transferred_from: str | None = None) -> 
             f"# {prec} MoE rows of the table above: held-out MAPE {mp[prec][0]:.1%}, median {pct(mp[prec][1])}",
             *_curve_lines(q),
         ]
+    ll = res.get("moe_low_latency")
+    if ll is not None:
+        for prec, q in sorted(ll.extra["curves"].items()):
+            e = ll.extra["per_precision"][prec]
+            lines += [
+                "",
+                f"[efficiency.backend.trtllm.grouped_gemm_low_latency_by_precision.{prec}]",
+                f"# TensorRT-LLM's min-latency MoE path (moe_torch_flow_min_latency rows of {t['moe']}), balanced,",
+                f"#   {ll.train_rows:,} / {ll.test_rows:,} rows, held-out MAPE {e[0]:.1%}, median {pct(e[1])};",
+                "#   the MoE op costs the faster of this and the grouped_gemm curve (the stack picks by size).",
+                *_curve_lines(q),
+            ]
     for backend, b in sorted(res.get("backends", {}).items()):
         lines += backend_lines(backend, b, src)
     return "\n".join(lines)
+
+
+# The stacks' own code, not fits (docs/calibration.md): decode under CUDA graphs runs the shared experts on a
+# second stream beside the routed path.
+AUX_STREAM_SOURCES = {
+    "trtllm": "TensorRT-LLM tensorrt_llm/_torch/models/modeling_deepseekv3.py, Deepseekv3MoE (aux_stream_dict,"
+    " maybe_execute_in_parallel)",
+    "sglang": "SGLang python/sglang/srt/models/deepseek_v2.py, DeepseekV2MoE.forward_normal_dual_stream (alt_stream,"
+    " CUDA-graph capture)",
+    "vllm": "vLLM shared-experts stream (vllm-project/vllm#26440, VLLM_DISABLE_SHARED_EXPERTS_STREAM)",
+}
+
+
+def stack_lines(res: dict, src: str) -> list[str]:
+    """Per-stack keys of [efficiency] as dotted backend.<name>.* keys: the aux-stream flag and the MLA module fit."""
+    lines = ["# Serving-stack mechanisms, per backend (deployments without a backend keep the per-kernel model):"]
+    for backend, cite in AUX_STREAM_SOURCES.items():
+        lines += [f"# {cite}", f"backend.{backend}.shared_experts_aux_stream = true"]
+    for backend, f in sorted(res.get("mla_module", {}).items()):
+        per = ", ".join(f"{k} {e[0]:.1%}" for k, e in sorted(f.extra["per_precision"].items()))
+        b = f.extra["before"]
+        vals = ", ".join(f'{k} = "{v * 1e6:.2f} us"' for k, v in sorted(f.params.items()))
+        lines += [
+            f"# {backend} decode MLA block fixed cost: {src}{f.extra['table']}, {f.train_rows:,} / {f.test_rows:,}",
+            f"#   rows, held-out MAPE {f.mape:.1%}, median {pct(f.median_signed)} ({per}); the per-kernel latencies",
+            f"#   summed instead: MAPE {b[0]:.1%}, median {pct(b[1])}",
+            f"backend.{backend}.mla_decode_block_latency = {{ {vals} }}",
+        ]
+    return lines
 
 
 def backend_lines(backend: str, b: dict, src: str) -> list[str]:
@@ -420,6 +501,18 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {key:12s} {f.test_rows:6d} rows  MAPE {f.mape:6.1%}  median {pct(f.median_signed):>7s}  {ps}")
             for sub, e in f.extra.get("per_precision", {}).items():
                 print(f"  {'':12s} {sub:>6s}      MAPE {e[0]:6.1%}  median {pct(e[1]):>7s}")
+        ll = r.get("moe_low_latency")
+        if ll:
+            med = pct(ll.median_signed)
+            print(f"  {'moe min-lat':12s} {ll.test_rows:6d} rows  MAPE {ll.mape:6.1%}  median {med:>7s}")
+        for backend, f in r["mla_module"].items():
+            b = f.extra["before"]
+            print(
+                f"  {backend + ' mla mod':12s} {f.test_rows:6d} rows  MAPE {f.mape:6.1%}  "
+                f"median {pct(f.median_signed):>7s}"
+                f"  (per-kernel latencies: {b[0]:.1%} / {pct(b[1])})  "
+                + ", ".join(f"{k}={v * 1e6:.1f}us" for k, v in f.params.items())
+            )
         c = fit_collectives(aic, system_name)
         if c:
             f, path, in_switch = c

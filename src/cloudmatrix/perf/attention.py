@@ -66,27 +66,38 @@ def mla_decode_ops(c: DieContext, tokens: float, seqs: float, context: float) ->
 
 def mla_decode_core(c: DieContext, tokens: float, seqs: float, context: float) -> OpCost:
     """The latent attention over the KV cache: the only decode attention op that depends on the context."""
-    m = c.model
     tp = c.dep.attn_tp
-    return kernels.mla_decode(
-        tokens * tp,
-        seqs * tp,
-        context,
-        m.heads / tp,
-        m.kv_lora_rank,
-        m.qk_rope_head_dim,
-        c.dep.precision.attention,
-        c.dep.precision.kv_cache,
-        c.chip,
-    )
+    return mla_decode_attention(c, tokens * tp, seqs * tp, context, c.model.heads / tp, _block_scale(c))
+
+
+def mla_decode_attention(
+    c: DieContext, rows: float, seqs: float, context: float, heads: float, latency_scale: float = 1.0
+) -> OpCost:
+    """The latent attention for `rows` query tokens of `seqs` sequences over `heads` heads on this die."""
+    m = c.model
+    op = kernels.mla_decode(
+        rows, seqs, context, heads, m.kv_lora_rank, m.qk_rope_head_dim, c.dep.precision.attention,
+        c.dep.precision.kv_cache, c.chip,
+    )  # fmt: skip
+    return _with_latency(op, op.latency * latency_scale) if latency_scale != 1.0 else op
 
 
 def mla_decode_parts(c: DieContext, tokens: float) -> tuple[list[OpCost], list[OpCost]]:
     """The decode MLA ops before and after the attention core (independent of the context length)."""
-    m = c.model
     tp = c.dep.attn_tp
-    h, heads = m.hidden, m.heads / tp
-    rows = tokens * tp
+    prolog, quant, epilog = mla_decode_projections(c, tokens * tp, c.model.heads / tp, _block_scale(c))
+    before = [*_tp_entry(c, tokens), _norms(c, tokens), prolog]
+    after = present(quant, epilog, *_tp_exit(c, tokens))
+    return before, after
+
+
+def mla_decode_projections(
+    c: DieContext, rows: float, heads: float, latency_scale: float = 1.0
+) -> tuple[OpCost, OpCost | None, OpCost]:
+    """(prolog, o_proj input quantisation or None, epilog) of the decode MLA block for `rows` tokens over `heads`
+    heads: q down/up, kv down and W_UK folded into q; W_UV and o_proj."""
+    m = c.model
+    h = m.hidden
     q = [(h, m.q_lora_rank), (m.q_lora_rank, heads * m.q_head_dim)] if m.q_lora_rank else [(h, heads * m.q_head_dim)]
     kv_a = [(h, m.kv_lora_rank + m.qk_rope_head_dim)]
     # W_UK (per head nope -> latent) and W_UV (per head latent -> v) are batched over the heads: written as
@@ -95,17 +106,44 @@ def mla_decode_parts(c: DieContext, tokens: float) -> tuple[list[OpCost], list[O
     w_uk = [(m.qk_nope_head_dim, heads * m.kv_lora_rank)]
     w_uv = [(m.kv_lora_rank, heads * m.v_head_dim)]
     o = [(heads * m.v_head_dim, h)]
-    before = [
-        *_tp_entry(c, tokens),
-        _norms(c, tokens),
+    ops = (
         c.matmul("mla_prolog", "attn", rows, q + kv_a + w_uk, "attn_proj"),
-    ]
-    after = present(
         c.quantise("o_proj_quant", "attn", rows * heads * m.kv_lora_rank, "attn_proj"),
         c.matmul("mla_epilog_o_proj", "attn", rows, w_uv + o, "attn_proj"),
-        *_tp_exit(c, tokens),
     )
-    return before, after
+    if latency_scale == 1.0:
+        return ops
+    return tuple(None if op is None else _with_latency(op, op.latency * latency_scale) for op in ops)
+
+
+def _block_scale(c: DieContext) -> float:
+    """Where the stack's MLA module table fitted the decode block's fixed cost (`mla_decode_block_latency`, all
+    the block's kernels together: projections, latent norms, RoPE and KV append, attention and its split-KV
+    combine, quantisation), the factor that scales the block's per-kernel latencies to sum to it; else 1."""
+    eff = c.chip.efficiency
+    dtype = c.dtype("attn_proj")
+    block = eff.mla_decode_block_latency.get(dtype)
+    if block is None:
+        return 1.0
+    key = (id(c.chip), dtype, c.dep.precision.attention, c.model.name)
+    hit = _BLOCK_SCALE.get(key)
+    if hit is not None and hit[1] is c.chip:  # the step model calls this per context: computed once per chip
+        return hit[0]
+    prolog, quant, epilog = mla_decode_projections(c, 1.0, 1.0)
+    own = prolog.latency + epilog.latency + (quant.latency if quant else 0.0) + eff.attention_latency
+    scale = block / own if own > 0 else 1.0
+    _BLOCK_SCALE[key] = (scale, c.chip)
+    return scale
+
+
+_BLOCK_SCALE: dict[tuple, tuple[float, object]] = {}
+
+
+def _with_latency(op: OpCost, latency: float) -> OpCost:
+    return OpCost(
+        op.name, op.stream, op.count, op.flops, op.bytes, op.compute_time, op.memory_time, op.comm_time,
+        op.limit_time, op.kind, latency,
+    )  # fmt: skip
 
 
 def mla_prefill_ops(c: DieContext, tokens: float, prompt_len: float) -> list[OpCost]:

@@ -79,12 +79,20 @@ def grouped_gemm(
 ) -> OpCost:
     """MoE experts as grouped GEMMs: `rows` token copies spread over `experts` experts whose weights are read
     (pass the expected number of experts that receive tokens, not the slots held), shapes = ((k, n), ...)
-    per expert. The efficiency curve is the chip's grouped-GEMM fit for `dtype` with rows per expert as m."""
+    per expert. The efficiency curve is the chip's grouped-GEMM fit for `dtype` with rows per expert as m (or its
+    low-latency kernel's fit where the chip has one and it is faster)."""
     if rows <= 0 or experts <= 0:
         return OpCost(name, stream, 1, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
     eff = chip.efficiency
     p = eff.grouped_gemm_by_precision.get(dtype) or eff.grouped_gemm or gemm_params(chip, dtype)
-    return _gemm_launches(rows / experts, rows, shapes, experts, dtype, chip, p, name, stream)
+    op = _gemm_launches(rows / experts, rows, shapes, experts, dtype, chip, p, name, stream)
+    fast = eff.grouped_gemm_low_latency_by_precision.get(dtype)
+    if fast is not None:
+        # the stack's second MoE kernel (TensorRT-LLM's TRTLLM-Gen path): it runs whichever is faster at this size
+        alt = _gemm_launches(rows / experts, rows, shapes, experts, dtype, chip, fast, name, stream)
+        if alt.time < op.time:
+            return alt
+    return op
 
 
 def _gemm_launches(

@@ -101,22 +101,52 @@ def moe_ops(c: DieContext, tokens: float, phase: str) -> tuple[list[OpCost], dic
         ops += [routed, swiglu]
         if m.shared_experts:
             shared_inter = m.moe_intermediate * m.shared_experts / g
-            ops += [
+            aux = [
                 c.matmul("shared_experts", "moe", send_tokens, swiglu_shapes(h, shared_inter), "experts"),
                 _swiglu(c, "shared_swiglu", send_tokens, shared_inter),
             ]
     comb_b = h * BYTES_PER_ELEMENT[dep.precision.combine]
+    if not gathered:
+        ops.append(_all_to_all(c, "combine", send_tokens, copies, comb_b, prefill, imbalance))
+    if not dep.shared_expert_dies and m.shared_experts:
+        if not prefill and c.chip.efficiency.shared_experts_aux_stream and c.stream_share is None:
+            aux = [_on_aux_stream(present(*ops), aux)]
+        ops += aux
     if gathered:
         # each die's weighted partial sums over the experts it holds, summed and kept on every die
         ops.append(c.collective("all_reduce", tokens * g * h * ACT_BYTES, g, "moe_all_reduce", "moe"))
         return present(*ops), _loads(dep, m, hot_rows, mean_rows, distinct, imbalance, shared_rows)
-    ops.append(_all_to_all(c, "combine", send_tokens, copies, comb_b, prefill, imbalance))
     if prefill:
         # weighted sum of each token's top-k expert outputs (+ shared), read BF16, write BF16
         ops.append(c.vector("combine_sum", "moe", send_tokens * h, (copies + 1) * ACT_BYTES))
     if tp > 1:
         ops.append(c.collective("reduce_scatter", tokens * h * ACT_BYTES, tp, "moe_tp_reduce_scatter", "moe"))
     return present(*ops), _loads(dep, m, hot_rows, mean_rows, distinct, imbalance, shared_rows)
+
+
+def _on_aux_stream(main: list[OpCost], aux: list[OpCost]) -> OpCost:
+    """The shared experts as the stack runs them in a CUDA-graphed decode step: on an auxiliary stream, beside
+    the routed path (router, dispatch, grouped GEMM, combine) that the main stream runs meanwhile (TensorRT-LLM
+    Deepseekv3MoE with its aux stream; SGLang forward_normal_dual_stream; vLLM's shared-experts stream). The pair
+    lasts as long as the longer path, and at least as long as the two together take to stream their bytes
+    through the die's one HBM. Returned as one op holding only the time the aux path adds to the main path."""
+    main_t = sum(op.time for op in main)
+    aux_t = sum(op.time for op in aux)
+    hbm = sum(op.memory_time for op in (*main, *aux) if op.kind != "comm")
+    exposed = max(main_t, aux_t, hbm) - main_t
+    return OpCost(
+        "shared_experts",
+        "moe",
+        1,
+        sum(op.flops for op in aux),
+        sum(op.bytes for op in aux),
+        exposed,
+        0.0,
+        0.0,
+        sum(op.limit_time for op in aux),
+        "compute",
+        0.0,
+    )
 
 
 def _loads(dep, m, hot_rows, mean_rows, distinct, imbalance, shared_rows) -> dict:

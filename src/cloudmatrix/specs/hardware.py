@@ -140,6 +140,15 @@ class Efficiency(_Frozen):
     # decode MLA kernel loads each KV tile, then computes on it (no overlap of the two): time = compute + memory
     attention_decode_serial: bool = False
     vector_latency: Seconds  # fixed cost per element-wise vector kernel; default: kernel_latency
+    # The stack's second MoE kernel where it has one (TensorRT-LLM's TRTLLM-Gen "min-latency" MoE on Blackwell
+    # NVFP4); the MoE op costs the faster of it and the grouped-GEMM curve, as the stack picks by size.
+    grouped_gemm_low_latency_by_precision: dict[str, GemmEfficiency] = Field(default_factory=dict)
+    # Decode under CUDA graphs runs the shared experts on an auxiliary stream beside the routed path
+    # (perf/moe.py): the stack's own code, not a fit (docs/calibration.md cites it per stack).
+    shared_experts_aux_stream: bool = False
+    # Fixed cost of the whole decode MLA block (all its kernels together), per attention-projection precision,
+    # fitted to the stack's MLA module table; replaces the sum of the block's per-kernel latencies.
+    mla_decode_block_latency: dict[str, Seconds] = Field(default_factory=dict)
     # per serving stack: this table with [efficiency.backend.<name>]'s keys merged over it (System.for_backend)
     backend: dict[str, Efficiency] = Field(default_factory=dict)
 
@@ -160,7 +169,12 @@ class Efficiency(_Frozen):
 
     @model_validator(mode="after")
     def _known_gemm_precisions(self) -> Efficiency:
-        for table in ("gemm_by_precision", "grouped_gemm_by_precision"):
+        for table in (
+            "gemm_by_precision",
+            "grouped_gemm_by_precision",
+            "grouped_gemm_low_latency_by_precision",
+            "mla_decode_block_latency",
+        ):
             unknown = sorted(set(getattr(self, table)) - set(PRECISIONS))
             if unknown:
                 raise ValueError(f"unknown precision(s) {unknown} in [efficiency.{table}]; known: {PRECISIONS}")

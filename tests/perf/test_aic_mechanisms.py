@@ -1,0 +1,101 @@
+"""The stack mechanisms fitted or read from aiconfigurator's tables (docs/calibration.md, "The twin against
+aiconfigurator's op tables"): shared experts on an auxiliary stream, the stack's faster MoE kernel, and the
+decode MLA block's fixed cost from the module table. Each test checks the mechanism's own arithmetic."""
+
+import pytest
+
+from cloudmatrix.perf import kernels
+from cloudmatrix.perf.attention import mla_decode_core, mla_decode_parts
+from cloudmatrix.perf.context import DieContext
+from cloudmatrix.perf.decode import decode_step
+from cloudmatrix.perf.deployment import build_deployment
+from cloudmatrix.perf.moe import _on_aux_stream
+from cloudmatrix.perf.op import OpCost, comm_op
+from cloudmatrix.perf.prefill import prefill_step
+from cloudmatrix.specs.hardware import GemmEfficiency, System, load_system
+from cloudmatrix.specs.model import load_model
+
+R1 = load_model("deepseek-r1")
+
+
+def _op(name, compute=0.0, memory=0.0, latency=0.0):
+    return OpCost(name, "moe", 1, 1.0, 1.0, compute, memory, 0.0, 0.0, "compute", latency)
+
+
+def _with_efficiency(system: System, **update) -> System:
+    eff = system.chip.efficiency.model_copy(update=update)
+    return System(system.spec, system.chip.model_copy(update={"efficiency": eff}), system.source)
+
+
+def _tep8(backend=None, system=None):
+    return build_deployment(
+        R1, dies=8, ep=8, attn_tp=8, precision="fp8", backend=backend, shared_expert_dies=0, redundant_experts=0,
+        system=system,
+    )  # fmt: skip
+
+
+def test_aux_stream_adds_only_what_outlasts_the_routed_path():
+    main = [_op("router", compute=3e-6), comm_op("dispatch", "moe", 1, 0.0, 4e-6, 0.0), _op("routed", compute=5e-6)]
+    assert _on_aux_stream(main, [_op("shared", compute=7e-6)]).time == pytest.approx(0.0)
+    assert _on_aux_stream(main, [_op("shared", compute=15e-6)]).time == pytest.approx(3e-6)
+    # both streams read HBM: the pair lasts at least the two memory times together (comm is not HBM time here)
+    heavy = [_op("routed", memory=10e-6)]
+    assert _on_aux_stream(heavy, [_op("shared", memory=6e-6)]).time == pytest.approx(6e-6)
+
+
+def test_decode_on_an_aux_stream_stack_hides_the_shared_experts_and_prefill_does_not():
+    b200 = load_system("hgx-b200")
+    off = _with_efficiency(b200.for_backend("trtllm"), shared_experts_aux_stream=False)
+    dep = _tep8(None)
+    on_rows = {r.name: r for r in decode_step(R1, b200, _tep8("trtllm"), 0.5, 1536).rows if r.group == "moe_layer"}
+    off_step = decode_step(R1, off, dep, 0.5, 1536)
+    off_rows = {r.name: r for r in off_step.rows if r.group == "moe_layer"}
+    assert "shared_swiglu" in off_rows and "shared_swiglu" not in on_rows
+    serial = off_rows["shared_experts"].time + off_rows["shared_swiglu"].time
+    assert on_rows["shared_experts"].time < 0.5 * serial
+    assert "shared_swiglu" in {r.name for r in prefill_step(R1, b200, _tep8("trtllm"), 1024, 8192).rows}
+
+
+def test_the_moe_op_takes_the_faster_of_the_stacks_two_kernels():
+    chip = load_system("hgx-b200").chip
+    shapes = ((7168, 4096), (2048, 7168))
+    base = kernels.grouped_gemm(32, 32, shapes, "fp4", chip)
+    eff = chip.efficiency
+    slow = GemmEfficiency(peak=0.01, latency=50e-6)
+    fast = GemmEfficiency(peak=0.9, latency=1e-6)
+    for curve, expect_faster in ((slow, False), (fast, True)):
+        c = chip.model_copy(
+            update={"efficiency": eff.model_copy(update={"grouped_gemm_low_latency_by_precision": {"fp4": curve}})}
+        )
+        t = kernels.grouped_gemm(32, 32, shapes, "fp4", c).time
+        assert (t < base.time) is expect_faster
+        if not expect_faster:
+            assert t == pytest.approx(base.time)
+
+
+def test_the_decode_mla_blocks_kernel_latencies_sum_to_the_module_fit():
+    b200 = load_system("hgx-b200").for_backend("trtllm")
+    sums = {}
+    for block in (None, 40e-6, 80e-6):
+        s = _with_efficiency(b200, mla_decode_block_latency={} if block is None else {"fp8": block})
+        c = DieContext(R1, s, _tep8(None))
+        before, after = mla_decode_parts(c, 2.0)
+        block_ops = [op for op in (*before, *after) if op.name in ("mla_prolog", "o_proj_quant", "mla_epilog_o_proj")]
+        block_ops.append(mla_decode_core(c, 2.0, 2.0, 4096))
+        sums[block] = sum(op.latency for op in block_ops)
+        if block is not None:
+            assert sums[block] == pytest.approx(block, rel=1e-9)
+        # the norms and the all-reduce are outside the module: untouched
+        assert {op.latency for op in before if op.name == "norms_residual"} == {s.chip.efficiency.vector_latency}
+    assert sums[None] != pytest.approx(40e-6)  # without the fit: each kernel's own latency
+
+
+def test_the_fitted_b200_file_gives_each_stack_its_own_mechanisms():
+    b200 = load_system("hgx-b200")
+    assert not b200.chip.efficiency.shared_experts_aux_stream  # no stack named: the per-kernel model
+    for backend in ("trtllm", "sglang", "vllm"):
+        assert b200.for_backend(backend).chip.efficiency.shared_experts_aux_stream
+    assert b200.for_backend("trtllm").chip.efficiency.mla_decode_block_latency
+    assert not b200.for_backend("sglang").chip.efficiency.mla_decode_block_latency  # no SGLang module table
+    assert "fp4" in b200.for_backend("trtllm").chip.efficiency.grouped_gemm_low_latency_by_precision
+    assert not b200.for_backend("sglang").chip.efficiency.grouped_gemm_low_latency_by_precision
