@@ -51,7 +51,9 @@ def _batch_ops(c: DieContext, batch_per_die: float) -> tuple:
     # the dense FFN is TP over them too, ending in its all-reduce like every other layer)
     dense_tp = dep.attn_tp if not model.is_moe or group_tokens_everywhere(c, "decode") else 1
     dense = dense_ffn_ops(c, tokens, dense_tp)
-    head = [lm_head_op(c, tokens)]
+    # the LM head runs once on the merged microbatches, on the whole die (perf/step.py LayerGroup.merged)
+    whole = c if c.stream_share is None else DieContext(model, c.system, dep)
+    head = [lm_head_op(whole, batch_per_die * (1 + dep.mtp_depth))]
     mla = model.attention == "mla"
     attn_parts = mla_decode_parts(c, tokens) if mla else None
     mtp_parts = eh = None
@@ -59,7 +61,7 @@ def _batch_ops(c: DieContext, batch_per_die: float) -> tuple:
         mtp_ffn = moe_ops(c, seqs, "decode")[0] if model.is_moe else dense_ffn_ops(c, seqs, dense_tp)
         eh = c.matmul("mtp_eh_proj", "attn", seqs, [(2 * model.hidden, model.hidden)], "attn_proj")
         mtp_parts = mla_decode_parts(c, seqs) if mla else None
-        head.append(lm_head_op(c, seqs * dep.mtp_depth, "mtp_head"))
+        head.append(lm_head_op(whole, batch_per_die * dep.mtp_depth, "mtp_head"))
     if len(_BATCH_OPS) > 4096:
         _BATCH_OPS.clear()
     # holding the objects keeps their ids from being reused while the entry lives
@@ -103,7 +105,7 @@ def decode_step(
         # each draft position runs the MTP module (eh_proj + one decoder layer + shared head) on one token per seq
         mtp_attn = _attn(c, mtp_parts, seqs, seqs, kv_len)
         groups.append(LayerGroup("mtp_layer", dep.mtp_depth, [eh, *mtp_attn, *mtp_ffn]))
-    groups.append(LayerGroup("head", 1, head, overlappable=False))
+    groups.append(LayerGroup("head", 1, head, overlappable=False, merged=True))
     disp = dispatch_bytes_per_copy(c) if model.is_moe else 0.0
     mem = memory_per_die(model, dep, batch_per_die * kv_len, tokens * mb, disp)
     if check_memory:

@@ -24,6 +24,9 @@ class LayerGroup:
     count: int  # how many such layers per step
     ops: Sequence[OpCost]  # one microbatch through one layer, on one die
     overlappable: bool = True  # False: runs once per microbatch, serially (LM head, sampling)
+    # runs once per step on the microbatches merged again (ops built for the whole batch): the LM head after the
+    # layers, as SGLang's two-batch overlap merges its halves before the head (two_batch_overlap.py)
+    merged: bool = False
 
 
 def assemble(
@@ -48,7 +51,7 @@ def assemble(
             per_layer, f = layer_time(g.ops, microbatches, overlap_mode, attn_share, comm_cores)
             fill = max(fill, f)
         else:
-            per_layer = microbatches * sum(op.time for op in g.ops)
+            per_layer = (1 if g.merged else microbatches) * sum(op.time for op in g.ops)
         if eager:
             h = host.per_layer[g.name]
             per_layer = per_layer + h if serial else max(per_layer, h)
@@ -78,7 +81,7 @@ def _table(groups: Sequence[LayerGroup], microbatches: int) -> tuple[list[OpRow]
     for g in groups:
         if g.count == 0:
             continue
-        runs = g.count * microbatches
+        runs = g.count * (1 if g.merged else microbatches)
         for op in g.ops:
             t = op.time
             serial += runs * t
