@@ -63,3 +63,49 @@ def test_tokens_past_the_output_length_are_discarded():
     d.admit()
     total, finished, _ = d.complete_step(np.full(2, 2, dtype=np.int64), 1.0)
     assert total == 1 and finished.tolist() == [0]
+
+
+def test_slots_need_not_divide_over_the_dies():
+    # a stack's max batch is per rank: 9 sequences over 8 ranks gives rank 0 a second slot
+    d = make(max_seqs=9, dies=8)
+    assert d.capacity.tolist() == [2] + [1] * 7
+    for r in range(12):
+        d.enqueue(r, 10, 5, 0.0)
+    assert d.admit() == 9  # every slot, and no more
+    assert d.die_count.tolist() == d.capacity.tolist()
+    slots, _ = d.slots()
+    assert sorted(slots.tolist()) == list(range(9))
+    assert d.busiest_die()[0] == 2
+
+
+def test_uneven_slots_never_overfill_a_die():
+    rng = np.random.default_rng(3)
+    d = make(max_seqs=11, dies=4, blocks=10_000)  # capacities 3, 3, 3, 2
+    nxt = 0
+    for _ in range(200):
+        for _ in range(int(rng.integers(0, 5))):
+            d.enqueue(nxt, 10, int(rng.integers(1, 6)), 0.0)
+            nxt += 1
+        d.admit()
+        assert np.all(d.die_count <= d.capacity)
+        assert d.running == min(d.max_seqs, d.running)
+        # a die's live entries sit in its own slot range
+        slots, _ = d.slots()
+        starts = np.concatenate(([0], np.cumsum(d.capacity)))
+        n = d.running
+        assert np.all((starts[d.die_of[:n]] <= d.slot_of[:n]) & (d.slot_of[:n] < starts[d.die_of[:n] + 1]))
+        d.complete_step(np.ones(d.max_seqs, dtype=np.int64), 0.0)
+
+
+def test_fewer_slots_than_dies_is_refused():
+    with pytest.raises(ValueError, match="at least dies"):
+        make(max_seqs=3, dies=4)
+
+
+def test_a_tp_rank_reports_its_sequences_per_die():
+    d = DecodeInstance(8, KVBlockManager(1000, 16), dies=2, tp=4)  # two TP4 ranks of 4 slots each
+    for r in range(3):
+        d.enqueue(r, 100, 5, 0.0)
+    d.admit()
+    assert d.die_count.tolist() == [2, 1]
+    assert d.busiest_die()[0] == 2 / 4

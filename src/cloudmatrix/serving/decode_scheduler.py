@@ -12,7 +12,12 @@ generate (reserved up front, so nothing is ever preempted or dropped).
 Attention is data-parallel: each die owns the sequences in its slots (slots are laid out
 die by die), a new request goes to the die with the fewest sequences, and a step lasts as
 long as its busiest die, so `busiest_die()` reports the most sequences on a die and the
-largest KV any die must read.
+largest KV any die must read. A "die" here is one attention-DP rank: under attention TP the
+simulator builds one per TP group of `tp` dies, which all work on the group's sequences, so
+`busiest_die()` reports the rank's count divided by `tp`, the share per die the cost model takes
+(a fraction when the group holds fewer sequences than dies). The slots need not divide evenly:
+a serving stack's max batch is set per rank, and an instance whose slot count is not a multiple
+of its ranks gives the first `max_seqs % dies` ranks one slot more.
 
 The engine drives the same object: a request can also end before its output length (EOS, a
 stop string, an abort) through `finish`, and `now` is only the simulator's clock for its
@@ -29,12 +34,21 @@ from cloudmatrix.serving.kv_blocks import KVBlockManager
 
 
 class DecodeInstance:
-    def __init__(self, max_seqs: int, kv: KVBlockManager, dies: int = 1):
-        if dies < 1 or max_seqs % dies:
-            raise ValueError(f"max_seqs={max_seqs} must be a positive multiple of dies={dies}")
+    def __init__(self, max_seqs: int, kv: KVBlockManager, dies: int = 1, tp: int = 1):
+        if dies < 1 or max_seqs < dies:
+            raise ValueError(f"max_seqs={max_seqs} must be at least dies={dies} (one slot per die)")
+        if tp < 1:
+            raise ValueError(f"tp={tp} must be at least 1")
         self.max_seqs = int(max_seqs)
         self.dies = int(dies)
-        self.per_die = self.max_seqs // self.dies
+        self.tp = int(tp)  # dies sharing each rank's sequences (attention TP)
+        # slots per die: the first max_seqs % dies dies hold one more (slots stay laid out die by die)
+        base, extra = divmod(self.max_seqs, self.dies)
+        self.capacity = np.full(self.dies, base, dtype=np.int64)
+        self.capacity[:extra] += 1
+        starts = np.concatenate(([0], np.cumsum(self.capacity)))
+        self._uneven = extra > 0
+        self.per_die = base  # slots per die when they divide evenly (the smaller count otherwise)
         self.kv = kv
         # per live sequence, packed: entries [0, running) are live, in no particular order. The integer
         # and the float fields are rows of one array each, so filling a hole moves each group at once.
@@ -44,13 +58,11 @@ class DecodeInstance:
         self.remaining = self._ints[1]  # tokens still to generate
         self.context = self._ints[2]  # tokens in the KV cache
         self.slot_of = self._ints[3]  # the slot the entry occupies
-        self.die_of = self._ints[4]  # its die (slot // per_die)
+        self.die_of = self._ints[4]  # its die (the rank whose slot range holds the slot)
         self.last_token = self._floats[0]  # time of the sequence's latest token
         self.max_gap = self._floats[1]  # longest inter-token gap seen by the request
         # free slots per die (popped from the end, so a die fills its slots in order)
-        self._free_by_die = [
-            list(range((d + 1) * self.per_die - 1, d * self.per_die - 1, -1)) for d in range(self.dies)
-        ]
+        self._free_by_die = [list(range(int(starts[d + 1]) - 1, int(starts[d]) - 1, -1)) for d in range(self.dies)]
         self.die_count = np.zeros(self.dies, dtype=np.int64)  # sequences per die
         self._running = 0
         self.waiting: deque[tuple[int, int, int, float]] = deque()  # (request, context, remaining, last token)
@@ -106,17 +118,22 @@ class DecodeInstance:
         return k
 
     def _least_loaded(self, k: int) -> list[int]:
-        """The dies `k` admissions go to, in order, one at a time to the least-loaded die (lowest index
-        among equals); counts them in. Taken level by level: at level L every die holding <= L sequences
-        gets one, in index order, which is what k successive argmins pick."""
+        """The dies `k` admissions go to, in order, one at a time to the least-loaded die with a free slot
+        (lowest index among equals); counts them in. Taken level by level: at level L every die holding <= L
+        sequences gets one, in index order, which is what k successive argmins pick. `admit` never asks
+        for more than the free slots, so the loop ends."""
         count = self.die_count
         if self.dies == 1:
             count[0] += k
             return [0] * k
         dies: list[int] = []
         level = int(count.min())
+        cap = self.capacity
         while len(dies) < k:
-            eligible = (count <= level).nonzero()[0][: k - len(dies)]
+            open_ = count <= level
+            if self._uneven:
+                open_ &= count < cap  # a die with one slot fewer is full one level earlier
+            eligible = open_.nonzero()[0][: k - len(dies)]
             count[eligible] += 1  # distinct dies: a plain fancy add is exact
             dies += eligible.tolist()
             level += 1
@@ -127,18 +144,19 @@ class DecodeInstance:
         n = self.running
         return (n, self.context_sum / n) if n else (0, 0.0)
 
-    def busiest_die(self) -> tuple[int, float]:
-        """(most sequences on one die, largest per-die KV sum divided by that count): the shape that
-        sets the step's pace. With one die this is (running, mean context)."""
+    def busiest_die(self) -> tuple[float, float]:
+        """(most sequences on one rank over `tp`, the rank's largest KV sum divided by its count): the shape
+        that sets the step's pace, per die. With one rank and no TP this is (running, mean context)."""
         n = self._running
         if n == 0:
             return 0, 0.0
         most = int(self.die_count.max())
+        share = most if self.tp == 1 else most / self.tp
         if self.dies == 1:
-            return most, self.context_sum / most
+            return share, self.context_sum / most
         # float sums of integer contexts are exact (far below 2**53)
         per_die = np.bincount(self.die_of[:n], weights=self.context[:n], minlength=self.dies)
-        return most, int(per_die.max()) / most
+        return share, int(per_die.max()) / most
 
     def complete_step(self, tokens: np.ndarray, now: float = 0.0) -> tuple[int, np.ndarray, np.ndarray]:
         """Apply one step finishing at `now`: slot i gains `tokens[i]` tokens (MTP may give more than

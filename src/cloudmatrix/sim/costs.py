@@ -60,8 +60,12 @@ class PoolCosts:
         tokens = max(1, round(tokens_per_die * self.dep.dies))
         return max(1.0, self.placement.step_imbalance(tokens, self.model.top_k))
 
-    def decode_time(self, per_die: int, mean_context: float) -> float:
-        """A decode step whose busiest die holds `per_die` sequences of mean context `mean_context`."""
+    def decode_time(self, per_die: float, mean_context: float) -> float:
+        """A decode step whose busiest die holds `per_die` sequences of mean context `mean_context`.
+
+        Under attention TP a die's share of its TP group's sequences may be a fraction (one sequence on a
+        TP8 group is 1/8 per die: `DecodeInstance.busiest_die` reports it so); costing it as one per die
+        would charge eight sequences' attention and expert reads."""
         ctx = max(1, round(mean_context / _CTX_ROUND)) * _CTX_ROUND
         key = (per_die, ctx)
         t = self._decode.get(key)

@@ -1,13 +1,54 @@
 """Disaggregated serving (CloudMatrix-Infer): a prefill pool computes prompts, their KV moves to
-the decode pool over the scale-out (RDMA) plane, the decode pool generates the rest."""
+the decode pool over the scale-out (RDMA) plane, the decode pool generates the rest.
+
+How a request crosses from prefill to decode, and when its client sees the first token, is the
+serving stack's protocol (`HANDOFF`, by the decode pool's `backend`); each entry cites its source.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from cloudmatrix.errors import CloudMatrixError
 from cloudmatrix.perf import comm
 from cloudmatrix.serving.prefill_scheduler import PrefillBatch, PrefillScheduler
-from cloudmatrix.serving.router import pick_decode_instance
+from cloudmatrix.serving.router import DecodeRouter
 from cloudmatrix.sim.scenario import Scenario
 from cloudmatrix.sim.serving_sim import ServingSimulation
+
+
+@dataclass(frozen=True)
+class HandOff:
+    """A serving stack's prefill -> decode hand-off, as the client sees it."""
+
+    routing: str  # how the front end picks a decode instance (serving/router.py DECODE_ROUTING)
+    first_token_after_step: bool  # the first token reaches the client with the decode worker's first step
+    chunked_prefill: bool  # a prefill step may end inside a prompt (else whole prompts while they fit)
+    source: str
+
+
+HANDOFF: dict[str | None, HandOff] = {
+    # Dynamo frontend (the rows' images are ai-dynamo/tensorrtllm-runtime): --router-mode defaults to
+    # round-robin (Dynamo Router Guide, CLI arguments). The proxy sends the context request with
+    # stream=False and keeps only its disaggregated_params (TensorRT-LLM serve/openai_disagg_server.py
+    # `_get_ctx_request`); the generation executor adds the context's token to the request when the
+    # KV transfer completes and the request joins a generation batch (_executor/py_executor.py
+    # `_prepare_disagg_gen_transmission_complete`: req.add_new_token(first_gen_tokens)), and its
+    # stream's first response leaves after that step, carrying that token and the step's own. The
+    # context server runs whole prompts: the LLM API's enable_chunked_prefill defaults to False, and
+    # aiconfigurator's generator (the rows' configs: rule_plugin/trtllm.rule, backend_templates/trtllm)
+    # leaves it so, with a prefill max_batch_size of the row's batch and max_num_tokens of ISL + 500.
+    "trtllm": HandOff("round_robin", True, False, "Dynamo router default; TensorRT-LLM py_executor disagg gen"),
+    # SGLang decode server: once a request's KV has arrived it joins a "prebuilt" batch whose result
+    # streams the prefill's token at once, before any decode forward (srt/managers/
+    # scheduler_output_processor_mixin.py `process_batch_result_prebuilt`: DECODE_FAKE_OUTPUT, then
+    # stream_output). Its router's default policy is cache_aware (sgl-router README, `--policy`),
+    # which for prompts sharing no prefix balances the workers' load: least-loaded is the twin's nearest.
+    # SGLang's prefill server chunks prompts (chunked_prefill_size, server arguments).
+    "sglang": HandOff("least_loaded", False, True, "SGLang decode prebuilt batch; sgl-router cache_aware"),
+    # the twin's own: the first token streams when a decode slot takes the request, as SGLang's does
+    None: HandOff("least_loaded", False, True, "the twin's default"),
+}
 
 
 class DisaggregatedSimulation(ServingSimulation):
@@ -23,6 +64,20 @@ class DisaggregatedSimulation(ServingSimulation):
         out = self.system.spec.scale_out
         self._xfer_bw = comm.die_bandwidth(self.system, out)
         self._xfer_fabric = out
+        d = scenario.decode
+        assert d is not None
+        self.handoff = HANDOFF.get(d.backend, HANDOFF[None])
+        self.router = DecodeRouter(self.handoff.routing, d.instances)
+        # the prefill pool's own stack decides whether its steps may split a prompt
+        self._chunked = HANDOFF.get(p.backend, HANDOFF[None]).chunked_prefill
+        budget = p.tokens_per_die * p.dies
+        longest = int(self.wl.input_len.max())
+        if not self._chunked and longest > budget:
+            raise CloudMatrixError(
+                f"[prefill] {p.backend} runs whole prompts but the longest prompt ({longest:,} tokens) exceeds an "
+                f"instance's {budget:,}-token step (tokens_per_die x dies); raise tokens_per_die to at least "
+                f"{-(-longest // p.dies):,}"
+            )
 
     def _route(self, r: int, length: int, cached: int, t: float) -> None:
         q = self.prefill.assign(r, length, cached)
@@ -32,7 +87,7 @@ class DisaggregatedSimulation(ServingSimulation):
     # ------------------------------------------------------------ prefill pool
     def _start_prefill(self, q: int, t: float) -> None:
         queue = self.prefill.queues[q]
-        batch = queue.next_batch()
+        batch = queue.next_batch(chunked=self._chunked)
         if batch is None:
             queue.busy = False
             return
@@ -66,19 +121,23 @@ class DisaggregatedSimulation(ServingSimulation):
             self._to_decode_many(self.decoders[0], reqs)
         else:
             for r in reqs:
-                self._to_decode(self.decoders[pick_decode_instance(self.decoders)], r)
+                self._to_decode(self.decoders[self.router.pick(self.decoders)], r)
         for j, d in enumerate(self.decoders):
             if not d.busy and d.queued:
                 self._start_decode(j, t)
 
     def _start_decode(self, j: int, t: float) -> None:
         d = self.decoders[j]
+        before = d.running
         self._admit(d, t)
         n = d.running
         if n == 0:
             d.busy = False
             return
         dt = self.costs["decode"].decode_time(*d.busiest_die())
+        if n > before and self.handoff.first_token_after_step:
+            # the admitted requests (the newest live entries) see their first token when this step ends
+            self.first_token[d.req[before:n]] = t + dt + self.egress
         self._book_step("decode", d, n, dt, t)
         self.loop.at(t + dt, self._decode_done, (j, dt))
 

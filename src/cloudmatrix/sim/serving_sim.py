@@ -133,7 +133,8 @@ class ServingSimulation:
             DecodeInstance(
                 dpool.batch_per_die * dpool.dies,  # type: ignore[operator]
                 KVBlockManager(int(kv_tokens // bs), bs, expected_requests=self.n),
-                dies=dpool.dies,
+                dies=dpool.dies // dpool.attn_tp,  # attention-DP ranks; a TP group's dies share its sequences
+                tp=dpool.attn_tp,
             )
             for _ in range(dpool.instances)
         ]

@@ -1,0 +1,107 @@
+"""When a disaggregated request's first token reaches its client, per serving stack, and decode steps
+costed per attention-DP rank (a TP group shares its sequences)."""
+
+import numpy as np
+import pytest
+
+from cloudmatrix.errors import CloudMatrixError
+from cloudmatrix.perf import decode_step
+from cloudmatrix.sim.scenario import Scenario
+from cloudmatrix.sim.simulation import build_simulation
+
+
+def scenario(backend: str | None, attn_tp: int = 1, batch_per_die: int = 2) -> Scenario:
+    data = {
+        "name": "handoff",
+        "system": "hgx-h200",
+        "model": "deepseek-r1",
+        "nodes": 2,
+        "precision": {"weights": "fp8", "kv_cache": "fp8"},
+        "experts": {"popularity": "uniform", "placement": "none"},
+        "prefill": {"instances": 1, "dies": 8, "ep": 8, "shared_expert_dies": 0, "redundant_experts": 0,
+                    "microbatches": 1, "tokens_per_die": 1024},
+        "decode": {"instances": 1, "dies": 8, "ep": 8, "shared_expert_dies": 0, "redundant_experts": 0,
+                   "microbatches": 1, "batch_per_die": batch_per_die, "attn_tp": attn_tp},
+        "workload": {"kind": "closed", "concurrency": 4, "num_requests": 12, "input_len": 512,
+                     "output_len": {"kind": "uniform", "lo": 4, "hi": 40}},
+    }  # fmt: skip
+    if backend is not None:
+        data["prefill"]["backend"] = data["decode"]["backend"] = backend
+    return Scenario.model_validate(data)
+
+
+def first_step_of(sim, r):
+    """(start, duration) of the decode step that began when request r was admitted."""
+    start = np.frombuffer(sim.step_start["decode"], dtype=np.float64)
+    dt = np.frombuffer(sim.step_dt["decode"], dtype=np.float64)
+    i = int(np.flatnonzero(start == sim.admitted[r])[0])
+    return start[i], dt[i]
+
+
+@pytest.mark.parametrize("backend", ["trtllm", "sglang", None])
+def test_first_token_leaves_with_the_stacks_first_decode_output(backend):
+    sim = build_simulation(scenario(backend))
+    sim.run()
+    assert sim.handoff.first_token_after_step == (backend == "trtllm")
+    for r in range(sim.n):
+        start, dt = first_step_of(sim, r)
+        # TensorRT-LLM streams the context's token with the generation step that follows the KV transfer;
+        # SGLang streams it from the prebuilt batch, as soon as a slot takes the request
+        expected = start + dt if backend == "trtllm" else start
+        assert sim.first_token[r] == pytest.approx(expected + sim.egress, abs=1e-12)
+    assert np.all(sim.finish >= sim.first_token)
+
+
+def test_decode_step_is_costed_at_the_ranks_sequences_over_its_tp_dies():
+    # one TP8 rank of 8 dies: its sequences are shared by the 8 dies (perf counts them per die)
+    sim = build_simulation(scenario(None, attn_tp=8, batch_per_die=1))
+    d, cost = sim.decoders[0], sim.costs["decode"]
+    assert d.dies == 1 and d.tp == 8 and d.max_seqs == 8  # one rank holding the instance's 8 slots
+    admitted = 0
+    for seqs in (1, 3, 8):
+        for r in range(admitted, seqs):
+            d.enqueue(r, 1024, 5, 0.0)
+        admitted += d.admit()
+        share, ctx = d.busiest_die()
+        assert share == seqs / 8 and ctx == 1024
+        dep = cost.dep.with_(imbalance=cost.imbalance(seqs / 8))
+        per_die = decode_step(sim.model, sim.system, dep, seqs / 8, 1024, check_memory=False).step_time
+        assert cost.decode_time(share, ctx) == pytest.approx(per_die, rel=1e-12)
+    # one sequence on the TP8 group is cheaper than one per die (eight sequences' reads)
+    assert cost.decode_time(1 / 8, 1024) < cost.decode_time(1, 1024)
+
+
+def test_attention_dp_ranks_are_dies():
+    sim = build_simulation(scenario(None, attn_tp=1, batch_per_die=2))
+    d = sim.decoders[0]
+    assert d.dies == 8 and d.tp == 1 and d.max_seqs == 16
+
+
+def prefill_scenario(backend: str, tokens_per_die: int = 96) -> Scenario:
+    sc = scenario(backend)
+    data = sc.model_dump(exclude_unset=True)
+    data["prefill"]["tokens_per_die"] = tokens_per_die  # 768 tokens a step over 8 dies
+    data["workload"]["input_len"] = {"kind": "uniform", "lo": 300, "hi": 512}
+    return Scenario.model_validate(data)
+
+
+def prompts_split_over_steps(sim) -> int:
+    """Requests whose prefill did not start and end in the same step."""
+    start = np.frombuffer(sim.step_start["prefill"], dtype=np.float64)
+    dt = np.frombuffer(sim.step_dt["prefill"], dtype=np.float64)
+    ends = dict(zip(start.tolist(), (start + dt).tolist(), strict=True))
+    return sum(1 for r in range(sim.n) if ends[sim.prefill_start[r]] != sim.prefill_end[r])
+
+
+def test_tensorrt_llm_prefill_runs_whole_prompts_sglang_chunks():
+    whole = build_simulation(prefill_scenario("trtllm"))
+    whole.run()
+    assert prompts_split_over_steps(whole) == 0
+    chunked = build_simulation(prefill_scenario("sglang"))
+    chunked.run()
+    assert prompts_split_over_steps(chunked) > 0
+
+
+def test_whole_prompts_longer_than_a_step_are_refused():
+    with pytest.raises(CloudMatrixError, match="runs whole prompts"):
+        build_simulation(prefill_scenario("trtllm", tokens_per_die=32))
