@@ -19,7 +19,6 @@ of times per step.
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 
 from cloudmatrix.perf import comm
 from cloudmatrix.perf.op import OpCost, comm_op, compute_op
@@ -165,7 +164,10 @@ def mla_decode(
         # the kernel loads each KV tile, then computes on it: time = compute + memory. Carried as fixed time so that
         # on a share of the cores only the compute slows (loads keep the die's HBM rate, as OpCost.time_with_share
         # assumes for memory); exact while compute >= memory, as in absorbed-MLA decode at 128 heads
-        op = replace(op, latency=op.latency + min(op.compute_time, op.memory_time))
+        lat = op.latency + min(op.compute_time, op.memory_time)
+        op = OpCost(
+            name, stream, 1, flops, nbytes, op.compute_time, op.memory_time, 0.0, op.limit_time, "compute", lat
+        )  # (not dataclasses.replace: the step model calls this per context, replace costs half the kernel)
     return op
 
 
