@@ -4,7 +4,7 @@
     OMP_NUM_THREADS=1 python benchmarks/calibrate/compare_aic_ops.py                 # every system x backend
     OMP_NUM_THREADS=1 python benchmarks/calibrate/compare_aic_ops.py --systems b200_sxm --backends trtllm
 
-DeepSeek-R1 on 8 GPUs, attention TP8 and MoE EP8 (TensorRT-LLM's "TEP8" layout), fp8 checkpoint (--quant).
+DeepSeek-R1 on 8 GPUs, attention TP8 and MoE EP8 (TensorRT-LLM's "TEP8" layout), fp8 checkpoint (--quant), FP8 KV.
 aiconfigurator side: `cli_estimate` builds its model and picks its tables; every op of that model is then
 evaluated alone through aiconfigurator's own single-op engine (the figures `per_ops_data` sums), at each grid
 point: decode with B sequences at context isl + osl / 2, prefill of one prompt of T tokens. Only these per-op
@@ -174,8 +174,9 @@ def compare(aic_system: str, backend: str, quant: str) -> None:
         return
     r1 = load_model("deepseek-r1")
     system = load_system(SYSTEMS[aic_system][1])
+    # FP8 KV cache, as aiconfigurator infers it from the checkpoint
     dep = build_deployment(
-        r1, dies=GPUS, ep=GPUS, attn_tp=GPUS, precision=quant, backend=backend, shared_expert_dies=0,
+        r1, dies=GPUS, ep=GPUS, attn_tp=GPUS, precision=quant, kv_cache="fp8", backend=backend, shared_expert_dies=0,
         redundant_experts=0, system=system,
     )  # fmt: skip
     rows = []

@@ -161,18 +161,37 @@ def fit_custom_allreduce(
     t = A.load(aic, "custom_allreduce", root, backend=backend)
     if t is None:
         return None
-    df = t.frame[~t.frame["kernel_source"].str.contains("eager")].copy()
+    df = _graph_rows(t.frame)
     df["kind"] = "all_reduce"
-    # groups where the stack's kernel is not used (SGLang on GB300 above one 4-GPU tray: 27 us at 128 elements
-    # against 3-4 us, its IPC kernel stops at the host): the smallest message takes over twice the 2-GPU time
-    floor = df[df["message_size"] == df["message_size"].min()].groupby("num_gpus")["t"].min()
-    fast = [int(n) for n, v in floor.items() if v <= 2.0 * floor.iloc[0]]
-    max_ranks = max(n for n in fast if all(m in fast for m in floor.index if m <= n))
+    max_ranks = _custom_ar_max_ranks(df)
     df = df[df["num_gpus"] <= max_ranks]
     s = load_system(system_name)
     fit = F.fit_nccl(df, s.spec.scale_up.bandwidth_per_chip / s.chip.dies, False)
     fit.extra["max_ranks"] = max_ranks
+    other = AR_RANKS_TRANSFER.get((aic, backend or "trtllm"))
+    if other:
+        o = A.load(other, "custom_allreduce", root, backend=backend)
+        fit.extra["max_ranks"] = max(max_ranks, _custom_ar_max_ranks(_graph_rows(o.frame)))
+        fit.extra["ranks_from"] = (other, o.path)
     return fit, t.path
+
+
+# The largest group a stack's custom all-reduce serves, where this system's table stops short of it: GB200's
+# TensorRT-LLM table measures 2 and 4 GPUs only; its MNNVL one-/two-shot kernels, measured on GB300 NVL72 (the
+# same NVLink 5 NVL72 switch fabric) at 8 and 16 GPUs within 1.2x of the 2-GPU time, span the domain.
+AR_RANKS_TRANSFER = {("gb200", "trtllm"): "gb300"}
+
+
+def _graph_rows(frame):
+    return frame[~frame["kernel_source"].str.contains("eager")].copy()
+
+
+def _custom_ar_max_ranks(df) -> int:
+    """Groups where the stack's kernel is not used (SGLang on GB300 above one 4-GPU tray: 27 us at 128 elements
+    against 3-4 us, its IPC kernel stops at the host) take over twice the 2-GPU time at the smallest message."""
+    floor = df[df["message_size"] == df["message_size"].min()].groupby("num_gpus")["t"].min()
+    fast = [int(n) for n, v in floor.items() if v <= 2.0 * floor.iloc[0]]
+    return max(n for n in fast if all(m in fast for m in floor.index if m <= n))
 
 
 def fit_collectives(aic: str, system_name: str, root: Path | None = None) -> tuple[F.Fit, str, bool] | None:
@@ -447,7 +466,16 @@ def custom_ar_block(fits: dict, version: str) -> str:
             f'{pre}custom_all_reduce_latency = "{fit.params["collective_latency"] * 1e6:.2f} us"',
             f'{pre}custom_all_reduce_sync_per_log2_rank = "{fit.params["collective_sync_per_log2_rank"] * 1e6:.2f} us"',
             f"{pre}custom_all_reduce_efficiency = {fit.params['collective_efficiency']:.3f}",
-            f"# largest group the table measures this kernel on (NCCL above it): {fit.extra['max_ranks']} GPUs",
+            *(
+                [
+                    f"# largest group: {fit.extra['max_ranks']} GPUs, TRANSFERRED from {fit.extra['ranks_from'][1]}",
+                    "#   (MNNVL kernels on the same NVL72 NVLink 5 fabric; this table stops at 4 GPUs)",
+                ]
+                if "ranks_from" in fit.extra
+                else [
+                    f"# largest group the table measures this kernel on (NCCL above it): {fit.extra['max_ranks']} GPUs"
+                ]
+            ),
             f"{pre}custom_all_reduce_max_ranks = {fit.extra['max_ranks']}",
         ]
     return "\n".join(lines)

@@ -99,3 +99,17 @@ def test_the_fitted_b200_file_gives_each_stack_its_own_mechanisms():
     assert not b200.for_backend("sglang").chip.efficiency.mla_decode_block_latency  # no SGLang module table
     assert "fp4" in b200.for_backend("trtllm").chip.efficiency.grouped_gemm_low_latency_by_precision
     assert not b200.for_backend("sglang").chip.efficiency.grouped_gemm_low_latency_by_precision
+
+
+def test_gb200_tensorrt_llm_all_reduce_keeps_its_mnnvl_kernel_across_two_trays():
+    # GB200's table stops at 4 GPUs; the MNNVL kernels measured on GB300 NVL72 (same fabric) span 8 and 16
+    from cloudmatrix.perf.kernels import collective
+
+    gb200 = load_system("gb200-nvl72")
+    up = gb200.spec.scale_up
+    assert up.custom_all_reduce_max_ranks >= 8
+    assert up.backend["sglang"].custom_all_reduce_max_ranks == 4  # SGLang's IPC kernel: measured to stop at 4
+    nbytes = 4 * 7168 * 2.0
+    custom = collective("all_reduce", nbytes, 8, gb200).time
+    nccl = collective("all_reduce", nbytes, 8, gb200.for_backend("sglang")).time
+    assert custom < 0.5 * nccl
