@@ -83,3 +83,13 @@ def test_reproduce_cli_writes_html_and_json(tmp_path):
         [sys.executable, "-m", "cloudmatrix.cli.main", "reproduce", "--report", "x.pdf"], capture_output=True, text=True
     )
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
+
+
+def test_a_cap_no_batch_meets_is_a_zero_throughput_row_not_a_crash(monkeypatch):
+    from cloudmatrix.validate import paper
+
+    monkeypatch.setattr(paper, "TPOT_CAP", 1e-4)  # 0.1 ms: no decode step is that short
+    rows = {r.figure: r for r in paper.reproduce(simulate_scenarios=False)}
+    r = rows["decode tokens/s per NPU under a 15 ms TPOT cap"]
+    assert r.cost_model == 0.0 and r.simulated is None
+    assert r.model_error == -1.0 and "no batch meets the cap" in r.explanation

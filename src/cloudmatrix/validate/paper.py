@@ -74,8 +74,9 @@ def _per_tflops(row: Row, figure: str, explanation: str) -> Row:
     )
 
 
-def _decode_sweep(sc: Scenario, cap: float) -> tuple[int, int, StepBreakdown]:
-    """Largest batch per die (and the microbatch count) whose TPOT meets `cap` at KV 4,096."""
+def _decode_sweep(sc: Scenario, cap: float) -> tuple[int, int, StepBreakdown] | None:
+    """Largest batch per die (and the microbatch count) whose TPOT meets `cap` at KV 4,096; None when even
+    one sequence per die misses it (the twin then predicts no throughput under the cap)."""
     system, model = sc.check()
     best: tuple[int, int, StepBreakdown] | None = None
     for mb in (1, 2):
@@ -86,8 +87,6 @@ def _decode_sweep(sc: Scenario, cap: float) -> tuple[int, int, StepBreakdown]:
                 break
             if best is None or b.tokens_per_s_per_chip > best[2].tokens_per_s_per_chip:
                 best = (batch, mb, b)
-    if best is None:
-        raise RuntimeError("no decode batch meets the TPOT cap")  # reported as a row note by the caller
     return best
 
 
@@ -162,7 +161,18 @@ def reproduce(simulate_scenarios: bool = True, duration_scale: float = 1.0) -> l
 
     # ---- decode under a 15 ms TPOT cap
     sc15 = load_scenario("paper-decode-15ms")
-    batch, mb, b = _decode_sweep(sc15, TPOT_CAP)
+    found = _decode_sweep(sc15, TPOT_CAP)
+    if found is None:
+        system, model = sc15.check()
+        one = decode_step(model, system, sc15.deployment(sc15.decode, model), 1, 4096, check_memory=False)
+        row = Row("decode tokens/s per NPU under a 15 ms TPOT cap", PUBLISHED["decode_15ms"], 0.0, None, "tokens/s")
+        row.explanation = (
+            f"no batch meets the cap: one sequence per die already gives TPOT {one.tpot * 1e3:.1f} ms "
+            f"(> {TPOT_CAP * 1e3:.0f} ms), so the twin predicts no throughput under it"
+        )
+        rows.append(row)
+        return rows
+    batch, mb, b = found
     # enough clients to fill the decode slots plus ~10% in prefill and transfer, so the pool runs full
     # without a standing queue whose waits would count in TPOT
     clients = int(batch * sc15.decode.dies * sc15.decode.instances * 1.1)
