@@ -105,3 +105,30 @@ def test_tensorrt_llm_prefill_runs_whole_prompts_sglang_chunks():
 def test_whole_prompts_longer_than_a_step_are_refused():
     with pytest.raises(CloudMatrixError, match="runs whole prompts"):
         build_simulation(prefill_scenario("trtllm", tokens_per_die=32))
+
+
+def test_batch_per_rank_sets_exact_slots_per_rank():
+    data = scenario("trtllm", attn_tp=8, batch_per_die=2).model_dump(exclude_unset=True)
+    data["decode"]["batch_per_rank"] = 9  # a TP8 rank holding 9 sequences: not 8 x batch_per_die
+    sim = build_simulation(Scenario.model_validate(data))
+    assert [d.max_seqs for d in sim.decoders] == [9]
+    data["decode"]["batch_per_rank"] = 17  # more than batch_per_die = 2 per die sized memory for
+    with pytest.raises(CloudMatrixError, match="batch_per_rank = 17 needs batch_per_die >= 3"):
+        build_simulation(Scenario.model_validate(data))
+
+
+def test_tensorrt_llm_disaggregated_rows_decode_at_their_batch_per_rank():
+    from cloudmatrix.validate.silicon_csv import load_silicon_set
+    from cloudmatrix.validate.silicon_translate import translate
+
+    rows = [
+        m for m in load_silicon_set().measurements
+        if m.row.mode == "disagg" and m.row.backend == "trtllm" and m.row.decode.batch and m.row.decode.tp == 8
+        and m.row.decode.batch % 8 and m.row.system == "gb200"
+    ]  # fmt: skip
+    assert rows
+    m = rows[0]
+    sc = translate(m).scenario
+    assert sc.decode.batch_per_rank == m.row.decode.batch
+    ranks = sc.decode.dies // sc.decode.attn_tp
+    assert sc.decode.batch_per_die * sc.decode.dies != m.row.decode.batch * ranks  # the case it exists for

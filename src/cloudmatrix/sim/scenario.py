@@ -38,6 +38,9 @@ class PoolSpec(_Section):
     moe_tp: int = Field(default=1, ge=1)  # each expert split over this many dies (EP x moe_tp divides dies)
     microbatches: Literal[1, 2] = 2
     batch_per_die: int | None = Field(default=None, ge=1)  # decode / colocated: max sequences per die
+    # decode / colocated: max sequences per attention-DP rank where a stack sets it (its max batch size) and it
+    # is not batch_per_die x attn_tp; batch_per_die still sizes memory. Default: batch_per_die x attn_tp.
+    batch_per_rank: int | None = Field(default=None, ge=1)
     tokens_per_die: int | None = Field(default=None, ge=1)  # prefill: token budget per die per batch
     policy: Literal["fcfs", "shortest"] = "fcfs"  # prefill queue order (shortest remaining prompt first)
     backend: str | None = None  # serving stack whose kernel curves cost the pool ("sglang"); default: the chip's fit
@@ -144,7 +147,7 @@ class Scenario(_Section):
         # keys a pool accepts but that do nothing in that role are errors, not silently ignored
         colocated_only = ("prefill_mode", "chunked_prefill", "overlap", "recv_interval", "balance_timeout")
         unused = {
-            "prefill": ("batch_per_die", *colocated_only),
+            "prefill": ("batch_per_die", "batch_per_rank", *colocated_only),
             "decode": ("tokens_per_die", "policy", *colocated_only),
         }
         for pool_name, keys in unused.items() if self.mode == "disaggregated" else ():

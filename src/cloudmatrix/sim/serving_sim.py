@@ -129,11 +129,20 @@ class ServingSimulation:
                 f"{int(kv_tokens // bs)} blocks, too few for the longest request ({max_len:,} tokens); "
                 "use a block size of a few hundred tokens at most"
             )
+        ranks = dpool.dies // dpool.attn_tp
+        slots = dpool.batch_per_die * dpool.dies  # type: ignore[operator]
+        if dpool.batch_per_rank is not None:  # a stack's max batch per rank, not a multiple of the TP dies
+            if dpool.batch_per_rank * ranks > slots:
+                raise CloudMatrixError(
+                    f"[{name}] batch_per_rank = {dpool.batch_per_rank} needs batch_per_die >= "
+                    f"{-(-dpool.batch_per_rank // dpool.attn_tp)} (batch_per_die sizes the memory); raise batch_per_die"
+                )
+            slots = dpool.batch_per_rank * ranks
         self.decoders = [
             DecodeInstance(
-                dpool.batch_per_die * dpool.dies,  # type: ignore[operator]
+                slots,
                 KVBlockManager(int(kv_tokens // bs), bs, expected_requests=self.n),
-                dies=dpool.dies // dpool.attn_tp,  # attention-DP ranks; a TP group's dies share its sequences
+                dies=ranks,  # attention-DP ranks; a TP group's dies share its sequences
                 tp=dpool.attn_tp,
             )
             for _ in range(dpool.instances)

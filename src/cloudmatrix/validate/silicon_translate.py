@@ -241,6 +241,11 @@ def translate(m: Measurement) -> Translation:
         data["mode"] = "disaggregated"
         data["prefill"], pw = _pool(row.prefill, "prefill", row.isl, cfg)  # type: ignore[arg-type]
         data["decode"], dw = _pool(row.decode, "decode", row.isl, cfg)  # type: ignore[arg-type]
+        if row.backend == "trtllm":
+            # aiconfigurator's generator sets the decode engine's max_batch_size to the row's batch per rank
+            # (aiconfigurator generator/rule_plugin/trtllm.rule): exactly that many slots, not batch_per_die x TP
+            data["decode"]["batch_per_rank"] = row.decode.batch or 1  # type: ignore[union-attr]
+            dw += f", max batch {data['decode']['batch_per_rank']}/rank"
         words = f"prefill {pw} + decode {dw}"
     if row.backend in BACKENDS:  # cost the pools with the row's serving stack's kernel curves
         for k in ("colocated", "prefill", "decode"):
