@@ -347,6 +347,11 @@ def stack_lines(res: dict, src: str) -> list[str]:
     lines = ["# Serving-stack mechanisms, per backend (deployments without a backend keep the per-kernel model):"]
     for backend, cite in AUX_STREAM_SOURCES.items():
         lines += [f"# {cite}", f"backend.{backend}.shared_experts_aux_stream = true"]
+    lines += [
+        "# TensorRT-LLM modeling_deepseekv3.py DeepseekV3DecoderLayer: PRE_/POST_MOE_FUSION (all-reduce + residual",
+        "#   + RMSNorm in one kernel) whenever attention is TP, not DP (TRTLLM_DEEPSEEK_EAGER_FUSION_DISABLED)",
+        "backend.trtllm.allreduce_norm_fusion = true",
+    ]
     for backend, f in sorted(res.get("mla_module", {}).items()):
         per = ", ".join(f"{k} {e[0]:.1%}" for k, e in sorted(f.extra["per_precision"].items()))
         b = f.extra["before"]
@@ -514,6 +519,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--write", action="store_true", help="rewrite the generated sections of the hardware TOMLs")
     ap.add_argument("--systems", nargs="*", default=list(SYSTEMS), help="aiconfigurator systems to fit")
+    ap.add_argument("--skip-910c", action="store_true", help="leave ascend-910c.toml alone (NVIDIA files only)")
     args = ap.parse_args(argv)
     version = A.package_version()
     results = {}
@@ -592,7 +598,7 @@ def main(argv: list[str] | None = None) -> int:
             p = CATALOG / f"{chip_name}.toml"
             res = results[aic] | {"chip_file": chip_name}
             p.write_text(T.replace_efficiency(p.read_text(), chip_block(res, version, transferred_from=aic)))
-    if TRANSFER_910C in results:
+    if TRANSFER_910C in results and not args.skip_910c:
         pt = results[TRANSFER_910C]["gemm_fp8_per_tensor"]
         gp = pt.params
         print(f"  per-tensor fp8 GEMM (for the 910C): {pt.test_rows} rows, MAPE {pt.mape:.1%}")

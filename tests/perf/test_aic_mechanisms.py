@@ -113,3 +113,22 @@ def test_gb200_tensorrt_llm_all_reduce_keeps_its_mnnvl_kernel_across_two_trays()
     custom = collective("all_reduce", nbytes, 8, gb200).time
     nccl = collective("all_reduce", nbytes, 8, gb200.for_backend("sglang")).time
     assert custom < 0.5 * nccl
+
+
+def test_norms_fold_into_the_tp_all_reduces_only_where_the_stack_fuses_them():
+    b200 = load_system("hgx-b200")
+    fused = _with_efficiency(b200.for_backend("trtllm"), allreduce_norm_fusion=True)
+    plain = _with_efficiency(b200.for_backend("trtllm"), allreduce_norm_fusion=False)
+
+    def names(system, dep):
+        return {r.name for r in decode_step(R1, system, dep, 2.0, 2048).rows}
+
+    tep8 = _tep8(None)
+    assert "norms_residual" not in names(fused, tep8) and "attn_all_reduce" in names(fused, tep8)
+    assert "norms_residual" in names(plain, tep8)
+    # attention DP (no TP all-reduce to carry them): the norms stay
+    dep8 = build_deployment(R1, dies=8, ep=8, precision="fp8", shared_expert_dies=0, redundant_experts=0)
+    assert "norms_residual" in names(fused, dep8)
+    fast, slow = decode_step(R1, fused, tep8, 2.0, 2048), decode_step(R1, plain, tep8, 2.0, 2048)
+    norms = sum(r.time for r in slow.rows if r.name == "norms_residual")
+    assert slow.step_time - fast.step_time == pytest.approx(norms, rel=1e-6)

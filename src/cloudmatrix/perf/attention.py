@@ -28,6 +28,17 @@ def _norms(c: DieContext, tokens: float) -> OpCost:
     return c.vector("norms_residual", "attn", tokens * c.model.hidden, NORM_RESIDUAL_VECTORS * ACT_BYTES)
 
 
+def _norms_unless_fused(c: DieContext, tokens: float) -> list[OpCost]:
+    """The layer's norms and residual adds, unless both of its TP all-reduces (after attention, after the MoE or
+    FFN: `group_tokens_everywhere`) carry them: a stack with `allreduce_norm_fusion` (TensorRT-LLM's decoder
+    layer fuses each all-reduce with the residual add and the next RMSNorm, PRE_/POST_MOE_FUSION whenever attention
+    is TP) then runs no norm kernel of its own."""
+    eff = c.chip.efficiency
+    if eff.allreduce_norm_fusion and c.dep.attn_tp > 1 and group_tokens_everywhere(c, "decode"):
+        return []
+    return [_norms(c, tokens)]
+
+
 def group_tokens_everywhere(c: DieContext, phase: str) -> bool:
     """Attention TP and MoE TP over the same dies, outside prefill MLA (which ends its SP -> TP -> SP on the
     die's own tokens): every layer ends in an all-reduce (attention, MoE, dense FFN), so every die of the
@@ -86,7 +97,7 @@ def mla_decode_parts(c: DieContext, tokens: float) -> tuple[list[OpCost], list[O
     """The decode MLA ops before and after the attention core (independent of the context length)."""
     tp = c.dep.attn_tp
     prolog, quant, epilog = mla_decode_projections(c, tokens * tp, c.model.heads / tp, _block_scale(c))
-    before = [*_tp_entry(c, tokens), _norms(c, tokens), prolog]
+    before = [*_tp_entry(c, tokens), *_norms_unless_fused(c, tokens), prolog]
     after = present(quant, epilog, *_tp_exit(c, tokens))
     return before, after
 

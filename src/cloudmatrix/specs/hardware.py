@@ -146,6 +146,9 @@ class Efficiency(_Frozen):
     # Decode under CUDA graphs runs the shared experts on an auxiliary stream beside the routed path
     # (perf/moe.py): the stack's own code, not a fit (docs/calibration.md cites it per stack).
     shared_experts_aux_stream: bool = False
+    # The stack fuses each TP all-reduce with the residual add and the next RMSNorm (TensorRT-LLM's
+    # AllReduceFusionOp.RESIDUAL_RMS_NORM): no separate norm kernel in a layer that ends in TP all-reduces.
+    allreduce_norm_fusion: bool = False
     # Fixed cost of the whole decode MLA block (all its kernels together), per attention-projection precision,
     # fitted to the stack's MLA module table; replaces the sum of the block's per-kernel latencies.
     mla_decode_block_latency: dict[str, Seconds] = Field(default_factory=dict)
