@@ -77,7 +77,9 @@ def test_the_decode_mla_blocks_kernel_latencies_sum_to_the_module_fit():
     b200 = load_system("hgx-b200").for_backend("trtllm")
     sums = {}
     for block in (None, 40e-6, 80e-6):
-        s = _with_efficiency(b200, mla_decode_block_latency={} if block is None else {"fp8": block})
+        s = _with_efficiency(
+            b200, mla_decode_block_latency={} if block is None else {"fp8": block}, allreduce_norm_fusion=False
+        )
         c = DieContext(R1, s, _tep8(None))
         before, after = mla_decode_parts(c, 2.0)
         block_ops = [op for op in (*before, *after) if op.name in ("mla_prolog", "o_proj_quant", "mla_epilog_o_proj")]
