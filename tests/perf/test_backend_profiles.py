@@ -101,3 +101,13 @@ def test_a_serial_host_adds_to_the_device_time(tmp_path):
     a = prefill_step(R1, B200, _dep(free), 8192, 8192, check_memory=False)
     b = prefill_step(R1, B200, _dep(cpu), 8192, 8192, check_memory=False)
     assert b.step_time == pytest.approx(a.step_time + b.host_time)
+
+
+def test_each_microbatch_issues_every_layers_ops_but_a_merged_head_issues_once(tmp_path):
+    eager = _profile(tmp_path, "eager2", "10 us", moe=100, dense=50, decode="eager")
+    one = decode_step(R1, B200, _dep(eager), 8, 2048, check_memory=False)
+    two = decode_step(R1, B200, _dep(eager).with_(microbatches=2), 8, 2048, check_memory=False)
+    layers = 10e-6 * (100 * R1.moe_layers + 50 * (R1.layers - R1.moe_layers))
+    head = 10e-6 * 5
+    assert one.host_time == pytest.approx(layers + head)
+    assert two.host_time == pytest.approx(2 * layers + head)

@@ -18,7 +18,7 @@ class HostDispatch:
 
     mode: str  # "graph" or "eager"
     overlap: str  # "async": host runs ahead of the device, a layer costs the larger; "serial": they add
-    per_layer: dict[str, float]  # group name -> host seconds per layer
+    per_layer: dict[str, float]  # group name (and "head_merged") -> host seconds per layer
     per_step: float  # graph launch (graphed) / scheduler overhead, outside the layers
 
 
@@ -49,6 +49,8 @@ def host_dispatch(
         per_layer = {
             g: microbatches * ops.per_layer(g, seqs / microbatches, experts_hit) * p.host.per_op for g in LAYER_GROUPS
         }
+        # a head run once on the merged microbatches (LayerGroup.merged) issues its ops once, for every sequence
+        per_layer["head_merged"] = ops.per_layer("head", seqs, experts_hit) * p.host.per_op
         out = HostDispatch(mode, p.overlap, per_layer, p.host.step_overhead)
     if len(_CACHE) > 4096:
         _CACHE.clear()

@@ -53,7 +53,7 @@ def assemble(
         else:
             per_layer = (1 if g.merged else microbatches) * sum(op.time for op in g.ops)
         if eager:
-            h = host.per_layer[g.name]
+            h = host.per_layer[_host_key(g)]
             per_layer = per_layer + h if serial else max(per_layer, h)
         step += g.count * per_layer
     if host is not None:
@@ -69,9 +69,13 @@ def assemble(
     )
 
 
+def _host_key(g: LayerGroup) -> str:
+    return "head_merged" if g.merged else g.name
+
+
 def host_time(groups: Sequence[LayerGroup], host: HostDispatch) -> float:
     """Seconds the host spends issuing the step (overlapped with the device when asynchronous)."""
-    return host.per_step + sum(g.count * host.per_layer.get(g.name, 0.0) for g in groups)
+    return host.per_step + sum(g.count * host.per_layer.get(_host_key(g), 0.0) for g in groups)
 
 
 def _table(groups: Sequence[LayerGroup], microbatches: int) -> tuple[list[OpRow], float, float]:
