@@ -139,6 +139,59 @@ def fit_kernel_latency(
     }
 
 
+# Prefill attention. No 910C prefill-attention (FlashAttention) figure is published; the paper's MLA figure
+# (65.4%) is its absorbed decode kernel. TRANSFERRED from CANN's FlashAttention (torch_npu) measured on an Ascend
+# 910B2, whose AI cores are the 910C die's (dav-c220, 24 cube cores): hw-native-sys/pto-isa,
+# kernels/manual/common/flash_atten/README.md (commit 9e05035), "910B2 Multi-Core Comparison", full-sequence
+# FA, head 128, FP16, one head: (sequence length, torch_npu time in us, MOps = S x S x 128 x 4 / 1e6).
+FA_910B2_ROWS = ((16384, 1118.462, 137438.95), (32768, 3646.173, 549755.81))
+# the same table's torch_npu row at 32K: 150.78 TFLOPS is "42.60%" utilisation, so its peak is 354 TFLOPS
+FA_910B2_PEAK = 150.78e12 / 0.4260
+
+
+def fit_prefill_attention() -> float:
+    """attention_prefill: the marginal FA throughput between the table's two longest rows, as a fraction of the
+    910B2's peak. The difference cancels the kernel's fixed costs (launch, pipeline ramp), which the twin keeps
+    in attention_prefill_latency; at the longest rows the 24 cores are busy (128 and 256 query blocks)."""
+    (_, t0, ops0), (_, t1, ops1) = FA_910B2_ROWS
+    rate = (ops1 - ops0) * 1e6 / ((t1 - t0) * 1e-6)
+    return rate / FA_910B2_PEAK
+
+
+def prefill_attention_lines() -> list[str]:
+    """The 910C [efficiency] lines for the prefill attention core, with their provenance."""
+    eff = fit_prefill_attention()
+    (s0, _, _), (s1, _, _) = FA_910B2_ROWS
+    return [
+        "# attention_prefill (benchmarks/calibrate/ascend_910c.py fit_prefill_attention): prefill MLA core (128-head",
+        "#   MHA, causal). No 910C figure: TRANSFERRED from CANN's FlashAttention (torch_npu) on an Ascend 910B2 (the",
+        "#   910C die's dav-c220 cores), hw-native-sys/pto-isa kernels/manual/common/flash_atten/README.md (9e05035):",
+        f"#   its {s0:,} -> {s1:,} full-sequence rows (head 128, FP16) add work at "
+        f"{eff * FA_910B2_PEAK / 1e12:.0f} TFLOPS, {eff:.1%} of the",
+        "#   354 TFLOPS peak its utilisation column implies. Not in the figure: head dims 192/128, the causal diagonal",
+        "#   tiles, any saturation with context. Replaces the decode MLA kernel's 65.4% (a different kernel).",
+        f"attention_prefill = {eff:.3f}",
+    ]
+
+
+def write_prefill_attention(path) -> None:
+    """Put `prefill_attention_lines()` into the 910C's generated [efficiency] section: replace them where they are,
+    else insert them before the decode-attention / latency lines."""
+    import re
+
+    text = path.read_text()
+    new = "\n".join(prefill_attention_lines()) + "\n"
+    old = re.compile(r"^# attention_prefill \(.*?^attention_prefill = [^\n]*\n", re.M | re.S)
+    if old.search(text):
+        text = old.sub(lambda _: new, text, count=1)
+    else:
+        at = re.search(r"^# (?:No per-kernel latency figure|attention_decode_serial: )", text, re.M)
+        if at is None:
+            raise ValueError(f"{path}: no place for the attention_prefill lines")
+        text = text[: at.start()] + new + text[at.start() :]
+    path.write_text(text)
+
+
 _GEMM_KEYS = {"gemm": "peak", "gemm_half_rows": "half_rows", "gemm_half_n": "half_n", "gemm_half_k": "half_k"}
 
 
@@ -182,7 +235,9 @@ def main(argv: list[str] | None = None) -> int:
     from pathlib import Path
 
     ap = argparse.ArgumentParser(description=main.__doc__)
-    ap.add_argument("--write", action="store_true", help="rewrite kernel_latency in ascend-910c.toml")
+    ap.add_argument(
+        "--write", action="store_true", help="rewrite kernel_latency and attention_prefill in ascend-910c.toml"
+    )
     args = ap.parse_args(argv)
     fits = {mb: fit_kernel_latency(microbatches=mb) for mb in (2, 1)}
     for mb, f in fits.items():
@@ -196,9 +251,12 @@ def main(argv: list[str] | None = None) -> int:
                 f"  MTP {m}: paper {fig * 1e6:6.0f} us  model {f['model'][m] * 1e6:6.0f} us  "
                 f"residual {f['residual'][m]:+.1%}  (latency 0: {f['model_without'][m] * 1e6:.0f} us)"
             )
+    eff = fit_prefill_attention()
+    print(f"ascend-910c attention_prefill (transferred from CANN FlashAttention on a 910B2): {eff:.3f}")
     if args.write:
         p = Path(__file__).parents[2] / "src" / "cloudmatrix" / "specs" / "catalog" / "hardware" / "ascend-910c.toml"
         write_latency(p, fits[2])
+        write_prefill_attention(p)
         print(f"wrote {p}")
     return 0
 

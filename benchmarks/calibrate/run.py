@@ -509,6 +509,7 @@ def ascend_block(curve_from: str, transferred: dict[str, float]) -> str:
             f"attention_memory = {hbm:.3f}",
             "# assumption: weight streaming and vector kernels reach the MLA kernel's HBM fraction (no own figure)",
             f"memory = {hbm:.3f}",
+            *ascend_910c.prefill_attention_lines(),  # transferred FA figure, with its provenance
             # the paper's per-layer decode times set it, through the twin's step with this GEMM fit
             *ascend_910c.latency_lines(ascend_910c.fit_kernel_latency(f)),
         ]

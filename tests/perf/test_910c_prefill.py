@@ -7,6 +7,9 @@ RoPE and norms, token permutation, the combine's weighted sum) and what two micr
 The audit that prints the same table with rates: benchmarks/ascend_910c_prefill_audit.py.
 """
 
+import sys
+from pathlib import Path
+
 import pytest
 
 from cloudmatrix.perf.context import DieContext
@@ -15,6 +18,9 @@ from cloudmatrix.perf.overlap import comm_cores_for, layer_time
 from cloudmatrix.perf.prefill import _attention
 from cloudmatrix.sim.costs import PoolCosts
 from cloudmatrix.sim.scenario import load_scenario
+
+sys.path.insert(0, str(Path(__file__).parents[2] / "benchmarks" / "calibrate"))
+import ascend_910c  # noqa: E402
 
 PROMPT = 4096
 
@@ -111,3 +117,14 @@ def test_two_microbatches_hide_at_most_the_transfers(setup):
     compute_halves = 2 * sum(op.time for op in half if op.kind != "comm")
     assert one - comm <= two < one
     assert two >= compute_halves
+
+
+def test_prefill_attention_runs_at_the_transferred_flashattention_figure(setup):
+    """The prefill attention core is costed at the FlashAttention figure transferred from the 910B2
+    (ascend_910c.fit_prefill_attention, written into the TOML), in BF16, not at the decode MLA kernel's 65.4%."""
+    system, m, dep, t = setup
+    eff = system.chip.efficiency
+    assert eff.attention_prefill == pytest.approx(round(ascend_910c.fit_prefill_attention(), 3), abs=1e-12)
+    assert eff.attention_prefill < eff.attention_compute
+    core = by_name(layer(system, m, dep.with_(microbatches=1), t))["attention_core"]
+    assert core.compute_time == pytest.approx(core.flops / (system.chip.peak("bf16") * eff.attention_prefill), rel=1e-9)
