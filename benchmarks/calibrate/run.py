@@ -351,6 +351,10 @@ def stack_lines(res: dict, src: str) -> list[str]:
         "# TensorRT-LLM modeling_deepseekv3.py DeepseekV3DecoderLayer: PRE_/POST_MOE_FUSION (all-reduce + residual",
         "#   + RMSNorm in one kernel) whenever attention is TP, not DP (TRTLLM_DEEPSEEK_EAGER_FUSION_DISABLED)",
         "backend.trtllm.allreduce_norm_fusion = true",
+        "# Prefill MLA under attention TP: plain TP in all three stacks (tokens on every die of the group, heads",
+        "#   split, o_proj all-reduced; TRT-LLM DeepseekV3Attention / SGLang DeepseekV2AttentionMLA / vLLM MLA with",
+        "#   tp_size > 1), not CloudMatrix-Infer's SP -> TP -> SP",
+        *(f"backend.{b}.prefill_attention_sp = false" for b in AUX_STREAM_SOURCES),
     ]
     for backend, f in sorted(res.get("mla_module", {}).items()):
         per = ", ".join(f"{k} {e[0]:.1%}" for k, e in sorted(f.extra["per_precision"].items()))

@@ -134,3 +134,22 @@ def test_norms_fold_into_the_tp_all_reduces_only_where_the_stack_fuses_them():
     fast, slow = decode_step(R1, fused, tep8, 2.0, 2048), decode_step(R1, plain, tep8, 2.0, 2048)
     norms = sum(r.time for r in slow.rows if r.name == "norms_residual")
     assert slow.step_time - fast.step_time == pytest.approx(norms, rel=1e-6)
+
+
+def test_prefill_mla_under_tp_runs_as_the_nvidia_stacks_run_it():
+    b200 = load_system("hgx-b200").for_backend("trtllm")
+    sp = _with_efficiency(b200, prefill_attention_sp=True)
+    tp = _with_efficiency(b200, prefill_attention_sp=False)
+    dep = _tep8(None)
+
+    def rows(system):
+        return {r.name: r for r in prefill_step(R1, system, dep, 512, 4096).rows if r.group == "moe_layer"}
+
+    a, b = rows(sp), rows(tp)
+    assert {"sp_to_tp_all_gather", "tp_to_sp_all_to_all", "dispatch", "combine"} <= set(a)
+    assert "sp_to_tp_all_gather" not in b and {"attn_all_reduce", "moe_all_reduce"} <= set(b)
+    assert "dispatch" not in b  # the all-reduce left every token on every die: the experts need no dispatch
+    # the down-projections run replicated on the group's tokens: 8x the FLOPs of the SP die's own tokens
+    assert b["mla_down_proj"].flops == pytest.approx(8 * a["mla_down_proj"].flops, rel=1e-9)
+    # the attention core is split by heads either way: the same work per die
+    assert b["attention_core"].flops == pytest.approx(a["attention_core"].flops, rel=1e-9)

@@ -40,10 +40,11 @@ def _norms_unless_fused(c: DieContext, tokens: float) -> list[OpCost]:
 
 
 def group_tokens_everywhere(c: DieContext, phase: str) -> bool:
-    """Attention TP and MoE TP over the same dies, outside prefill MLA (which ends its SP -> TP -> SP on the
-    die's own tokens): every layer ends in an all-reduce (attention, MoE, dense FFN), so every die of the
+    """Attention TP and MoE TP over the same dies, outside an SP prefill MLA (which ends its SP -> TP -> SP on
+    the die's own tokens): every layer ends in an all-reduce (attention, MoE, dense FFN), so every die of the
     group holds the group's tokens and nothing is gathered (TP attention + TP MoE as SGLang/TRT-LLM run them)."""
-    return c.dep.tp_groups_shared and not (phase == "prefill" and c.model.attention == "mla")
+    sp = phase == "prefill" and c.model.attention == "mla" and c.chip.efficiency.prefill_attention_sp
+    return c.dep.tp_groups_shared and not sp
 
 
 def _tp_entry(c: DieContext, tokens: float) -> list[OpCost]:
@@ -164,6 +165,8 @@ def mla_prefill_ops(c: DieContext, tokens: float, prompt_len: float) -> list[OpC
     all-to-all of the head outputs back to the tokens' own dies. FLOPs per die do not depend on tp."""
     m = c.model
     tp = c.dep.attn_tp
+    if tp > 1 and not c.chip.efficiency.prefill_attention_sp:
+        return mla_prefill_tp_ops(c, tokens, prompt_len)
     h, heads = m.hidden, m.heads / tp
     rows = tokens * tp
     q_in = m.q_lora_rank or h
@@ -198,6 +201,38 @@ def mla_prefill_ops(c: DieContext, tokens: float, prompt_len: float) -> list[OpC
         c.matmul("o_proj", "attn", tokens, o, "attn_proj"),
     )
     return ops
+
+
+def mla_prefill_tp_ops(c: DieContext, tokens: float, prompt_len: float) -> list[OpCost]:
+    """Prefill MLA under plain attention TP (TensorRT-LLM, SGLang, vLLM): every die of the TP group holds the
+    group's tokens (gathered first unless the previous layer's all-reduce left them there), runs the
+    down-projections on all of them with full weights, the up-projections, attention and o_proj for its heads/tp,
+    and sums the partial o_proj outputs (`_tp_exit`). FLOPs per die of the replicated parts grow with tp."""
+    m = c.model
+    tp = c.dep.attn_tp
+    h, heads = m.hidden, m.heads / tp
+    rows = tokens * tp
+    down = ([(h, m.q_lora_rank)] if m.q_lora_rank else []) + [(h, m.kv_lora_rank + m.qk_rope_head_dim)]
+    up = [(m.q_lora_rank, heads * m.q_head_dim)] if m.q_lora_rank else [(h, heads * m.q_head_dim)]
+    up += [(m.kv_lora_rank, heads * (m.qk_nope_head_dim + m.v_head_dim))]
+    latent_norm = rows * ((m.q_lora_rank or 0) + m.kv_lora_rank)
+    rope = rows * (heads + 1) * m.qk_rope_head_dim
+    return present(
+        *_tp_entry(c, tokens),
+        # prefill's all-reduces are large (NCCL in the stacks' size rule): the norm stays its own kernel
+        _norms(c, rows),
+        c.quantise("down_proj_quant", "attn", rows * h, "attn_proj"),
+        c.matmul("mla_down_proj", "attn", rows, down, "attn_proj"),
+        c.quantise("up_proj_quant", "attn", rows * ((m.q_lora_rank or 0) + m.kv_lora_rank), "attn_proj"),
+        c.matmul("mla_up_proj", "attn", rows, up, "attn_proj"),
+        c.vector("rope_latent_norm", "attn", latent_norm + rope, ROPE_BYTES_PER_ELEMENT),
+        kernels.mla_prefill(
+            rows, (prompt_len + 1) / 2, heads, m.q_head_dim, m.v_head_dim, c.dep.precision.attention, c.chip
+        ),
+        c.quantise("o_proj_quant", "attn", rows * heads * m.v_head_dim, "attn_proj"),
+        c.matmul("o_proj", "attn", rows, [(heads * m.v_head_dim, h)], "attn_proj"),
+        *_tp_exit(c, tokens),
+    )
 
 
 def gqa_ops(c: DieContext, tokens: float, seqs: float, context: float, causal_prefill: bool) -> list[OpCost]:

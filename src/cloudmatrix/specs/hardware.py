@@ -149,6 +149,10 @@ class Efficiency(_Frozen):
     # The stack fuses each TP all-reduce with the residual add and the next RMSNorm (TensorRT-LLM's
     # AllReduceFusionOp.RESIDUAL_RMS_NORM): no separate norm kernel in a layer that ends in TP all-reduces.
     allreduce_norm_fusion: bool = False
+    # Prefill MLA under attention TP runs sequence-parallel outside the attention core (SP -> TP -> SP,
+    # CloudMatrix-Infer, paper §4.3.1); False: plain TP as TensorRT-LLM, SGLang and vLLM run it (every die of the
+    # group holds all its tokens, heads split, the o_proj output all-reduced).
+    prefill_attention_sp: bool = True
     # Fixed cost of the whole decode MLA block (all its kernels together), per attention-projection precision,
     # fitted to the stack's MLA module table; replaces the sum of the block's per-kernel latencies.
     mla_decode_block_latency: dict[str, Seconds] = Field(default_factory=dict)
