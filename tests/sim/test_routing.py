@@ -91,3 +91,24 @@ def test_round_robin_sends_requests_to_full_instances_least_loaded_never_does():
     # ... round robin sends the next request to the next instance in turn, full or not
     _, rr = loads_at_pick("trtllm")
     assert rr.max() >= slots
+
+
+def test_tensorrt_llm_rows_pick_prefill_instances_in_turn():
+    data = disagg("trtllm", conc=6).model_dump(exclude_unset=True)
+    data["prefill"]["instances"] = 2
+    data["nodes"] = 4
+    sim = build_simulation(Scenario.model_validate(data))
+    order = []
+    for i, q in enumerate(sim.prefill.queues):
+        enqueue = q.enqueue
+
+        def watched(r, length, cached, i=i, enqueue=enqueue):
+            order.append(i)
+            enqueue(r, length, cached)
+
+        q.enqueue = watched
+    sim.run()
+    assert len(order) == sim.n and order == [k % 2 for k in range(sim.n)]
+    # SGLang's router balances load instead (no turn-taking object)
+    data["prefill"]["backend"] = data["decode"]["backend"] = "sglang"
+    assert build_simulation(Scenario.model_validate(data))._prefill_rr is None

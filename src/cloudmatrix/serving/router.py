@@ -33,7 +33,8 @@ def pick_decode_instance(decoders: Sequence[DecodeInstance]) -> int:
 
 
 class DecodeRouter:
-    """Picks the decode instance of each request under one of `DECODE_ROUTING`."""
+    """Picks the decode instance of each request under one of `DECODE_ROUTING` (round robin needs no
+    loads, so it also picks prefill instances in turn: `pick(())`)."""
 
     def __init__(self, policy: str, instances: int):
         if policy not in DECODE_ROUTING:

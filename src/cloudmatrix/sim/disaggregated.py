@@ -68,6 +68,9 @@ class DisaggregatedSimulation(ServingSimulation):
         assert d is not None
         self.handoff = HANDOFF.get(d.backend, HANDOFF[None])
         self.router = DecodeRouter(self.handoff.routing, d.instances)
+        # Dynamo's prefill router is a push router with the frontend's router mode (lib/llm/src/kv_router/
+        # prefill_router.rs `activate`: "simple push router with the frontend's router mode")
+        self._prefill_rr = DecodeRouter("round_robin", p.instances) if self.handoff.routing == "round_robin" else None
         # the prefill pool's own stack decides whether its steps may split a prompt
         self._chunked = HANDOFF.get(p.backend, HANDOFF[None]).chunked_prefill
         budget = p.tokens_per_die * p.dies
@@ -80,7 +83,11 @@ class DisaggregatedSimulation(ServingSimulation):
             )
 
     def _route(self, r: int, length: int, cached: int, t: float) -> None:
-        q = self.prefill.assign(r, length, cached)
+        if self._prefill_rr is None:
+            q = self.prefill.assign(r, length, cached)  # least queued work
+        else:  # in turn, whatever their queues
+            q = self._prefill_rr.pick(())
+            self.prefill.queues[q].enqueue(r, length, cached)
         if not self.prefill.queues[q].busy:
             self._start_prefill(q, t)
 
