@@ -202,8 +202,3 @@ def test_disagg_rows_take_aiconfigurators_fp8_kv(tmp_path):
     sc = T.translate(point(tmp_path, disagg("d"))).scenario
     assert sc.precision.kv_cache == "fp8"
 
-
-def test_sglang_runs_at_most_its_recipes_max_running_requests(tmp_path):
-    # dsr1_fp8_b200.sh TP8: --max-running-requests 128, whatever the client's concurrency
-    sc = _row(tmp_path, "sglang", system="b200_sxm", conc=512, tp=8, dp=1, moe_tp=8, ep=1, batch=512)
-    assert sc.colocated.batch_per_die * sc.colocated.dies == 128 and sc.workload.concurrency == 512

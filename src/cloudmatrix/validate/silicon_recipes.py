@@ -7,7 +7,10 @@ mirror github.com/ajith-sirra-amd/InferenceMAX_Rocm_Team at commit 6026f214 (202
 `.github/configs/nvidia-master.yaml` pinned the images the rows record (lmsysorg/sglang:v0.5.9-cu130
 for H200/B200, v0.5.10.post1-cu130 for B300, nvcr.io/nvidia/tensorrt-llm/release:1.1.0rc2.post2 for
 H200 and 1.2.0rc6.post2 for B200); the flags below are unchanged in those scripts from b0c4ed21
-(2026-01-22) to then. What a script leaves unset is the backend's documented default:
+(2026-01-22) to then. Their --max-running-requests (128 for B200/B300 FP8 at TP8) is not applied:
+the CSV has B200 FP8 rows at c256 and c512 whose measured TTFT (1.8 s at 1k/8k c256) rules out a
+cap of 128 (half the clients would wait a whole 8k-token answer), so those rows did not run with
+it; the CSV's batch stands. What a script leaves unset is the backend's documented default:
 
 - SGLang server arguments: `kv_cache_dtype` "auto" = the model dtype (BF16 for the FP8 checkpoint);
   `max_prefill_tokens` 16,384; `scheduler_recv_interval` 1; with DP attention `chunked_prefill_size`
@@ -43,13 +46,11 @@ class ServingConfig:
     recv_interval: int  # SGLang --scheduler-recv-interval (new requests polled every N decode steps)
     source: str  # where the values come from, in words
     balance_timeout: int = 0  # TRT-LLM attention_dp_config timeout_iters with enable_balance (0: not set)
-    max_running: int | None = None  # SGLang --max-running-requests of the worker (None: no cap below the client's)
 
     def describe(self) -> str:
         step = "" if self.step_tokens is None else f", {self.step_tokens:,} tokens/step/rank"
         chunk = "" if self.step_tokens is None else (", chunked" if self.chunked else ", whole prompts")
         recv = f", recv every {self.recv_interval} decode steps" if self.recv_interval > 1 else ""
-        recv += f", at most {self.max_running} running" if self.max_running else ""
         bal = f", attention-DP balance up to {self.balance_timeout} steps" if self.balance_timeout else ""
         return f"{self.kv_cache.upper()} KV{step}{chunk}{recv}{bal} ({self.source})"
 
@@ -80,21 +81,19 @@ def serving_config(row: SiliconRow) -> ServingConfig:
         return ServingConfig("fp8", tokens, False, 1, name, balance_timeout=60 if dp > 1 else 0)
     if key == ("sglang", "h200_sxm", "fp8"):
         # dsr1_fp8_h200.sh: --chunked-prefill-size 32768 --max-prefill-tokens 32768, no --kv-cache-dtype
-        # --max-running-requests 512 at 1k/1k, else 256
-        running = 512 if (row.isl, row.osl) == (1024, 1024) else 256
         src = f"{RECIPES} dsr1_fp8_h200.sh + SGLang kv_cache_dtype auto"
-        return ServingConfig("bf16", 32768 // dp, True, 1, src, max_running=running)
+        return ServingConfig("bf16", 32768 // dp, True, 1, src)
     if row.backend == "sglang" and row.system in ("b200_sxm", "b300_sxm") and row.precision == "fp8":
         # dsr1_fp8_b200.sh (dsr1_fp8_b300.sh is the same recipe): --kv-cache-dtype fp8_e4m3; TP8: chunk and
-        # max-prefill 32768, recv 10/30, --max-running-requests 128; TP4 (8k/1k only): 8192, recv 10, 32 running
-        tokens, recv, running = (8192, 10, 32) if gpus == 4 else (32768, _recv_interval(conc), 128)
+        # max-prefill 32768, recv 10/30; TP4 (8k/1k only): 8192, recv 10
+        tokens, recv = (8192, 10) if gpus == 4 else (32768, _recv_interval(conc))
         name = f"{RECIPES} dsr1_fp8_{row.system[:4]}.sh"
-        return ServingConfig("fp8", tokens // dp, True, recv if dp == 1 else 1, name, max_running=running)
+        return ServingConfig("fp8", tokens // dp, True, recv if dp == 1 else 1, name)
     if row.backend == "sglang" and row.system in ("b200_sxm", "b300_sxm") and row.precision == "fp4":
         # dsr1_fp4_b200.sh / dsr1_fp4_b300.sh: --kv-cache-dtype fp8_e4m3 --chunked-prefill-size 16384, max-prefill
-        # left at its default (16,384), recv 10/30, --max-running-requests 256
+        # left at its default (16,384), recv 10/30
         tokens = min(16384, SGLANG_MAX_PREFILL_TOKENS)
         name = f"{RECIPES} dsr1_fp4_{row.system[:4]}.sh"
-        return ServingConfig("fp8", tokens // dp, True, _recv_interval(conc) if dp == 1 else 1, name, max_running=256)
+        return ServingConfig("fp8", tokens // dp, True, _recv_interval(conc) if dp == 1 else 1, name)
     # no recipe known for this system and stack: aiconfigurator's KV convention and the generic chunk
     return ServingConfig(_aic_kv(row), DEFAULT_STEP_TOKENS, True, 1, "aiconfigurator's KV convention, default chunk")

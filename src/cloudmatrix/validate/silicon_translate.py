@@ -157,8 +157,7 @@ def _pool(layout: PoolLayout, role: str, isl: int, cfg: ServingConfig) -> tuple[
     if (layout.moe_tp or 1) > 1:
         pool["moe_tp"] = layout.moe_tp  # refused by the scenario until the twin has MoE TP
     if role in ("decode", "colocated"):
-        running = min(seqs, cfg.max_running) if role == "colocated" and cfg.max_running else seqs
-        pool["batch_per_die"] = max(1, math.ceil(running / dies))
+        pool["batch_per_die"] = max(1, math.ceil(seqs / dies))
     if role == "prefill":
         pool["tokens_per_die"] = max(1, math.ceil(isl * seqs / dies))
     if role == "colocated":
