@@ -35,6 +35,7 @@ SOURCES = {
     "mla_context": ("mla", "trtllm", "1.3.0rc20", "context_mla_perf.parquet"),
     # the whole decode attention block (projections, norms, RoPE, attention, o_proj) as one measurement
     "mla_generation_module": ("mla", "trtllm", "1.3.0rc20", "mla_generation_module_perf.parquet"),
+    "mla_context_module": ("mla", "trtllm", "1.3.0rc20", "mla_context_module_perf.parquet"),
     "moe": ("moe", "trtllm", "1.3.0rc20", "moe_perf.parquet"),
     "quantize": ("quantize", "trtllm", "1.3.0rc20", "scale_matrix_perf.parquet"),
     "nccl": ("comm", "nccl", "2.29.2", "nccl_perf.parquet"),
@@ -59,6 +60,7 @@ BACKEND_SOURCES = {
         "moe": ("moe", "vllm", "0.24.0", "moe_perf.parquet"),
         "custom_allreduce": ("comm", "vllm", "0.24.0", "custom_allreduce_perf.parquet"),
         "mla_generation_module": ("mla", "vllm", "0.24.0", "mla_generation_module_perf.parquet"),
+        "mla_context_module": ("mla", "vllm", "0.24.0", "mla_context_module_perf.parquet"),
     },
 }
 

@@ -393,3 +393,30 @@ def fit_mla_module(df: pd.DataFrame, kernel_times: np.ndarray, own_latency: np.n
     per = {prec: errors(model(g), g["t"].to_numpy()) for prec, g in test.groupby("prec")}
     before = errors(test["own"].to_numpy(), test["t"].to_numpy())
     return Fit(p, len(train), len(test), mape, med, {"per_precision": per, "before": before})
+
+
+def mla_prefill_module_times(df: pd.DataFrame, model, system, backend: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """Per context-module row, the twin's prefill MLA block as the backend runs it (perf/attention.py, plain TP
+    where the chip's backend table says so) for batch_size prompts of isl tokens over num_heads heads (a group of
+    128 / num_heads dies), without the input norm and the TP collectives (the module runs tp_size = 1):
+    (the block's kernel times without their fixed latencies, the same with each kernel's own latency)."""
+    from cloudmatrix.perf.attention import mla_prefill_ops
+    from cloudmatrix.perf.context import DieContext
+    from cloudmatrix.perf.deployment import Precisions, build_deployment
+
+    out, own = np.empty(len(df)), np.empty(len(df))
+    for i, r in enumerate(df.itertuples(index=False)):
+        p = MODULE_GEMM[r.gemm_type]
+        kv = "fp8" if r.kv_cache_dtype == "fp8" else "bf16"
+        prec = Precisions(attn_proj=p, experts=p, dense_ffn=p, attention="bf16", kv_cache=kv, dispatch="bf16")
+        tp = int(round(model.heads / r.num_heads))
+        dep = build_deployment(model, dies=tp, ep=tp, attn_tp=tp, precision=prec, backend=backend,
+                               shared_expert_dies=0, redundant_experts=0)  # fmt: skip
+        ops = [
+            op
+            for op in mla_prefill_ops(DieContext(model, system, dep), r.batch_size * r.isl / tp, float(r.isl))
+            if op.kind != "comm" and op.name != "norms_residual"
+        ]
+        out[i] = sum(op.time - op.latency for op in ops)
+        own[i] = sum(op.time for op in ops)
+    return out, own

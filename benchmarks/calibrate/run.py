@@ -80,11 +80,12 @@ def fit_system(aic: str, chip_name: str, root: Path | None = None) -> dict:
     ll = low_latency_moe_rows(moe.frame)
     if len(ll):
         out["moe_low_latency"] = F.fit_moe(ll, {p: chip.peak(p) for p in ll["prec"].unique()}, bw, mem)
-    out["mla_module"] = {}
+    out["mla_module"], out["mla_prefill_module"] = {}, {}
     for backend in ("trtllm", *A.BACKEND_SOURCES):
-        f = fit_mla_module(aic, SYSTEMS[aic][1], None if backend == "trtllm" else backend, root)
-        if f:
-            out["mla_module"][backend] = f
+        for key, phase in (("mla_module", "decode"), ("mla_prefill_module", "prefill")):
+            f = fit_mla_module(aic, SYSTEMS[aic][1], None if backend == "trtllm" else backend, root, phase)
+            if f:
+                out[key][backend] = f
     return out
 
 
@@ -102,15 +103,20 @@ def low_latency_moe_rows(frame):
     return mdf
 
 
-def fit_mla_module(aic: str, system_name: str, backend: str | None, root: Path | None = None):
-    """The stack's decode MLA module table -> mla_decode_block_latency per projection precision (fits.py)."""
-    if backend and "mla_generation_module" not in A.BACKEND_SOURCES[backend]:
+def fit_mla_module(
+    aic: str, system_name: str, backend: str | None, root: Path | None = None, phase: str = "decode"
+):
+    """The stack's MLA module table -> mla_decode_block_latency / mla_prefill_block_latency per projection
+    precision (fits.py). The prefill block is evaluated with the backend's own prefill layout (plain TP)."""
+    what = "mla_generation_module" if phase == "decode" else "mla_context_module"
+    if backend and what not in A.BACKEND_SOURCES[backend]:
         return None
-    t = A.load(aic, "mla_generation_module", root, backend=backend)
+    t = A.load(aic, what, root, backend=backend)
     if t is None:
         return None
     df = t.frame[t.frame["gemm_type"].isin(F.MODULE_GEMM)].reset_index(drop=True)
-    s, own = F.mla_module_kernel_times(df, load_model("deepseek-v3"), load_system(system_name), backend)
+    times = F.mla_module_kernel_times if phase == "decode" else F.mla_prefill_module_times
+    s, own = times(df, load_model("deepseek-v3"), load_system(system_name), backend or "trtllm")
     fit = F.fit_mla_module(df, s, own)
     fit.extra["table"] = t.path
     return fit
@@ -356,16 +362,18 @@ def stack_lines(res: dict, src: str) -> list[str]:
         "#   tp_size > 1), not CloudMatrix-Infer's SP -> TP -> SP",
         *(f"backend.{b}.prefill_attention_sp = false" for b in AUX_STREAM_SOURCES),
     ]
-    for backend, f in sorted(res.get("mla_module", {}).items()):
-        per = ", ".join(f"{k} {e[0]:.1%}" for k, e in sorted(f.extra["per_precision"].items()))
-        b = f.extra["before"]
-        vals = ", ".join(f'{k} = "{v * 1e6:.2f} us"' for k, v in sorted(f.params.items()))
-        lines += [
-            f"# {backend} decode MLA block fixed cost: {src}{f.extra['table']}, {f.train_rows:,} / {f.test_rows:,}",
-            f"#   rows, held-out MAPE {f.mape:.1%}, median {pct(f.median_signed)} ({per}); the per-kernel latencies",
-            f"#   summed instead: MAPE {b[0]:.1%}, median {pct(b[1])}",
-            f"backend.{backend}.mla_decode_block_latency = {{ {vals} }}",
-        ]
+    for key, phase in (("mla_module", "decode"), ("mla_prefill_module", "prefill")):
+        for backend, f in sorted(res.get(key, {}).items()):
+            per = ", ".join(f"{k} {e[0]:.1%}" for k, e in sorted(f.extra["per_precision"].items()))
+            b = f.extra["before"]
+            vals = ", ".join(f'{k} = "{v * 1e6:.2f} us"' for k, v in sorted(f.params.items()))
+            lines += [
+                f"# {backend} {phase} MLA block fixed cost: {src}{f.extra['table']},",
+                f"#   {f.train_rows:,} / {f.test_rows:,} rows, held-out MAPE {f.mape:.1%}, "
+                f"median {pct(f.median_signed)}",
+                f"#   ({per}); the per-kernel latencies summed instead: MAPE {b[0]:.1%}, median {pct(b[1])}",
+                f"backend.{backend}.mla_{phase}_block_latency = {{ {vals} }}",
+            ]
     return lines
 
 
@@ -544,10 +552,12 @@ def main(argv: list[str] | None = None) -> int:
         if ll:
             med = pct(ll.median_signed)
             print(f"  {'moe min-lat':12s} {ll.test_rows:6d} rows  MAPE {ll.mape:6.1%}  median {med:>7s}")
-        for backend, f in r["mla_module"].items():
+        for backend, f in [(b + " mla mod", f) for b, f in r["mla_module"].items()] + [
+            (b + " mla ctx", f) for b, f in r["mla_prefill_module"].items()
+        ]:
             b = f.extra["before"]
             print(
-                f"  {backend + ' mla mod':12s} {f.test_rows:6d} rows  MAPE {f.mape:6.1%}  "
+                f"  {backend:12s} {f.test_rows:6d} rows  MAPE {f.mape:6.1%}  "
                 f"median {pct(f.median_signed):>7s}"
                 f"  (per-kernel latencies: {b[0]:.1%} / {pct(b[1])})  "
                 + ", ".join(f"{k}={v * 1e6:.1f}us" for k, v in f.params.items())

@@ -153,3 +153,16 @@ def test_prefill_mla_under_tp_runs_as_the_nvidia_stacks_run_it():
     assert b["mla_down_proj"].flops == pytest.approx(8 * a["mla_down_proj"].flops, rel=1e-9)
     # the attention core is split by heads either way: the same work per die
     assert b["attention_core"].flops == pytest.approx(a["attention_core"].flops, rel=1e-9)
+
+
+def test_the_prefill_mla_blocks_kernel_latencies_sum_to_the_context_module_fit():
+    from cloudmatrix.perf.attention import mla_prefill_ops
+
+    b200 = load_system("hgx-b200").for_backend("trtllm")
+    for sp in (True, False):
+        s = _with_efficiency(b200, mla_prefill_block_latency={"fp8": 50e-6}, prefill_attention_sp=sp)
+        ops = mla_prefill_ops(DieContext(R1, s, _tep8(None)), 512, 4096)
+        block = [op for op in ops if op.kind != "comm" and op.name != "norms_residual"]
+        assert sum(op.latency for op in block) == pytest.approx(50e-6, rel=1e-9)
+        comm = [op for op in ops if op.kind == "comm"]
+        assert comm and all(op.comm_time > 0 for op in comm)  # the collectives keep their own costs

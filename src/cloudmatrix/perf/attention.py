@@ -200,7 +200,20 @@ def mla_prefill_ops(c: DieContext, tokens: float, prompt_len: float) -> list[OpC
         c.quantise("o_proj_quant", "attn", tokens * m.heads * m.v_head_dim, "attn_proj"),
         c.matmul("o_proj", "attn", tokens, o, "attn_proj"),
     )
-    return ops
+    return _prefill_block(c, ops)
+
+
+def _prefill_block(c: DieContext, ops: list[OpCost]) -> list[OpCost]:
+    """Where the stack's MLA context-module table fitted the prefill block's fixed cost (`mla_prefill_block_latency`),
+    the block's kernels (all but the input norm and the collectives) have their latencies scaled to sum to it."""
+    block = c.chip.efficiency.mla_prefill_block_latency.get(c.dtype("attn_proj"))
+    if block is None:
+        return ops
+    own = sum(op.latency for op in ops if op.kind != "comm" and op.name != "norms_residual")
+    if own <= 0:
+        return ops
+    f = block / own
+    return [op if op.kind == "comm" or op.name == "norms_residual" else _with_latency(op, op.latency * f) for op in ops]
 
 
 def mla_prefill_tp_ops(c: DieContext, tokens: float, prompt_len: float) -> list[OpCost]:
@@ -217,7 +230,7 @@ def mla_prefill_tp_ops(c: DieContext, tokens: float, prompt_len: float) -> list[
     up += [(m.kv_lora_rank, heads * (m.qk_nope_head_dim + m.v_head_dim))]
     latent_norm = rows * ((m.q_lora_rank or 0) + m.kv_lora_rank)
     rope = rows * (heads + 1) * m.qk_rope_head_dim
-    return present(
+    ops = present(
         *_tp_entry(c, tokens),
         # prefill's all-reduces are large (NCCL in the stacks' size rule): the norm stays its own kernel
         _norms(c, rows),
@@ -233,6 +246,7 @@ def mla_prefill_tp_ops(c: DieContext, tokens: float, prompt_len: float) -> list[
         c.matmul("o_proj", "attn", rows, [(heads * m.v_head_dim, h)], "attn_proj"),
         *_tp_exit(c, tokens),
     )
+    return _prefill_block(c, ops)
 
 
 def gqa_ops(c: DieContext, tokens: float, seqs: float, context: float, causal_prefill: bool) -> list[OpCost]:

@@ -156,6 +156,8 @@ class Efficiency(_Frozen):
     # Fixed cost of the whole decode MLA block (all its kernels together), per attention-projection precision,
     # fitted to the stack's MLA module table; replaces the sum of the block's per-kernel latencies.
     mla_decode_block_latency: dict[str, Seconds] = Field(default_factory=dict)
+    # The same for the prefill MLA block (the stack's context module table)
+    mla_prefill_block_latency: dict[str, Seconds] = Field(default_factory=dict)
     # per serving stack: this table with [efficiency.backend.<name>]'s keys merged over it (System.for_backend)
     backend: dict[str, Efficiency] = Field(default_factory=dict)
 
@@ -181,6 +183,7 @@ class Efficiency(_Frozen):
             "grouped_gemm_by_precision",
             "grouped_gemm_low_latency_by_precision",
             "mla_decode_block_latency",
+            "mla_prefill_block_latency",
         ):
             unknown = sorted(set(getattr(self, table)) - set(PRECISIONS))
             if unknown:
