@@ -31,10 +31,10 @@ def scenario(backend: str | None, attn_tp: int = 1, batch_per_die: int = 2) -> S
 
 
 def first_step_of(sim, r):
-    """(start, duration) of the decode step that began when request r was admitted."""
+    """(start, duration) of the first decode step that began once request r had a slot and its KV."""
     start = np.frombuffer(sim.step_start["decode"], dtype=np.float64)
     dt = np.frombuffer(sim.step_dt["decode"], dtype=np.float64)
-    i = int(np.flatnonzero(start == sim.admitted[r])[0])
+    i = int(np.flatnonzero(start >= max(sim.admitted[r], sim.kv_ready[r]))[0])
     return start[i], dt[i]
 
 
@@ -42,14 +42,32 @@ def first_step_of(sim, r):
 def test_first_token_leaves_with_the_stacks_first_decode_output(backend):
     sim = build_simulation(scenario(backend))
     sim.run()
-    assert sim.handoff.first_token_after_step == (backend == "trtllm")
+    pulls = backend == "trtllm"
+    assert sim.handoff.first_token_after_step == pulls and sim.handoff.pull_after_admission == pulls
     for r in range(sim.n):
+        # TensorRT-LLM admits first, then pulls the KV: it arrives after the slot is taken; SGLang the reverse
+        assert (sim.kv_ready[r] > sim.admitted[r]) if pulls else (sim.kv_ready[r] <= sim.admitted[r])
         start, dt = first_step_of(sim, r)
-        # TensorRT-LLM streams the context's token with the generation step that follows the KV transfer;
+        # TensorRT-LLM streams the context's token with the first generation step after the KV transfer;
         # SGLang streams it from the prebuilt batch, as soon as a slot takes the request
-        expected = start + dt if backend == "trtllm" else start
+        expected = start + dt if pulls else start
         assert sim.first_token[r] == pytest.approx(expected + sim.egress, abs=1e-12)
     assert np.all(sim.finish >= sim.first_token)
+
+
+def test_a_pulled_request_sits_out_the_steps_before_its_kv_lands():
+    sim = build_simulation(scenario("trtllm"))
+    sim.run()
+    start = np.frombuffer(sim.step_start["decode"], dtype=np.float64)
+    dt = np.frombuffer(sim.step_dt["decode"], dtype=np.float64)
+    end = start + dt
+    for r in range(sim.n):
+        first, _ = first_step_of(sim, r)
+        # one token a step (no MTP), from the first step that starts once its KV is there to the step it
+        # finishes in: a step that ran while its KV was arriving gave it nothing
+        steps = np.count_nonzero((start >= first) & (end <= sim.finish[r] - sim.egress + 1e-12))
+        assert steps == sim.wl.output_len[r] - 1
+    assert np.any(sim.kv_ready > sim.admitted)  # the case exists: admitted, then pulled
 
 
 def test_decode_step_is_costed_at_the_ranks_sequences_over_its_tp_dies():
@@ -132,3 +150,16 @@ def test_tensorrt_llm_disaggregated_rows_decode_at_their_batch_per_rank():
     assert sc.decode.batch_per_rank == m.row.decode.batch
     ranks = sc.decode.dies // sc.decode.attn_tp
     assert sc.decode.batch_per_die * sc.decode.dies != m.row.decode.batch * ranks  # the case it exists for
+
+
+def test_ttft_parts_of_pulled_requests_are_nonnegative_and_sum_to_ttft():
+    from cloudmatrix.sim.results import ttft_components
+
+    sim = build_simulation(scenario("trtllm"))
+    res = sim.run()
+    parts = ttft_components(sim)
+    assert np.allclose(sum(parts.values()), res.records.ttft, rtol=0, atol=1e-12)
+    for name, v in parts.items():
+        assert np.all(v >= -1e-12), name
+    # the transfer is the pull after admission, not the wait for the slot
+    assert np.allclose(parts["kv_transfer"], sim._pull_s, rtol=1e-12)

@@ -53,7 +53,7 @@ class DecodeInstance:
         # per live sequence, packed: entries [0, running) are live, in no particular order. The integer
         # and the float fields are rows of one array each, so filling a hole moves each group at once.
         self._ints = np.zeros((5, self.max_seqs), dtype=np.int64)
-        self._floats = np.zeros((2, self.max_seqs))
+        self._floats = np.zeros((3, self.max_seqs))
         self.req = self._ints[0]  # request id
         self.remaining = self._ints[1]  # tokens still to generate
         self.context = self._ints[2]  # tokens in the KV cache
@@ -61,6 +61,10 @@ class DecodeInstance:
         self.die_of = self._ints[4]  # its die (the rank whose slot range holds the slot)
         self.last_token = self._floats[0]  # time of the sequence's latest token
         self.max_gap = self._floats[1]  # longest inter-token gap seen by the request
+        # when the entry's KV is all there (a stack that pulls KV after admitting, TensorRT-LLM's generation
+        # server, sets it; 0 otherwise): an entry computes only in steps that start at or after it
+        self.ready_at = self._floats[2]
+        self._step_start: float | None = None  # set by begin_step when entries may be waiting for their KV
         # free slots per die (popped from the end, so a die fills its slots in order)
         self._free_by_die = [list(range(int(starts[d + 1]) - 1, int(starts[d]) - 1, -1)) for d in range(self.dies)]
         self.die_count = np.zeros(self.dies, dtype=np.int64)  # sequences per die
@@ -112,7 +116,7 @@ class DecodeInstance:
             slots = [free[d].pop() for d in dies]
             reqs, contexts, remaining, lasts = zip(*taken, strict=True)
             self._ints[:, n : n + k] = (reqs, remaining, contexts, slots, dies)
-            self._floats[:, n : n + k] = (lasts if now is None else (now,) * k, (0.0,) * k)
+            self._floats[:, n : n + k] = (lasts if now is None else (now,) * k, (0.0,) * k, (0.0,) * k)
             self._running = n + k
             self.context_sum += sum(contexts)
         return k
@@ -144,12 +148,32 @@ class DecodeInstance:
         n = self.running
         return (n, self.context_sum / n) if n else (0, 0.0)
 
+    def begin_step(self, start: float) -> None:
+        """A step starts at `start`: only entries whose `ready_at` has passed take part in it (the rest are
+        still receiving their KV); `busiest_die` and `complete_step` then count those alone."""
+        self._step_start = start
+
+    def _computing(self, n: int) -> np.ndarray | None:
+        """Mask of the live entries taking part in the step in flight; None when all do."""
+        if self._step_start is None:
+            return None
+        mask = self.ready_at[:n] <= self._step_start
+        return None if mask.all() else mask
+
     def busiest_die(self) -> tuple[float, float]:
         """(most sequences on one rank over `tp`, the rank's largest KV sum divided by its count): the shape
         that sets the step's pace, per die. With one rank and no TP this is (running, mean context)."""
         n = self._running
         if n == 0:
             return 0, 0.0
+        mask = self._computing(n)
+        if mask is not None:  # some entries sit this step out: count the others
+            if not mask.any():
+                return 0, 0.0
+            counts = np.bincount(self.die_of[:n][mask], minlength=self.dies)
+            kv = np.bincount(self.die_of[:n][mask], weights=self.context[:n][mask], minlength=self.dies)
+            most = int(counts.max())
+            return (most if self.tp == 1 else most / self.tp), float(kv.max()) / most
         most = int(self.die_count.max())
         share = most if self.tp == 1 else most / self.tp
         if self.dies == 1:
@@ -169,13 +193,20 @@ class DecodeInstance:
         slots = self.slot_of[:n]
         remaining = self.remaining[:n]
         gained = np.minimum(np.asarray(tokens).take(slots), remaining)
+        mask = self._computing(n)
+        if mask is not None:
+            gained[~mask] = 0  # still receiving their KV: no token, and their clock has not started
         remaining -= gained
         self.context[:n] += gained
         total = int(gained.sum())
         self.context_sum += total
         gap = self.max_gap[:n]
-        np.maximum(gap, now - self.last_token[:n], out=gap)
-        self.last_token[:n] = now
+        if mask is None:
+            np.maximum(gap, now - self.last_token[:n], out=gap)
+            self.last_token[:n] = now
+        else:
+            gap[mask] = np.maximum(gap[mask], now - self.last_token[:n][mask])
+            self.last_token[:n][mask] = now
         done = (remaining == 0).nonzero()[0]
         if done.size > 1:
             done = done[np.argsort(slots[done])]

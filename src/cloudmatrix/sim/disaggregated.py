@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from cloudmatrix.errors import CloudMatrixError
 from cloudmatrix.perf import comm
 from cloudmatrix.serving.prefill_scheduler import PrefillBatch, PrefillScheduler
@@ -24,6 +26,7 @@ class HandOff:
     routing: str  # how the front end picks a decode instance (serving/router.py DECODE_ROUTING)
     first_token_after_step: bool  # the first token reaches the client with the decode worker's first step
     chunked_prefill: bool  # a prefill step may end inside a prompt (else whole prompts while they fit)
+    pull_after_admission: bool  # the decode worker pulls a request's KV once it has given it a slot
     source: str
 
 
@@ -38,16 +41,22 @@ HANDOFF: dict[str | None, HandOff] = {
     # context server runs whole prompts: the LLM API's enable_chunked_prefill defaults to False, and
     # aiconfigurator's generator (the rows' configs: rule_plugin/trtllm.rule, backend_templates/trtllm)
     # leaves it so, with a prefill max_batch_size of the row's batch and max_num_tokens of ISL + 500.
-    "trtllm": HandOff("round_robin", True, False, "Dynamo router default; TensorRT-LLM py_executor disagg gen"),
+    # The generation executor pulls the KV only after it has admitted the request: `_prepare_disagg_gen_init`
+    # allocates its KV blocks (and slot) and `_recv_disagg_gen_cache` starts request_and_receive_async; the
+    # request joins the first generation batch scheduled after the transfer completes, holding its slot
+    # meanwhile.
+    "trtllm": HandOff("round_robin", True, False, True, "Dynamo router default; TensorRT-LLM py_executor disagg gen"),
     # SGLang decode server: once a request's KV has arrived it joins a "prebuilt" batch whose result
     # streams the prefill's token at once, before any decode forward (srt/managers/
     # scheduler_output_processor_mixin.py `process_batch_result_prebuilt`: DECODE_FAKE_OUTPUT, then
     # stream_output). Its router's default policy is cache_aware (sgl-router README, `--policy`),
     # which for prompts sharing no prefix balances the workers' load: least-loaded is the twin's nearest.
     # SGLang's prefill server chunks prompts (chunked_prefill_size, server arguments).
-    "sglang": HandOff("least_loaded", False, True, "SGLang decode prebuilt batch; sgl-router cache_aware"),
+    # SGLang's decode server preallocates KV before the prefill sends it (DecodePreallocQueue), and a request
+    # takes its running slot only once the KV has arrived: the twin's transfer-then-admit.
+    "sglang": HandOff("least_loaded", False, True, False, "SGLang decode prebuilt batch; sgl-router cache_aware"),
     # the twin's own: the first token streams when a decode slot takes the request, as SGLang's does
-    None: HandOff("least_loaded", False, True, "the twin's default"),
+    None: HandOff("least_loaded", False, True, False, "the twin's default"),
 }
 
 
@@ -68,6 +77,9 @@ class DisaggregatedSimulation(ServingSimulation):
         assert d is not None
         self.handoff = HANDOFF.get(d.backend, HANDOFF[None])
         self.router = DecodeRouter(self.handoff.routing, d.instances)
+        if self.handoff.pull_after_admission:
+            self._pull_s = np.zeros(self.n)  # each request's KV transfer time, run once it is admitted
+            self._pending: list[list[int]] = [[] for _ in self.decoders]  # admitted, first step not yet run
         # Dynamo's prefill router is a push router with the frontend's router mode (lib/llm/src/kv_router/
         # prefill_router.rs `activate`: "simple push router with the frontend's router mode")
         self._prefill_rr = DecodeRouter("round_robin", p.instances) if self.handoff.routing == "round_robin" else None
@@ -118,7 +130,12 @@ class DisaggregatedSimulation(ServingSimulation):
         for length, reqs in by_length.items():
             nbytes = length * self.kv_bytes_per_token
             self.transfer_bytes += nbytes * len(reqs)
-            self.loop.at(t + comm.transfer(self._xfer_fabric, self._xfer_bw, nbytes), self._transfer_done, reqs)
+            xfer = comm.transfer(self._xfer_fabric, self._xfer_bw, nbytes)
+            if self.handoff.pull_after_admission:  # routed now; the decode worker pulls the KV once admitted
+                self._pull_s[reqs] = xfer
+                self._transfer_done(reqs, t)
+            else:
+                self.loop.at(t + xfer, self._transfer_done, reqs)
         self._start_prefill(q, t)
 
     # ------------------------------------------------------------ decode pool
@@ -141,12 +158,45 @@ class DisaggregatedSimulation(ServingSimulation):
         if n == 0:
             d.busy = False
             return
+        if self.handoff.pull_after_admission:
+            self._start_pulling_step(j, d, before, n, t)
+            return
         dt = self.costs["decode"].decode_time(*d.busiest_die())
         if n > before and self.handoff.first_token_after_step:
             # the admitted requests (the newest live entries) see their first token when this step ends
             self.first_token[d.req[before:n]] = t + dt + self.egress
         self._book_step("decode", d, n, dt, t)
         self.loop.at(t + dt, self._decode_done, (j, dt))
+
+    def _start_pulling_step(self, j: int, d, before: int, n: int, t: float) -> None:
+        """A step of a worker that pulls KV after admitting: the newly admitted start their transfer now and
+        sit out every step that starts before it completes; their first token leaves with their first step."""
+        pending = self._pending[j]
+        if n > before:
+            new = d.req[before:n]
+            d.ready_at[before:n] = t + self._pull_s[new]
+            self.kv_ready[new] = t + self._pull_s[new]
+            pending.extend(new.tolist())
+        d.begin_step(t)
+        per_die, ctx = d.busiest_die()
+        if per_die == 0:  # every sequence is still receiving its KV: wake when the first transfer lands
+            d.busy = True
+            self.loop.at(float(d.ready_at[:n].min()), self._start_decode_at, j)
+            return
+        dt = self.costs["decode"].decode_time(per_die, ctx)
+        if pending:
+            joining = [r for r in pending if self.kv_ready[r] <= t]
+            if joining:
+                self._pending[j] = [r for r in pending if self.kv_ready[r] > t]
+                if self.handoff.first_token_after_step:
+                    self.first_token[joining] = t + dt + self.egress
+                else:
+                    self.first_token[joining] = t + self.egress
+        self._book_step("decode", d, n, dt, t)
+        self.loop.at(t + dt, self._decode_done, (j, dt))
+
+    def _start_decode_at(self, j: int, t: float) -> None:
+        self._start_decode(j, t)
 
     def _decode_done(self, arg: tuple[int, float], t: float) -> None:
         j, dt = arg

@@ -108,7 +108,10 @@ def _view(a) -> np.ndarray:
 def ttft_components(sim: ServingSimulation, idx: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """TTFT of requests `idx` (default: all) split into what each waited for [s]; the parts sum to its TTFT.
 
-    One-token answers never reach a decode slot: their first token leaves at prefill end.
+    One-token answers never reach a decode slot: their first token leaves at prefill end. A decode worker
+    that pulls the KV after giving the request a slot (TensorRT-LLM, sim/disaggregated.py) has the slot wait
+    before the transfer; "front_end" holds what follows both (detokenising, and the first decode step where
+    the stack streams the first token with it).
     """
     sel = slice(None) if idx is None else idx
     arrival, queued, start, end = sim.arrival[sel], sim.queued[sel], sim.prefill_start[sel], sim.prefill_end[sel]
@@ -116,10 +119,11 @@ def ttft_components(sim: ServingSimulation, idx: np.ndarray | None = None) -> di
     one = np.isnan(admitted)
     kv_ready = np.where(one, end, sim.kv_ready[sel])
     slot = np.where(one, end, admitted)
+    pulled = kv_ready > slot  # admitted first, KV transferred after
     return {
-        "front_end": (queued - arrival) + (first - slot),
+        "front_end": (queued - arrival) + (first - np.maximum(slot, kv_ready)),
         "prefill_queue": start - queued,
         "prefill": end - start,
-        "kv_transfer": kv_ready - end,
-        "decode_slot_wait": slot - kv_ready,
+        "kv_transfer": np.where(pulled, kv_ready - slot, kv_ready - end),
+        "decode_slot_wait": np.where(pulled, slot - end, slot - kv_ready),
     }
