@@ -228,14 +228,18 @@ def test_backend_override_changes_exactly_the_table_it_names():
 
 
 def test_catalog_backend_curves_override_only_moe_narrow_gemms_and_the_custom_all_reduce():
-    """The generated sglang/vllm sections replace the MoE op's curves, the fp8/fp4 GEMM curves and the scale-up
-    plane's custom all-reduce kernel; every other kernel table (bf16 GEMM, MLA, vector) is the default fit."""
+    """The generated sglang/vllm sections replace the MoE op's curves, the fp8/fp4 GEMM curves, the scale-up
+    plane's custom all-reduce kernel and the stack's own mechanisms (a second stream for the shared experts,
+    norm fusion, plain-TP prefill, whole-MLA-block fixed costs); every other kernel table (bf16 GEMM, per-kernel
+    MLA efficiency, vector) is the default fit."""
     for name in ("gb200-nvl72", "hgx-h200"):
         system = load_system(name)
         for backend in ("sglang", "vllm"):
             s = system.for_backend(backend)
             assert s is not system and s is system.for_backend(backend)  # resolved once, kept
-            moe = ("grouped_gemm", "grouped_gemm_by_precision", "gemm_by_precision", "backend")
+            stack = ("shared_experts_aux_stream", "allreduce_norm_fusion", "prefill_attention_sp",
+                     "mla_decode_block_latency", "mla_prefill_block_latency", "grouped_gemm_low_latency_by_precision")
+            moe = ("grouped_gemm", "grouped_gemm_by_precision", "gemm_by_precision", "backend", *stack)
             base, over = system.chip.efficiency.model_dump(), s.chip.efficiency.model_dump()
             assert _without(over, *moe) == _without(base, *moe)
             assert over["grouped_gemm_by_precision"] != base["grouped_gemm_by_precision"]
