@@ -392,7 +392,15 @@ def render_profile(m: dict) -> str:
         lines += [f"[ops.{phase}.per_seq]"]
         lines += [f"{k} = {max(0.0, f[k]['per_seq']):.2f}" for k in ("moe_layer", "dense_layer", "mtp_layer", "head")]
         lines += [""]
-    return "\n".join(lines)
+    return "\n".join(lines) + _shipped_schedule()
+
+
+def _shipped_schedule() -> str:
+    """The shipped engine.toml's [scheduling] and [handoff] sections (its last): the engine's code, not the host's."""
+    from importlib import resources
+
+    text = (resources.files("cloudmatrix.specs") / "catalog" / "backends" / "engine.toml").read_text()
+    return text[text.index("\n[scheduling]") + 1 :]
 
 
 def main() -> None:

@@ -139,13 +139,13 @@ def load_test(n: int, concurrency: int, max_tokens: int) -> dict:
 
 def scenario(system: Path, n: int, concurrency: int, props: dict, backend: Path | None = None):
     """The `serve --single-process` deployment as the twin writes it (defaults of EngineConfig); `backend` is a
-    serving profile's path (the scenario file format names only the kernel-curve stacks, so it is set on the
-    validated pool)."""
+    serving profile's path (its host cost and its [scheduling], the engine's own loop)."""
     from cloudmatrix.engine.runtime.params import EngineConfig
     from cloudmatrix.sim.scenario import Scenario
 
     cfg = EngineConfig()
-    sc = Scenario.model_validate({
+    pool = {"backend": str(backend)} if backend is not None else {}
+    return Scenario.model_validate({
         "name": "serve-single-process",
         "description": "cloudmatrix serve --single-process on this host, default model, serve_load.py workload",
         "system": str(system),
@@ -153,7 +153,7 @@ def scenario(system: Path, n: int, concurrency: int, props: dict, backend: Path 
         "mode": "colocated",
         # one engine, one thread: one die; continuous batching with chunked prefill, no microbatch overlap
         "colocated": {"instances": 1, "dies": 1, "ep": 1, "microbatches": 1,
-                      "batch_per_die": cfg.max_num_seqs, "tokens_per_die": cfg.max_num_batched_tokens},
+                      "batch_per_die": cfg.max_num_seqs, "tokens_per_die": cfg.max_num_batched_tokens, **pool},
         "mtp": {"depth": 1, "acceptance": round(props["mtp_acceptance"], 4)},
         "precision": {"weights": TWIN_PRECISION, "kv_cache": "bf16"},
         "experts": {"popularity": "uniform", "placement": "none"},
@@ -161,21 +161,6 @@ def scenario(system: Path, n: int, concurrency: int, props: dict, backend: Path 
         "workload": {"kind": "closed", "concurrency": concurrency, "num_requests": n,
                      "input_len": props["input_len"], "output_len": props["output_len"]},
     })  # fmt: skip
-    if backend is None:
-        return sc
-    _schedule_like_the_generic_engine(str(backend))
-    return sc.model_copy(update={"colocated": sc.colocated.model_copy(update={"backend": str(backend)})})
-
-
-def _schedule_like_the_generic_engine(backend: str) -> None:
-    """sim/scheduling.py keys colocated scheduling by the kernel-curve stack's name; our engine schedules as its
-    generic entry says (prefill chunks mixed into decode steps, no overlap: engine/runtime's scheduler), so the
-    profile's path gets that entry."""
-    try:
-        from cloudmatrix.sim import scheduling
-    except ImportError:  # a tree without per-stack scheduling
-        return
-    scheduling.BACKEND_SCHEDULING.setdefault(backend, scheduling.BACKEND_SCHEDULING[None])
 
 
 def predict(system: Path, n: int, concurrency: int, props: dict, backend: Path | None = None) -> dict:

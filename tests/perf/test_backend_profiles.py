@@ -16,6 +16,13 @@ R1 = load_model("deepseek-r1")
 B200 = load_system("hgx-b200")
 
 
+SCHEDULE = (
+    '[scheduling]\nprefill = "mixed"\nchunked = true\noverlap = false\nrecv_interval = 1\nbalance_timeout = 0\n'
+    '[handoff]\nrouting = "least_loaded"\nfirst_token_after_step = false\nchunked_prefill = true\n'
+    "pull_after_admission = false\n"
+)
+
+
 def _profile(tmp_path: Path, name: str, per_op: str, moe: float, dense: float, decode: str = "graph",
              overlap: str = "async") -> str:  # fmt: skip
     ops = f"moe_layer = {moe}\ndense_layer = {dense}\nmtp_layer = {moe}\nhead = 5\n"
@@ -23,7 +30,7 @@ def _profile(tmp_path: Path, name: str, per_op: str, moe: float, dense: float, d
         f'name = "{name}"\ndescription = "test"\nkernels = "sglang"\noverlap = "{overlap}"\n'
         f'[phases]\ndecode = "{decode}"\nprefill = "eager"\n'
         f'[host]\nper_op = "{per_op}"\ngraph_launch = "4 us"\n'
-        f"[ops.prefill]\n{ops}[ops.decode]\n{ops}"
+        f"[ops.prefill]\n{ops}[ops.decode]\n{ops}{SCHEDULE}"
     )
     p = tmp_path / f"{name}.toml"
     p.write_text(text)
@@ -56,7 +63,7 @@ def test_an_unknown_backend_is_a_one_line_error_naming_the_profiles():
 def test_an_eager_phase_without_op_counts_is_refused(tmp_path):
     p = tmp_path / "bad.toml"
     p.write_text('name = "bad"\ndescription = "x"\n[phases]\ndecode = "graph"\nprefill = "eager"\n'
-                 '[host]\nper_op = "5 us"\n')  # fmt: skip
+                 '[host]\nper_op = "5 us"\n' + SCHEDULE)  # fmt: skip
     with pytest.raises(CloudMatrixError, match=r"prefill is eager but \[ops.prefill\] is missing"):
         load_backend(str(p))
 
@@ -111,3 +118,40 @@ def test_each_microbatch_issues_every_layers_ops_but_a_merged_head_issues_once(t
     head = 10e-6 * 5
     assert one.host_time == pytest.approx(layers + head)
     assert two.host_time == pytest.approx(2 * layers + head)
+
+
+@pytest.mark.parametrize(("section", "key", "bad", "why"), [
+    ("scheduling", "prefill", '"interleaved"', "'mixed' or 'separate'"),
+    ("scheduling", "chunked", '"yes"', "valid boolean"),
+    ("scheduling", "recv_interval", "0", "greater than or equal to 1"),
+    ("handoff", "routing", '"random"', "'least_loaded' or 'round_robin'"),
+])  # fmt: skip
+def test_a_bad_schedule_or_hand_off_value_is_one_line_naming_the_file_and_key(tmp_path, section, key, bad, why):
+    good = Path(_profile(tmp_path, "stack", "5 us", moe=1, dense=1)).read_text()
+    lines = good.splitlines()
+    at = lines.index(f"[{section}]")
+    i = next(j for j in range(at, len(lines)) if lines[j].startswith(f"{key} = "))
+    lines[i] = f"{key} = {bad}"
+    p = tmp_path / "bad.toml"
+    p.write_text("\n".join(lines) + "\n")
+    with pytest.raises(CloudMatrixError) as e:
+        load_backend(str(p))
+    msg = str(e.value)
+    assert msg.startswith(f"{p}: {section}.{key}: ") and why in msg and "\n" not in msg
+
+
+def test_a_profile_without_its_schedule_is_refused(tmp_path):
+    text = Path(_profile(tmp_path, "stack", "5 us", moe=1, dense=1)).read_text()
+    p = tmp_path / "noschedule.toml"
+    p.write_text(text[: text.index("[scheduling]")])
+    with pytest.raises(CloudMatrixError, match=r"noschedule.toml: scheduling: Field required"):
+        load_backend(str(p))
+
+
+def test_hand_off_routing_names_are_the_routers():
+    from typing import get_args
+
+    from cloudmatrix.serving.router import DECODE_ROUTING
+    from cloudmatrix.specs.backend import HandOff
+
+    assert set(get_args(HandOff.model_fields["routing"].annotation)) == set(DECODE_ROUTING)

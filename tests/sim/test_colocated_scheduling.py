@@ -7,8 +7,9 @@ import pytest
 from cloudmatrix.errors import CloudMatrixError
 from cloudmatrix.serving.prefill_scheduler import PrefillQueue
 from cloudmatrix.sim.scenario import load_scenario
-from cloudmatrix.sim.scheduling import BACKEND_SCHEDULING, scheduling_for
+from cloudmatrix.sim.scheduling import scheduling_for
 from cloudmatrix.sim.simulation import build_simulation
+from cloudmatrix.specs.backend import load_backend
 
 BASE = """
 name = "coloc"
@@ -146,7 +147,7 @@ def test_backend_defaults_and_pool_overrides(tmp_path):
     sized = BASE + "tokens_per_die = 1024\nbatch_per_die = 8\n"
     (tmp_path / "s.toml").write_text(sized + 'backend = "trtllm"\n' + CLOSED)
     pool = load_scenario(tmp_path / "s.toml").colocated
-    assert scheduling_for(pool) == BACKEND_SCHEDULING["trtllm"]
+    assert scheduling_for(pool) == load_backend("trtllm").scheduling
     assert not scheduling_for(pool).chunked and scheduling_for(pool).overlap
     (tmp_path / "s.toml").write_text(sized + 'backend = "sglang"\nrecv_interval = 30\n' + CLOSED)
     s = scheduling_for(load_scenario(tmp_path / "s.toml").colocated)

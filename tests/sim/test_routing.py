@@ -7,9 +7,9 @@ from cloudmatrix.errors import CloudMatrixError
 from cloudmatrix.serving.decode_scheduler import DecodeInstance
 from cloudmatrix.serving.kv_blocks import KVBlockManager
 from cloudmatrix.serving.router import DecodeRouter
-from cloudmatrix.sim.disaggregated import HANDOFF
 from cloudmatrix.sim.scenario import Scenario
 from cloudmatrix.sim.simulation import build_simulation
+from cloudmatrix.specs.backend import load_backend
 
 
 def decoders(loads):
@@ -77,8 +77,8 @@ def loads_at_pick(backend):
 
 
 def test_trtllm_rows_route_round_robin_and_sglang_least_loaded():
-    assert HANDOFF["trtllm"].routing == "round_robin"
-    assert HANDOFF["sglang"].routing == "least_loaded"
+    assert load_backend("trtllm").handoff.routing == "round_robin"
+    assert load_backend("sglang").handoff.routing == "least_loaded"
     sim, _ = loads_at_pick("trtllm")
     assert sim.router.policy == "round_robin"
 

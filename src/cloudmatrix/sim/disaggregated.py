@@ -2,12 +2,12 @@
 the decode pool over the scale-out (RDMA) plane, the decode pool generates the rest.
 
 How a request crosses from prefill to decode, and when its client sees the first token, is the
-serving stack's protocol (`HANDOFF`, by the decode pool's `backend`); each entry cites its source.
+serving stack's protocol: the `[handoff]` section of the decode pool's backend profile
+(specs/catalog/backends/<name>.toml, each value with its source; no backend: the default profile's,
+specs/backend.py DEFAULT_BACKEND). Whether a prefill step may split a prompt is the prefill pool's own.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -17,47 +17,7 @@ from cloudmatrix.serving.prefill_scheduler import PrefillBatch, PrefillScheduler
 from cloudmatrix.serving.router import DecodeRouter
 from cloudmatrix.sim.scenario import Scenario
 from cloudmatrix.sim.serving_sim import ServingSimulation
-
-
-@dataclass(frozen=True)
-class HandOff:
-    """A serving stack's prefill -> decode hand-off, as the client sees it."""
-
-    routing: str  # how the front end picks a decode instance (serving/router.py DECODE_ROUTING)
-    first_token_after_step: bool  # the first token reaches the client with the decode worker's first step
-    chunked_prefill: bool  # a prefill step may end inside a prompt (else whole prompts while they fit)
-    pull_after_admission: bool  # the decode worker pulls a request's KV once it has given it a slot
-    source: str
-
-
-HANDOFF: dict[str | None, HandOff] = {
-    # Dynamo frontend (the rows' images are ai-dynamo/tensorrtllm-runtime): --router-mode defaults to
-    # round-robin (Dynamo Router Guide, CLI arguments). The proxy sends the context request with
-    # stream=False and keeps only its disaggregated_params (TensorRT-LLM serve/openai_disagg_server.py
-    # `_get_ctx_request`); the generation executor adds the context's token to the request when the
-    # KV transfer completes and the request joins a generation batch (_executor/py_executor.py
-    # `_prepare_disagg_gen_transmission_complete`: req.add_new_token(first_gen_tokens)), and its
-    # stream's first response leaves after that step, carrying that token and the step's own. The
-    # context server runs whole prompts: the LLM API's enable_chunked_prefill defaults to False, and
-    # aiconfigurator's generator (the rows' configs: rule_plugin/trtllm.rule, backend_templates/trtllm)
-    # leaves it so, with a prefill max_batch_size of the row's batch and max_num_tokens of ISL + 500.
-    # The generation executor pulls the KV only after it has admitted the request: `_prepare_disagg_gen_init`
-    # allocates its KV blocks (and slot) and `_recv_disagg_gen_cache` starts request_and_receive_async; the
-    # request joins the first generation batch scheduled after the transfer completes, holding its slot
-    # meanwhile.
-    "trtllm": HandOff("round_robin", True, False, True, "Dynamo router default; TensorRT-LLM py_executor disagg gen"),
-    # SGLang decode server: once a request's KV has arrived it joins a "prebuilt" batch whose result
-    # streams the prefill's token at once, before any decode forward (srt/managers/
-    # scheduler_output_processor_mixin.py `process_batch_result_prebuilt`: DECODE_FAKE_OUTPUT, then
-    # stream_output). Its router's default policy is cache_aware (sgl-router README, `--policy`),
-    # which for prompts sharing no prefix balances the workers' load: least-loaded is the twin's nearest.
-    # SGLang's prefill server chunks prompts (chunked_prefill_size, server arguments).
-    # SGLang's decode server preallocates KV before the prefill sends it (DecodePreallocQueue), and a request
-    # takes its running slot only once the KV has arrived: the twin's transfer-then-admit.
-    "sglang": HandOff("least_loaded", False, True, False, "SGLang decode prebuilt batch; sgl-router cache_aware"),
-    # the twin's own: the first token streams when a decode slot takes the request, as SGLang's does
-    None: HandOff("least_loaded", False, True, False, "the twin's default"),
-}
+from cloudmatrix.specs.backend import load_backend
 
 
 class DisaggregatedSimulation(ServingSimulation):
@@ -75,16 +35,15 @@ class DisaggregatedSimulation(ServingSimulation):
         self._xfer_fabric = out
         d = scenario.decode
         assert d is not None
-        self.handoff = HANDOFF.get(d.backend, HANDOFF[None])
+        self.handoff = load_backend(d.backend).handoff
         self.router = DecodeRouter(self.handoff.routing, d.instances)
         if self.handoff.pull_after_admission:
             self._pull_s = np.zeros(self.n)  # each request's KV transfer time, run once it is admitted
             self._pending: list[list[int]] = [[] for _ in self.decoders]  # admitted, first step not yet run
-        # Dynamo's prefill router is a push router with the frontend's router mode (lib/llm/src/kv_router/
-        # prefill_router.rs `activate`: "simple push router with the frontend's router mode")
+        # a round-robin front end takes prefill instances in turn too (trtllm.toml [handoff] routing: Dynamo)
         self._prefill_rr = DecodeRouter("round_robin", p.instances) if self.handoff.routing == "round_robin" else None
         # the prefill pool's own stack decides whether its steps may split a prompt
-        self._chunked = HANDOFF.get(p.backend, HANDOFF[None]).chunked_prefill
+        self._chunked = load_backend(p.backend).handoff.chunked_prefill
         budget = p.tokens_per_die * p.dies
         longest = int(self.wl.input_len.max())
         if not self._chunked and longest > budget:

@@ -12,12 +12,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from cloudmatrix.errors import CloudMatrixError
 from cloudmatrix.perf.deployment import Deployment, build_deployment
 from cloudmatrix.sim.workload import WorkloadSpec, describe_errors
-from cloudmatrix.specs.hardware import BACKENDS, System, load_system
+from cloudmatrix.specs.backend import load_backend
+from cloudmatrix.specs.hardware import System, load_system
 from cloudmatrix.specs.model import ModelSpec, load_model
 
 
@@ -43,20 +44,15 @@ class PoolSpec(_Section):
     batch_per_rank: int | None = Field(default=None, ge=1)
     tokens_per_die: int | None = Field(default=None, ge=1)  # prefill: token budget per die per batch
     policy: Literal["fcfs", "shortest"] = "fcfs"  # prefill queue order (shortest remaining prompt first)
-    backend: str | None = None  # serving stack whose kernel curves cost the pool ("sglang"); default: the chip's fit
+    # serving-stack profile (specs/backend.py): a shipped name ("sglang") or a .toml path (relative to the
+    # scenario file); its kernel curves, host cost, schedule and hand-off. Default: the twin's (DEFAULT_BACKEND)
+    backend: str | None = None
     # colocated step scheduling; None: the backend's default (sim/scheduling.py says what each means)
     prefill_mode: Literal["mixed", "separate"] | None = None
     chunked_prefill: bool | None = None
     overlap: bool | None = None
     recv_interval: int | None = Field(default=None, ge=1)
     balance_timeout: int | None = Field(default=None, ge=0)
-
-    @field_validator("backend")
-    @classmethod
-    def _known_backend(cls, v: str | None) -> str | None:
-        if v is not None and v not in BACKENDS:
-            raise ValueError(f"unknown backend {v!r}; use one of {', '.join(BACKENDS)} or leave it out")
-        return v
 
 
 class MtpSpec(_Section):
@@ -171,6 +167,22 @@ class Scenario(_Section):
                 raise ValueError("[prefill]/[decode] do not apply to mode 'colocated'; use [colocated]")
             if self.colocated.batch_per_die is None or self.colocated.tokens_per_die is None:
                 raise ValueError("[colocated] needs batch_per_die and tokens_per_die (chunked-prefill budget)")
+        return self
+
+    @model_validator(mode="after")
+    def _known_backends(self) -> Scenario:
+        """Each pool's backend is a loadable profile; a relative .toml path is resolved against the scenario's
+        directory and kept resolved, so the step model, the scheduler and the hand-off read one file."""
+        for name, pool in self.pools().items():
+            if pool is None or pool.backend is None:
+                continue
+            ref = self._path(pool.backend)
+            try:
+                load_backend(ref)
+            except CloudMatrixError as e:
+                raise ValueError(f"[{name}] backend: {e}") from None
+            if ref != pool.backend:
+                object.__setattr__(self, name, pool.model_copy(update={"backend": str(Path(ref).resolve())}))
         return self
 
     # ------------------------------------------------------------ resolution

@@ -6,9 +6,14 @@ stack captures the step in a graph (one launch per step) or runs it eagerly (the
 what the host pays per op, and how many ops each layer issues. `perf/host.py` turns it into host time;
 `perf/step.py` overlaps it with the device's.
 
-A Deployment's `backend` selects a profile by name or .toml path; None is the twin's default,
-CloudMatrix-Infer's ("cloudmatrix-infer"). A profile's `kernels` names the kernel-curve set of
-`specs/hardware.py` (`[efficiency.backend.<name>]`) the stack's kernels follow, if any.
+A profile also says how the stack schedules: `[scheduling]`, a colocated instance's step defaults
+(`sim/scheduling.py`, which a pool's keys override), and `[handoff]`, its prefill -> decode protocol in
+disaggregated serving (`sim/disaggregated.py`); each value cites its source in the TOML.
+
+A Deployment's or scenario pool's `backend` selects a profile by name or .toml path. None is the twin's
+default, CloudMatrix-Infer's ("cloudmatrix-infer", `DEFAULT_BACKEND`), for everything a profile says: its host
+cost, its schedule and hand-off, and its kernels (none named: the chip's default fit). A profile's `kernels`
+names the kernel-curve set of `specs/hardware.py` (`[efficiency.backend.<name>]`) the stack's kernels follow.
 """
 
 from __future__ import annotations
@@ -72,6 +77,30 @@ class Phases(_Frozen):
     prefill: Literal["graph", "eager"]
 
 
+class _Strict(_Frozen):
+    # `chunked = "yes"` or `recv_interval = 1.5` is an error, not coerced
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class Scheduling(_Strict):
+    """A colocated instance's step scheduling (sim/scheduling.py says what each key does)."""
+
+    prefill: Literal["mixed", "separate"]
+    chunked: bool
+    overlap: bool
+    recv_interval: int = Field(ge=1)
+    balance_timeout: int = Field(ge=0)
+
+
+class HandOff(_Strict):
+    """A serving stack's prefill -> decode hand-off, as the client sees it."""
+
+    routing: Literal["least_loaded", "round_robin"]  # picks the decode instance (serving/router.py DECODE_ROUTING)
+    first_token_after_step: bool  # the first token reaches the client with the decode worker's first step
+    chunked_prefill: bool  # a prefill step may end inside a prompt (else whole prompts while they fit)
+    pull_after_admission: bool  # the decode worker pulls a request's KV once it has given it a slot
+
+
 class BackendProfile(_Frozen):
     name: str
     description: str
@@ -82,6 +111,8 @@ class BackendProfile(_Frozen):
     phases: Phases
     host: HostCost
     ops: dict[Literal["prefill", "decode"], PhaseOps] = {}  # needed for every eager phase
+    scheduling: Scheduling
+    handoff: HandOff
 
     @field_validator("kernels")
     @classmethod
@@ -143,9 +174,5 @@ def load_backend(name_or_path: str | Path | None) -> BackendProfile:
 
 
 def kernel_curves(name_or_path: str | None) -> str | None:
-    """The kernel-curve set a deployment's `backend` selects (None: the chip's default fit)."""
-    if name_or_path is None:
-        return None
-    if name_or_path in BACKENDS:
-        return name_or_path
+    """The kernel-curve set a deployment's `backend` selects (None: the default profile's, the chip's default fit)."""
     return load_backend(name_or_path).kernels
