@@ -3,6 +3,8 @@
     pip install -e '.[calibrate]'
     OMP_NUM_THREADS=1 python benchmarks/calibrate/compare_aic_ops.py                 # every system x backend
     OMP_NUM_THREADS=1 python benchmarks/calibrate/compare_aic_ops.py --systems b200_sxm --backends trtllm
+    OMP_NUM_THREADS=1 python benchmarks/calibrate/compare_aic_ops.py --systems gb300 --backends trtllm --quant fp4 \
+        --prefill-worker 1 2 1 2        # one prefill worker shape: attention TP DP, MoE TP EP
 
 DeepSeek-R1 on 8 GPUs, attention TP8 and MoE EP8 (TensorRT-LLM's "TEP8" layout), fp8 checkpoint (--quant), FP8 KV.
 aiconfigurator side: `cli_estimate` builds its model and picks its tables; every op of that model is then
@@ -38,6 +40,7 @@ from cloudmatrix.specs.model import load_model  # noqa: E402
 GPUS = 8
 DECODE_BATCH_PER_GPU = (1, 4, 16, 64, 256)
 PREFILL_TOKENS = (1024, 4096, 16384)
+PREFILL_BATCHES = (1, 2, 4, 8)  # prompts per attention-DP rank, --prefill-worker
 ISL, OSL = 1024, 1024
 
 # op group -> (aiconfigurator op names, twin op names)
@@ -79,8 +82,10 @@ GROUPS = {
 }  # fmt: skip
 
 
-def aic_session(aic_system: str, backend: str, quant: str | None):
-    """aiconfigurator's model and database as cli_estimate builds them (captured from its InferenceSession)."""
+def aic_session(aic_system: str, backend: str, quant: str | None, layout: dict | None = None, batch: int = 4):
+    """aiconfigurator's model and database as cli_estimate builds them (captured from its InferenceSession).
+    `layout`: tp_size / attention_dp_size / moe_tp_size / moe_ep_size (default TEP8)."""
+    widths = layout or {"tp_size": GPUS, "attention_dp_size": 1, "moe_tp_size": 1, "moe_ep_size": GPUS}
     from aiconfigurator.cli.api import cli_estimate
     from aiconfigurator.sdk import inference_session as session
 
@@ -96,8 +101,7 @@ def aic_session(aic_system: str, backend: str, quant: str | None):
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             cli_estimate(
                 model_path="deepseek-ai/DeepSeek-R1", system_name=aic_system, mode="agg", backend_name=backend,
-                isl=ISL, osl=OSL, tp_size=GPUS, pp_size=1, attention_dp_size=1, moe_tp_size=1, moe_ep_size=GPUS,
-                batch_size=4, gemm_quant_mode=quant, moe_quant_mode=quant,
+                isl=ISL, osl=OSL, pp_size=1, **widths, batch_size=batch, gemm_quant_mode=quant, moe_quant_mode=quant,
             )  # fmt: skip
     finally:
         session.InferenceSession.__init__ = original
@@ -194,14 +198,50 @@ def compare(aic_system: str, backend: str, quant: str) -> None:
     table(f"{aic_system} {backend} {quant} prefill (one prompt of T tokens), us per layer twin/aic ratio", rows)
 
 
+def compare_prefill_worker(aic_system: str, backend: str, quant: str, tp: int, dp: int, moe_tp: int, ep: int) -> None:
+    """One prefill worker shape (attention TP x DP, MoE TP x EP), each attention-DP rank running `b` prompts of
+    ISL tokens per step, for b in PREFILL_BATCHES; the step also per 1,024 tokens per rank (a throughput bound)."""
+    aq = {"fp8": None, "fp4": "nvfp4"}[quant]
+    layout = {"tp_size": tp, "attention_dp_size": dp, "moe_tp_size": moe_tp, "moe_ep_size": ep}
+    r1 = load_model("deepseek-r1")
+    system = load_system(SYSTEMS[aic_system][1])
+    dep = build_deployment(
+        r1, dies=tp * dp, ep=ep, attn_tp=tp, moe_tp=moe_tp, precision=quant, kv_cache="fp8", backend=backend,
+        shared_expert_dies=0, redundant_experts=0, system=system,
+    )  # fmt: skip
+    rows, per_k = [], []
+    for b in PREFILL_BATCHES:
+        try:
+            model, db = aic_session(aic_system, backend, aq, layout, batch=b)
+        except Exception as e:  # a shape aiconfigurator cannot estimate: say so and go on
+            print(f"\n{aic_system} {backend} {quant} {layout} b={b}: no aiconfigurator estimate ({type(e).__name__})")
+            return
+        ai, sa = aic_ops(model, db, "prefill", b, ISL)
+        st = prefill_step(r1, system, dep, b * ISL, ISL, check_memory=False)
+        rows.append((f"b {b}", twin_groups(st), aic_groups(ai), st.step_time, sa))
+        per_k.append(f"b {b} {st.step_time * 1e3 / b:.1f} / {sa * 1e3 / b:.1f}")
+    what = f"tp{tp} dp{dp} moe_tp{moe_tp} ep{ep}"
+    table(f"{aic_system} {backend} {quant} prefill worker [{what}], b prompts of {ISL} per rank, us per layer", rows)
+    print(f"step ms per prompt per rank, twin / aiconfigurator: {', '.join(per_k)}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--systems", nargs="*", default=["h200_sxm", "b200_sxm", "gb200", "gb300", "b300_sxm"])
     ap.add_argument("--backends", nargs="*", default=["trtllm", "sglang", "vllm"])
     ap.add_argument("--quant", default="fp8", choices=("fp8", "fp4"))
+    ap.add_argument(
+        "--prefill-worker", nargs=4, type=int, metavar=("TP", "DP", "MOE_TP", "EP"),
+        help="compare one prefill worker shape at 1..8 prompts per rank instead of the TEP8 grid",
+    )  # fmt: skip
     args = ap.parse_args(argv)
     logging.disable(logging.WARNING)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    if args.prefill_worker:
+        for s in args.systems:
+            for b in args.backends:
+                compare_prefill_worker(s, b, args.quant, *args.prefill_worker)
+        return 0
     for s in args.systems:
         for b in args.backends:
             compare(s, b, args.quant)

@@ -400,7 +400,6 @@ def mla_prefill_module_times(df: pd.DataFrame, model, system, backend: str | Non
     where the chip's backend table says so) for batch_size prompts of isl tokens over num_heads heads (a group of
     128 / num_heads dies), without the input norm and the TP collectives (the module runs tp_size = 1):
     (the block's kernel times without their fixed latencies, the same with each kernel's own latency)."""
-    from cloudmatrix.perf.attention import mla_prefill_ops
     from cloudmatrix.perf.context import DieContext
     from cloudmatrix.perf.deployment import Precisions, build_deployment
 
@@ -412,11 +411,31 @@ def mla_prefill_module_times(df: pd.DataFrame, model, system, backend: str | Non
         tp = int(round(model.heads / r.num_heads))
         dep = build_deployment(model, dies=tp, ep=tp, attn_tp=tp, precision=prec, backend=backend,
                                shared_expert_dies=0, redundant_experts=0)  # fmt: skip
-        ops = [
-            op
-            for op in mla_prefill_ops(DieContext(model, system, dep), r.batch_size * r.isl / tp, float(r.isl))
-            if op.kind != "comm" and op.name != "norms_residual"
-        ]
-        out[i] = sum(op.time - op.latency for op in ops)
-        own[i] = sum(op.time for op in ops)
+        c = DieContext(model, system, dep)
+        out[i], _ = _prefill_block_times(c, r.batch_size * r.isl / tp, float(r.isl))
+        # the per-kernel latencies as the twin had them before this fit: the chip file's own block fit left out
+        # (else a rerun would compare the fit with itself)
+        _, own[i] = _prefill_block_times(_without_prefill_block(c), r.batch_size * r.isl / tp, float(r.isl))
     return out, own
+
+
+def _prefill_block_times(c, tokens: float, prompt: float) -> tuple[float, float]:
+    """(the prefill MLA block's kernel times without their fixed latencies, with them), norm and collectives out."""
+    from cloudmatrix.perf.attention import mla_prefill_ops
+
+    ops = [op for op in mla_prefill_ops(c, tokens, prompt) if op.kind != "comm" and op.name != "norms_residual"]
+    return sum(op.time - op.latency for op in ops), sum(op.time for op in ops)
+
+
+def _without_prefill_block(c):
+    """The same die context with the chip's `mla_prefill_block_latency` removed."""
+    import copy
+
+    eff = c.chip.efficiency
+    if not eff.mla_prefill_block_latency:
+        return c
+    system = copy.copy(c.system)
+    system.chip = c.chip.model_copy(update={"efficiency": eff.model_copy(update={"mla_prefill_block_latency": {}})})
+    bare = copy.copy(c)
+    object.__setattr__(bare, "system", system)
+    return bare

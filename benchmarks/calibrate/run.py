@@ -38,7 +38,8 @@ SYSTEMS = {
 TRANSFERS = {"h800-sxm": "h100_sxm"}  # chip file -> the aic system whose fit it takes, and why: see docstring
 TRANSFER_910C = "h100_sxm"  # whose per-tensor 8-bit GEMM curve shape the 910C borrows
 MOE_KERNELS_EXCLUDED = ("nongated", "min_latency")  # DeepSeek experts are gated; min-latency: its own curve below
-LOW_LATENCY_MAX_TOKENS = 1024
+LOW_LATENCY_MAX_TOKENS = 1024  # = perf/kernels.py LOW_LATENCY_MAX_ROWS_PER_EXPERT x 256 experts / top-8 (DeepSeek)
+TRTLLM_GEN_SGLANG_KERNEL = "sglang_flashinfer_trtllm_moe"  # the TRTLLM-Gen MoE kernel in SGLang's tables
 
 
 def pct(x: float) -> str:
@@ -80,6 +81,10 @@ def fit_system(aic: str, chip_name: str, root: Path | None = None) -> dict:
     ll = low_latency_moe_rows(moe.frame)
     if len(ll):
         out["moe_low_latency"] = F.fit_moe(ll, {p: chip.peak(p) for p in ll["prec"].unique()}, bw, mem)
+    gen, gen_path = trtllm_gen_fp8_rows(aic, root, ll)
+    if len(gen):
+        out["moe_trtllm_gen_fp8"] = F.fit_moe(gen, {"fp8": chip.peak("fp8")}, bw, mem)
+        out["tables"]["moe_trtllm_gen_fp8"] = gen_path
     out["mla_module"], out["mla_prefill_module"] = {}, {}
     for backend in ("trtllm", *A.BACKEND_SOURCES):
         for key, phase in (("mla_module", "decode"), ("mla_prefill_module", "prefill")):
@@ -101,6 +106,29 @@ def low_latency_moe_rows(frame):
     ].copy()
     mdf["prec"] = mdf["moe_dtype"].map(A.DTYPES)
     return mdf
+
+
+def trtllm_gen_fp8_rows(aic: str, root: Path | None, own_low_latency):
+    """TensorRT-LLM's TRTLLM-Gen fp8 block-scale MoE kernel (its `moe_backend: TRTLLM`), where TensorRT-LLM's own
+    table measures only DeepGEMM for fp8_block: TRANSFERRED from the same kernel in SGLang's table of the same chip
+    (FlashInfer's trtllm_fp8_block_scale_moe wraps TensorRT-LLM's trtllm-gen kernels; SGLang's
+    `sglang_flashinfer_trtllm_moe`). Balanced rows up to LOW_LATENCY_MAX_TOKENS, the range where the twin lets
+    the low-latency curve compete (perf/kernels.py LOW_LATENCY_MAX_ROWS_PER_EXPERT). Empty where the
+    chip's SGLang table has no such rows (Hopper) or TensorRT-LLM's own low-latency rows already hold fp8."""
+    if len(own_low_latency) and "fp8" in set(own_low_latency["prec"]):
+        return own_low_latency.iloc[:0], ""
+    sg = A.load(aic, "moe", root, backend="sglang")
+    if sg is None:
+        return [], ""
+    f = sg.frame
+    rows = f[
+        (f["num_tokens"] <= LOW_LATENCY_MAX_TOKENS)
+        & (f["distribution"] == "balanced")
+        & (f["moe_dtype"] == "fp8_block")
+        & (f["kernel_source"] == TRTLLM_GEN_SGLANG_KERNEL)
+    ].copy()
+    rows["prec"] = "fp8"
+    return rows, sg.path
 
 
 def fit_mla_module(
@@ -332,6 +360,21 @@ def chip_block(res: dict, version: str, transferred_from: str | None = None) -> 
                 "#   the MoE op costs the faster of this and the grouped_gemm curve (the stack picks by size).",
                 *_curve_lines(q),
             ]
+    gen = res.get("moe_trtllm_gen_fp8")
+    if gen is not None:
+        e = gen.extra["per_precision"]["fp8"]
+        lines += [
+            "",
+            "[efficiency.backend.trtllm.grouped_gemm_low_latency_by_precision.fp8]",
+            "# TensorRT-LLM's TRTLLM-Gen fp8 block-scale MoE (moe_backend TRTLLM). TRANSFERRED: TensorRT-LLM's own",
+            "#   table holds only DeepGEMM for fp8_block, so this is the same kernel measured by SGLang,"
+            " <= 1,024 tokens",
+            f"#   ({TRTLLM_GEN_SGLANG_KERNEL} rows of {t['moe_trtllm_gen_fp8']}; FlashInfer wraps TensorRT-LLM's",
+            f"#   trtllm-gen kernels), balanced, {gen.train_rows:,} / {gen.test_rows:,} rows,",
+            f"#   held-out MAPE {e[0]:.1%}, median {pct(e[1])}; the MoE op costs the faster of this and the DeepGEMM",
+            "#   grouped_gemm curve.",
+            *_curve_lines(gen.extra["curves"]["fp8"]),
+        ]
     for backend, b in sorted(res.get("backends", {}).items()):
         lines += backend_lines(backend, b, src)
     return "\n".join(lines)
@@ -552,6 +595,11 @@ def main(argv: list[str] | None = None) -> int:
         if ll:
             med = pct(ll.median_signed)
             print(f"  {'moe min-lat':12s} {ll.test_rows:6d} rows  MAPE {ll.mape:6.1%}  median {med:>7s}")
+        gen = r.get("moe_trtllm_gen_fp8")
+        if gen:
+            med = pct(gen.median_signed)
+            what = f"{'moe gen fp8':12s} {gen.test_rows:6d} rows  MAPE {gen.mape:6.1%}  median {med:>7s}"
+            print(f"  {what}  (TRANSFERRED from SGLang's table)")
         for backend, f in [(b + " mla mod", f) for b, f in r["mla_module"].items()] + [
             (b + " mla ctx", f) for b, f in r["mla_prefill_module"].items()
         ]:

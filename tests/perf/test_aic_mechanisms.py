@@ -73,6 +73,24 @@ def test_the_moe_op_takes_the_faster_of_the_stacks_two_kernels():
             assert t == pytest.approx(base.time)
 
 
+def test_the_low_latency_moe_curve_competes_only_inside_its_fitted_range():
+    chip = load_system("hgx-b200").chip
+    shapes = ((7168, 4096), (2048, 7168))
+    eff = chip.efficiency
+    fast = GemmEfficiency(peak=0.9, latency=1e-6)
+    c = chip.model_copy(
+        update={"efficiency": eff.model_copy(update={"grouped_gemm_low_latency_by_precision": {"fp4": fast}})}
+    )
+    cap = kernels.LOW_LATENCY_MAX_ROWS_PER_EXPERT
+    for per_expert, uses_fast in ((cap, True), (2 * cap, False)):
+        rows = per_expert * 64
+        base = kernels.grouped_gemm(rows, 64, shapes, "fp4", chip).time
+        t = kernels.grouped_gemm(rows, 64, shapes, "fp4", c).time
+        assert (t < base) is uses_fast
+        if not uses_fast:  # beyond the rows it was fitted to, the curve is an extrapolation: the table kernel's
+            assert t == pytest.approx(base)
+
+
 def test_the_decode_mla_blocks_kernel_latencies_sum_to_the_module_fit():
     b200 = load_system("hgx-b200").for_backend("trtllm")
     sums = {}
@@ -100,6 +118,9 @@ def test_the_fitted_b200_file_gives_each_stack_its_own_mechanisms():
     assert b200.for_backend("trtllm").chip.efficiency.mla_decode_block_latency
     assert not b200.for_backend("sglang").chip.efficiency.mla_decode_block_latency  # no SGLang module table
     assert "fp4" in b200.for_backend("trtllm").chip.efficiency.grouped_gemm_low_latency_by_precision
+    # TRTLLM-Gen's fp8 block-scale MoE (transferred from SGLang's table: TensorRT-LLM's holds only DeepGEMM)
+    assert "fp8" in b200.for_backend("trtllm").chip.efficiency.grouped_gemm_low_latency_by_precision
+    assert not load_system("hgx-h200").for_backend("trtllm").chip.efficiency.grouped_gemm_low_latency_by_precision
     assert not b200.for_backend("sglang").chip.efficiency.grouped_gemm_low_latency_by_precision
 
 

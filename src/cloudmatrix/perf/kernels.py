@@ -25,6 +25,10 @@ from cloudmatrix.perf.op import OpCost, comm_op, compute_op
 from cloudmatrix.specs.hardware import BYTES_PER_ELEMENT, ChipSpec, GemmEfficiency, System
 
 ACT_BYTES = 2.0  # activations between kernels stay BF16
+# The low-latency MoE curves (TensorRT-LLM's TRTLLM-Gen path) are fitted to rows of <= 1,024 tokens
+# (benchmarks/calibrate/run.py LOW_LATENCY_MAX_TOKENS): 32 rows per expert at DeepSeek's 8 of 256 experts. Beyond
+# that the curve is not a measurement (extrapolated, it ran GB200 EP4 prefill at 0.66x the table's fastest kernel).
+LOW_LATENCY_MAX_ROWS_PER_EXPERT = 32.0
 COLLECTIVES = ("all_reduce", "all_gather", "reduce_scatter", "all_to_all")
 
 
@@ -86,7 +90,7 @@ def grouped_gemm(
     p = eff.grouped_gemm_by_precision.get(dtype) or eff.grouped_gemm or gemm_params(chip, dtype)
     op = _gemm_launches(rows / experts, rows, shapes, experts, dtype, chip, p, name, stream)
     fast = eff.grouped_gemm_low_latency_by_precision.get(dtype)
-    if fast is not None:
+    if fast is not None and rows / experts <= LOW_LATENCY_MAX_ROWS_PER_EXPERT:
         # the stack's second MoE kernel (TensorRT-LLM's TRTLLM-Gen path): it runs whichever is faster at this size
         alt = _gemm_launches(rows / experts, rows, shapes, experts, dtype, chip, fast, name, stream)
         if alt.time < op.time:
