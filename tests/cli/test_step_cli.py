@@ -96,3 +96,15 @@ def test_dies_is_used_as_given_not_replaced_by_the_ep_degree(cli):
     assert code2 == 0
     # 64 dies with EP32 keeps two expert replicas; 32 dies does not: the step costs differ
     assert json.loads(out) != json.loads(out2)
+
+
+def test_backend_picks_the_serving_stack_and_an_unknown_one_is_a_one_line_error():
+    prefill = ("--system", "hgx-b200", "--ep", "8", "--dies", "8", "--attn-tp", "8", "--phase", "prefill",
+               "--tokens-per-die", "128", "--prompt-len", "128", "--mtp", "0", "--microbatches", "1",
+               "--precision", "fp8", "--json")  # fmt: skip
+    eager = json.loads(run(*prefill, "--backend", "sglang").stdout)
+    assert eager["host_time_s"] > 0.005  # an eager prefill issues ~30 ops x 61 layers from Python
+    assert eager["step_time_s"] >= eager["host_time_s"]  # a step never beats the host that issues it
+    out = run("--system", "hgx-b200", "--ep", "8", "--dies", "8", "--backend", "trt")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "unknown backend 'trt'" in out.stderr and len(out.stderr.strip().splitlines()) == 1

@@ -43,6 +43,11 @@ def step(
     microbatches: Annotated[int, typer.Option(help="1 or 2")] = 2,
     precision: Annotated[str, typer.Option(help="Weights/dispatch: int8, fp8, fp4 or bf16")] = "int8",
     kv_precision: Annotated[str, typer.Option(help="KV cache precision")] = "bf16",
+    backend: Annotated[
+        str | None,
+        typer.Option(help="Serving stack: trtllm, sglang, vllm, cloudmatrix-infer, engine or a profile .toml "
+                     "(its kernel curves, graphed/eager phases, host cost per op); default: cloudmatrix-infer"),
+    ] = None,
     imbalance: Annotated[
         float | None,
         typer.Option(help="Expert load, busiest die / mean (1.0 = perfect); default: derived from --popularity"),
@@ -90,6 +95,7 @@ def step(
         mtp_acceptance=mtp_acceptance,
         precision=precision,
         kv_cache=kv_precision,
+        backend=backend,
         system=sysm,  # validated before anything is derived from the layout, so errors name the knob
     )
     if imbalance is None:
@@ -174,6 +180,7 @@ def print_breakdown(b: StepBreakdown, dep: Deployment, console: Console | None =
         f"step time ({dep.microbatches} microbatch{'es' if dep.microbatches > 1 else ''})",
         f"{b.step_time * 1e3:.2f} ms",
     )
+    s.add_row("host time issuing the ops (eager phases pace on it)", f"{b.host_time * 1e3:.2f} ms")
     s.add_row("expert imbalance (busiest / mean die)", f"{b.expert_load.get('imbalance', dep.imbalance):.3f}")
     s.add_row("dominant op", f"{b.dominant().group}/{b.dominant().name} ({b.dominant().time / b.serial_time:.0%})")
     if b.phase == "decode":
