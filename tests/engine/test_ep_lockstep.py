@@ -13,10 +13,11 @@ from safetensors.torch import save_file  # noqa: E402
 
 from cloudmatrix.engine.loader import load_model, random_state  # noqa: E402
 from cloudmatrix.engine.model.config import ModelConfig  # noqa: E402
-from cloudmatrix.engine.parallel import SlotMap, StepSync, run_ranks  # noqa: E402
+from cloudmatrix.engine.parallel import SlotMap, StepSync  # noqa: E402
 from cloudmatrix.engine.parallel.ep_generate import lockstep_generate  # noqa: E402
 from cloudmatrix.errors import CloudMatrixError  # noqa: E402
 
+from .spawn_retry import run_ranks_once_more_on_signal  # noqa: E402
 from .tiny_configs import TINY_MODEL  # noqa: E402
 
 SLOTS_PER_RANK = {2: 5, 3: 3}
@@ -88,7 +89,7 @@ def checkpoint(tmp_path_factory):
 @pytest.fixture(scope="module", params=[2, 3], ids=["2ranks", "3ranks"])
 def group_run(request, checkpoint):
     world = request.param
-    return world, run_ranks(_worker, world, str(checkpoint), timeout_s=60)
+    return world, run_ranks_once_more_on_signal(_worker, world, str(checkpoint), timeout_s=60)
 
 
 def test_lockstep_tokens_match_one_process(group_run, checkpoint):

@@ -16,7 +16,6 @@ from cloudmatrix.engine.parallel import (  # noqa: E402
     ExpertParallelExperts,
     SlotMap,
     dispatch_row_bytes,
-    run_ranks,
     use_expert_parallel,
 )
 from cloudmatrix.engine.quant import (  # noqa: E402
@@ -27,6 +26,7 @@ from cloudmatrix.engine.quant import (  # noqa: E402
 )
 from cloudmatrix.errors import CloudMatrixError  # noqa: E402
 
+from .spawn_retry import run_ranks_once_more_on_signal  # noqa: E402
 from .tiny_configs import TINY_MODEL  # noqa: E402
 
 E, H, I, K = 8, 32, 16, 2
@@ -161,12 +161,12 @@ def _four_rank_worker(rank: int, world: int) -> dict:
 
 @pytest.fixture(scope="module")
 def two_ranks() -> list[dict]:
-    return run_ranks(_two_rank_worker, 2)
+    return run_ranks_once_more_on_signal(_two_rank_worker, 2)
 
 
 @pytest.fixture(scope="module")
 def four_ranks() -> list[dict]:
-    return run_ranks(_four_rank_worker, 4)
+    return run_ranks_once_more_on_signal(_four_rank_worker, 4)
 
 
 @pytest.fixture(params=[2, 4], ids=["2ranks", "4ranks"])
