@@ -31,6 +31,7 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from host_microbench import cpu_model  # noqa: E402  (the sibling benchmark names this host's CPU)
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPTS = [f"The quick brown fox {i} jumps over the lazy dog and keeps running" for i in range(16)]
@@ -332,7 +333,7 @@ def measure(concurrencies: tuple[int, ...] = (1, 8)) -> dict:
     layers = time_layers(c1)
     return {
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "cpu": _cpu(),
+        "cpu": cpu_model(),
         "torch": torch.__version__,
         "load_avg": os.getloadavg()[0],
         "counts": counts,
@@ -341,16 +342,6 @@ def measure(concurrencies: tuple[int, ...] = (1, 8)) -> dict:
         "layers_timed": layers,
         "step_diagnostic": {"concurrency": c1, "step_s": step_s, "ops": ops_step, "per_op_s": step_s / ops_step},
     }
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
 
 
 def render_profile(m: dict) -> str:

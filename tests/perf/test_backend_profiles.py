@@ -18,7 +18,7 @@ B200 = load_system("hgx-b200")
 
 SCHEDULE = (
     '[scheduling]\nprefill = "mixed"\nchunked = true\noverlap = false\nrecv_interval = 1\nbalance_timeout = 0\n'
-    '[handoff]\nrouting = "least_loaded"\nfirst_token_after_step = false\nchunked_prefill = true\n'
+    '[handoff]\nrouting = "least_loaded"\nfirst_token_after_step = false\n'
     "pull_after_admission = false\n"
 )
 

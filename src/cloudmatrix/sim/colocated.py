@@ -6,7 +6,6 @@ while the current one runs (overlap); new requests polled every step or every N 
 
 from __future__ import annotations
 
-from cloudmatrix.errors import CloudMatrixError
 from cloudmatrix.serving.prefill_scheduler import PrefillBatch, PrefillQueue
 from cloudmatrix.serving.router import pick_colocated_instance
 from cloudmatrix.sim.scenario import PoolSpec, Scenario
@@ -26,14 +25,7 @@ class ColocatedSimulation(ServingSimulation):
         assert pool is not None and pool.tokens_per_die is not None
         self.costs["colocated"].check_prefill_fit(pool.tokens_per_die, "the colocated chunked-prefill budget")
         self.sched = s = scheduling_for(pool)
-        budget = pool.tokens_per_die * pool.dies
-        longest = int(self.wl.input_len.max())
-        if not s.chunked and longest > budget:
-            raise CloudMatrixError(
-                f"[colocated] prompts run whole (chunked_prefill = false) but the longest, {longest:,} tokens, "
-                f"exceeds the step budget of {budget:,} (tokens_per_die x dies); raise tokens_per_die or set "
-                "chunked_prefill = true"
-            )
+        budget = self._check_whole_prompts_fit("colocated", pool, s.chunked)
         self.queues = [PrefillQueue(budget, pool.policy) for _ in range(pool.instances)]
         # prompts that reached an instance but that its scheduler has not taken in yet
         self.inbox: list[list[tuple[int, int, int]]] = [[] for _ in range(pool.instances)]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from cloudmatrix.errors import CloudMatrixError
 from cloudmatrix.perf import comm
 from cloudmatrix.serving.prefill_scheduler import PrefillBatch, PrefillScheduler
 from cloudmatrix.serving.router import DecodeRouter
@@ -42,16 +41,9 @@ class DisaggregatedSimulation(ServingSimulation):
             self._pending: list[list[int]] = [[] for _ in self.decoders]  # admitted, first step not yet run
         # a round-robin front end takes prefill instances in turn too (trtllm.toml [handoff] routing: Dynamo)
         self._prefill_rr = DecodeRouter("round_robin", p.instances) if self.handoff.routing == "round_robin" else None
-        # the prefill pool's own stack decides whether its steps may split a prompt
-        self._chunked = load_backend(p.backend).handoff.chunked_prefill
-        budget = p.tokens_per_die * p.dies
-        longest = int(self.wl.input_len.max())
-        if not self._chunked and longest > budget:
-            raise CloudMatrixError(
-                f"[prefill] {p.backend} runs whole prompts but the longest prompt ({longest:,} tokens) exceeds an "
-                f"instance's {budget:,}-token step (tokens_per_die x dies); raise tokens_per_die to at least "
-                f"{-(-longest // p.dies):,}"
-            )
+        # the prefill pool's own stack decides whether its steps may split a prompt (its [scheduling] chunked)
+        self._chunked = load_backend(p.backend).scheduling.chunked
+        self._check_whole_prompts_fit("prefill", p, self._chunked)
 
     def _route(self, r: int, length: int, cached: int, t: float) -> None:
         if self._prefill_rr is None:

@@ -104,6 +104,20 @@ class ServingSimulation:
         """Tokens a decode die computes at once (its activations compete with the KV cache)."""
         return pool.batch_per_die * (1 + self.sc.mtp.depth)  # type: ignore[operator]
 
+    def _check_whole_prompts_fit(self, section: str, pool: PoolSpec, chunked: bool) -> int:
+        """An instance's prompt tokens per step (tokens_per_die x dies); a stack that runs prompts whole
+        cannot take one longer than that, which is the user's to fix."""
+        budget = pool.tokens_per_die * pool.dies  # type: ignore[operator]
+        longest = int(self.wl.input_len.max())
+        if not chunked and longest > budget:
+            other = " or set chunked_prefill = true" if section == "colocated" else ""  # a colocated pool may override
+            raise CloudMatrixError(
+                f"[{section}] the stack runs whole prompts but the longest, {longest:,} tokens, exceeds the step "
+                f"budget of {budget:,} tokens (tokens_per_die x dies); raise tokens_per_die to at least "
+                f"{-(-longest // pool.dies):,}{other}"
+            )
+        return budget
+
     def _build_decoders(self, dpool: PoolSpec) -> None:
         name, dcost = self.decode_pool, self.costs[self.decode_pool]
         max_len = int((self.wl.input_len + self.wl.output_len).max())

@@ -97,7 +97,6 @@ class HandOff(_Strict):
 
     routing: Literal["least_loaded", "round_robin"]  # picks the decode instance (serving/router.py DECODE_ROUTING)
     first_token_after_step: bool  # the first token reaches the client with the decode worker's first step
-    chunked_prefill: bool  # a prefill step may end inside a prompt (else whole prompts while they fit)
     pull_after_admission: bool  # the decode worker pulls a request's KV once it has given it a slot
 
 
