@@ -341,13 +341,7 @@ def chip_block(res: dict, version: str, transferred_from: str | None = None) -> 
         "#   fit, the default for precisions without their own (int8); per-precision fits follow.",
         *_curve_lines(curves[default]),
     ]
-    for prec, q in sorted(curves.items()):
-        lines += [
-            "",
-            f"[efficiency.grouped_gemm_by_precision.{prec}]",
-            f"# {prec} MoE rows of the table above: held-out MAPE {mp[prec][0]:.1%}, median {pct(mp[prec][1])}",
-            *_curve_lines(q),
-        ]
+    lines += _per_precision_sections("efficiency.grouped_gemm_by_precision", curves, mp, "MoE rows of the table above")
     ll = res.get("moe_low_latency")
     if ll is not None:
         for prec, q in sorted(ll.extra["curves"].items()):
@@ -434,13 +428,7 @@ def backend_lines(backend: str, b: dict, src: str) -> list[str]:
         f"#   Every other kernel keeps the default fit above. This table is the {default} fit (default for int8).",
         *_curve_lines(curves[default]),
     ]
-    for prec, q in sorted(curves.items()):
-        lines += [
-            "",
-            f"[efficiency.backend.{backend}.grouped_gemm_by_precision.{prec}]",
-            f"# {prec} rows: held-out MAPE {mp[prec][0]:.1%}, median {pct(mp[prec][1])}",
-            *_curve_lines(q),
-        ]
+    lines += _per_precision_sections(f"efficiency.backend.{backend}.grouped_gemm_by_precision", curves, mp, "rows")
     g = b.get("gemm")
     if g is not None:
         gp, fp = g.params, g.extra["per_precision"]
@@ -456,6 +444,16 @@ def backend_lines(backend: str, b: dict, src: str) -> list[str]:
                 "#   keeps the default fit's `memory`.",
                 *_curve_lines(q),
             ]
+    return lines
+
+
+def _per_precision_sections(table: str, curves: dict, errors: dict, what: str) -> list[str]:
+    """One [table.<precision>] section per fitted curve, headed by its held-out error."""
+    lines: list[str] = []
+    for prec, q in sorted(curves.items()):
+        mape, median = errors[prec]
+        lines += ["", f"[{table}.{prec}]", f"# {prec} {what}: held-out MAPE {mape:.1%}, median {pct(median)}",
+                  *_curve_lines(q)]  # fmt: skip
     return lines
 
 
