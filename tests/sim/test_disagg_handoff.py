@@ -9,25 +9,14 @@ from cloudmatrix.perf import decode_step
 from cloudmatrix.sim.scenario import Scenario
 from cloudmatrix.sim.simulation import build_simulation
 
+from .h200_disagg import h200_disagg
+
 
 def scenario(backend: str | None, attn_tp: int = 1, batch_per_die: int = 2) -> Scenario:
-    data = {
-        "name": "handoff",
-        "system": "hgx-h200",
-        "model": "deepseek-r1",
-        "nodes": 2,
-        "precision": {"weights": "fp8", "kv_cache": "fp8"},
-        "experts": {"popularity": "uniform", "placement": "none"},
-        "prefill": {"instances": 1, "dies": 8, "ep": 8, "shared_expert_dies": 0, "redundant_experts": 0,
-                    "microbatches": 1, "tokens_per_die": 1024},
-        "decode": {"instances": 1, "dies": 8, "ep": 8, "shared_expert_dies": 0, "redundant_experts": 0,
-                   "microbatches": 1, "batch_per_die": batch_per_die, "attn_tp": attn_tp},
-        "workload": {"kind": "closed", "concurrency": 4, "num_requests": 12, "input_len": 512,
-                     "output_len": {"kind": "uniform", "lo": 4, "hi": 40}},
-    }  # fmt: skip
-    if backend is not None:
-        data["prefill"]["backend"] = data["decode"]["backend"] = backend
-    return Scenario.model_validate(data)
+    return h200_disagg(
+        backend, name="handoff", nodes=2, decode={"batch_per_die": batch_per_die, "attn_tp": attn_tp},
+        workload={"concurrency": 4, "num_requests": 12, "output_len": {"kind": "uniform", "lo": 4, "hi": 40}},
+    )
 
 
 def first_step_of(sim, r):

@@ -11,6 +11,8 @@ from cloudmatrix.sim.scenario import Scenario
 from cloudmatrix.sim.simulation import build_simulation
 from cloudmatrix.specs.backend import load_backend
 
+from .h200_disagg import h200_disagg
+
 
 def decoders(loads):
     out = []
@@ -41,23 +43,10 @@ def test_unknown_routing_is_a_user_error():
 def disagg(backend: str | None, conc: int = 16) -> Scenario:
     """Two decode instances of 8 slots (one per die), as many clients as slots, output lengths spread so
     that clients finish at different times."""
-    data = {
-        "name": "routing",
-        "system": "hgx-h200",
-        "model": "deepseek-r1",
-        "nodes": 3,
-        "precision": {"weights": "fp8", "kv_cache": "fp8"},
-        "experts": {"popularity": "uniform", "placement": "none"},
-        "prefill": {"instances": 1, "dies": 8, "ep": 8, "shared_expert_dies": 0, "redundant_experts": 0,
-                    "microbatches": 1, "tokens_per_die": 1024},
-        "decode": {"instances": 2, "dies": 8, "ep": 8, "shared_expert_dies": 0, "redundant_experts": 0,
-                   "microbatches": 1, "batch_per_die": 1},
-        "workload": {"kind": "closed", "concurrency": conc, "num_requests": 6 * conc,
-                     "input_len": 512, "output_len": {"kind": "uniform", "lo": 4, "hi": 60}},
-    }  # fmt: skip
-    if backend is not None:
-        data["prefill"]["backend"] = data["decode"]["backend"] = backend
-    return Scenario.model_validate(data)
+    return h200_disagg(
+        backend, name="routing", nodes=3, decode={"instances": 2, "batch_per_die": 1},
+        workload={"concurrency": conc, "num_requests": 6 * conc, "output_len": {"kind": "uniform", "lo": 4, "hi": 60}},
+    )
 
 
 def loads_at_pick(backend):
