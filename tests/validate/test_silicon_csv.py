@@ -16,16 +16,44 @@ def test_row_is_parsed_with_its_layout_concurrency_and_seconds(tmp_path):
     assert r.total_gpus == 8 and r.complete and r.consistent
 
 
-def test_inflated_copy_loses_to_the_copy_that_says_tp8_ep8(tmp_path):
+def test_inflated_copies_are_read_back_to_the_worker_that_ran(tmp_path):
     rows = [
         # the same numbers three times; two copies claim TP64 (MoE TP8 x EP8 = 64 GPUs), one says TP8 + EP8
         agg("dump", tp=64, dp=1, moe_tp=8, ep=8, source="db-dump/2026-04-27"),
         agg("old", tp=8, dp=1, moe_tp=1, ep=8, source="source_file=2026-03-25.csv"),
-        agg("new", tp=64, dp=1, moe_tp=8, ep=8, source="source_file=2026-04-06.csv"),
+        agg("x_tp8_ep8_929", tp=64, dp=1, moe_tp=8, ep=8, source="source_file=2026-04-06.csv"),
     ]
     (m,) = deduplicate(read_rows(write(tmp_path / "s.csv", rows)))
-    assert m.row.id == "old" and m.row.total_gpus == 8
-    assert m.copies == 2 and m.repeats == 1 and set(m.ids) == {"dump", "old", "new"}
+    assert m.row.agg == PoolLayout(workers=1, batch=8, tp=8, pp=1, attention_dp=1, moe_tp=1, moe_ep=8)
+    assert m.row.total_gpus == 8 and m.row.consistent
+    assert m.copies == 2 and m.repeats == 1 and set(m.ids) == {"dump", "old", "x_tp8_ep8_929"}
+
+
+def test_run_id_gives_the_worker_of_an_inflated_dp_copy_and_its_batch_per_rank(tmp_path):
+    # InferenceMAX `tp8_ep8` with DP attention at c256: the copy says DP64, batch 4 (= 256 / 64)
+    (r,) = read_rows(write(tmp_path / "s.csv", [agg("run_tp8_ep8_12", conc=256, tp=1, dp=64, moe_tp=8, ep=8,
+                                                     batch=4, system="b200_sxm")]))  # fmt: skip
+    assert r.layout_from_id
+    assert r.agg == PoolLayout(workers=1, batch=32, tp=1, pp=1, attention_dp=8, moe_tp=1, moe_ep=8)
+
+
+def test_genuine_layouts_are_left_as_recorded(tmp_path):
+    rows = [
+        agg("run_tp8_ep8_1", tp=8, dp=1, moe_tp=1, ep=8, system="b200_sxm"),  # what the id says
+        agg("run_tp4_ep1_2", tp=4, dp=1, moe_tp=4, ep=1, system="b200_sxm"),  # MoE TP4, no EP
+        agg("nvl_cfg9", tp=64, dp=1, moe_tp=8, ep=8, system="gb200"),  # 64 GPUs exist in one NVL72 domain
+        agg("hgx_moe_tp_cfg8", tp=8, dp=1, moe_tp=2, ep=4, system="b200_sxm", conc=32),  # MoE TP2 x EP4 on 8
+    ]
+    by = {r.id: r for r in read_rows(write(tmp_path / "s.csv", rows))}
+    assert not any(r.layout_from_id for r in by.values())
+    assert by["nvl_cfg9"].agg.gpus == 64 and by["hgx_moe_tp_cfg8"].agg.moe_tp == 2
+
+
+def test_a_dump_copy_wider_than_an_hgx_node_is_read_back_without_a_run_id(tmp_path):
+    (r,) = read_rows(write(tmp_path / "s.csv", [agg("dsr1_b300_sglang_fp4_cfg717", tp=16, dp=1, moe_tp=4, ep=4,
+                                                     system="b300_sxm")]))  # fmt: skip
+    assert r.layout_from_id and r.agg.gpus == 4
+    assert (r.agg.tp, r.agg.moe_tp, r.agg.moe_ep) == (4, 1, 4)
 
 
 def test_complete_copy_with_worker_counts_wins_and_v3_r1_labels_are_one_model(tmp_path):

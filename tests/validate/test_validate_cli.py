@@ -16,7 +16,8 @@ def run(*args):
 def small_csv(tmp_path):
     rows = [
         agg("ok", conc=4, batch=1, isl=256, osl=32, ttft=100, tpot=10),
-        agg("copy", conc=4, batch=1, isl=256, osl=32, ttft=100, tpot=10, tp=64, dp=1, moe_tp=8, ep=8),
+        agg("copy", conc=4, batch=1, isl=256, osl=32, ttft=100, tpot=10, tp=1, dp=64, moe_tp=8, ep=8,
+            source="source_file=2026-04-06.csv"),  # an inflated copy of "ok" (read back to 8 GPUs) in a later dump
         disagg("noworkers", p_workers=None, d_workers=None),
         agg("llama", model="meta-llama/Llama-3.1-70B"),
     ]

@@ -12,8 +12,9 @@ Deduplication, in two steps (docs/accuracy.md explains why):
    agree exactly are copies of one measurement: independent runs never agree to every digit of
    two floats. Of the copies we keep one: a complete one (worker counts and batch present, a
    recorded attention layout), then one whose layout adds up (MoE TP x EP = attention TP x DP),
-   then the one with the fewest GPUs (some copies inflate the aggregated count, e.g. TP64 where
-   another copy of the same numbers says TP8 + EP8), then the newest dump (`db-dump` first).
+   then the one with the fewest GPUs, then the newest dump (`db-dump` first). Before that, an
+   aggregated copy that counts its GPUs twice (TP64 = MoE TP8 x EP8 for an 8-GPU `tp8_ep8` run) is
+   read back to the worker that ran (`read_inflated_worker`; `SiliconRow.layout_from_id`).
 2. *Repeats.* Distinct measurements of the same point (same conditions and layout as kept in 1)
    differ, for reasons the file does not record (MTP on or off, software version). They become
    one point whose TTFT and TPOT are the medians of the repeats.
@@ -107,6 +108,7 @@ class SiliconRow:
     decode: PoolLayout | None
     ttft_s: float
     tpot_s: float
+    layout_from_id: bool = False  # the CSV's layout counted the GPUs twice; read back from the run id
 
     @property
     def pools(self) -> tuple[PoolLayout, ...]:
@@ -227,12 +229,51 @@ def _layout(r: dict[str, str], prefix: str) -> PoolLayout:
 
 
 _CONCURRENCY = re.compile(r"silicon_concurrency=(\d+)")
+# InferenceMAX names a run after its worker: `..._tp{T}_ep{E}_{n}` (another dump writes `tp8_0_ep8_0`):
+# T GPUs, the routed experts spread over E of them (its scripts' TP and EP_SIZE).
+# GPUs of one node of the HGX systems, where InferenceMAX's aggregated runs are single-node
+SINGLE_NODE_GPUS = {"h100_sxm": 8, "h200_sxm": 8, "b200_sxm": 8, "b300_sxm": 8}
+_RUN_WORKER = re.compile(r"_tp(\d+)(?:_0)?_ep(\d+)(?:_0)?_\d+$")
+
+
+def read_inflated_worker(layout: PoolLayout, row_id: str, system: str) -> PoolLayout | None:
+    """The worker an aggregated row really ran on, when the CSV's copy counts its GPUs twice; else None.
+
+    One dump of the file writes an InferenceMAX `tp8_ep8` run (8 GPUs, attention TP8 or DP8, experts over
+    8) as attention TP64 (or DP64) with MoE TP8 x EP8, and `tp4_ep4` as TP16 with MoE TP4 x EP4: attention
+    spans T x E GPUs and MoE TP is T. Other copies of the same runs in the same file say TP8 / MoE EP8 (e.g.
+    ids `..._tp8_0_ep8_0_*`: attention TP8 DP1, MoE TP1 EP8), and the runs' scripts are single-node ones
+    (InferenceMAX benchmarks/single_node/dsr1_*.sh: one 8-GPU HGX node). The run id gives T and E where
+    it has them; the `db-dump` copies (ids `..._cfgN`) do not, and there a layout wider than the node with
+    attention = MoE TP x EP, both above 1, is the same inflation (T = MoE TP, E = MoE EP). Read back: T GPUs,
+    EP E, MoE TP T / E, attention TP T (or DP T when the copy says DP), and the batch per DP rank rescaled so
+    the worker holds the same sequences (the copy's batch is the concurrency over its DP)."""
+    if None in (layout.tp, layout.attention_dp, layout.moe_tp, layout.moe_ep):
+        return None
+    tp, dp, moe_tp, ep = layout.tp, layout.attention_dp, layout.moe_tp, layout.moe_ep
+    m = _RUN_WORKER.search(row_id)
+    if m is not None:
+        gpus = int(m.group(1))
+        if int(m.group(2)) != ep:
+            return None
+    elif tp * dp > SINGLE_NODE_GPUS.get(system, tp * dp) and moe_tp > 1:  # type: ignore[operator]
+        gpus = moe_tp  # type: ignore[assignment]
+    else:
+        return None
+    if not (ep > 1 and tp * dp == gpus * ep and moe_tp == gpus and gpus % ep == 0):  # type: ignore[operator]
+        return None
+    new_tp, new_dp = (gpus, 1) if dp == 1 else (1, gpus)
+    batch = None if layout.batch is None else max(1, layout.batch * dp // new_dp)  # type: ignore[operator]
+    return PoolLayout(layout.workers, batch, new_tp, layout.pp, new_dp, gpus // ep, ep)
 
 
 def parse_row(r: dict[str, str]) -> SiliconRow:
     m = _CONCURRENCY.search(r.get("silicon_data_source", ""))
     mode = r["mode"].strip()
     agg = _layout(r, "") if mode == "agg" else None
+    read_from_id = agg is not None and (fixed := read_inflated_worker(agg, r["id"], r["system"].strip())) is not None
+    if read_from_id:
+        agg = fixed
     return SiliconRow(
         id=r["id"],
         source=r.get("silicon_data_source", ""),
@@ -252,6 +293,7 @@ def parse_row(r: dict[str, str]) -> SiliconRow:
         decode=_layout(r, "decode_") if mode == "disagg" else None,
         ttft_s=float(r["silicon_ttft_ms"]) / 1e3,
         tpot_s=float(r["silicon_tpot_ms"]) / 1e3,
+        layout_from_id=read_from_id,
     )
 
 
