@@ -18,10 +18,14 @@ from cloudmatrix.specs.hardware import System
 from cloudmatrix.specs.model import ModelSpec
 
 
-def _attention(c: DieContext, tokens: float, prompt_len: float):
+def prefill_attention(c: DieContext, tokens: float, prompt_len: float):
+    """One layer's attention ops for `tokens` prompt tokens on this die, of prompts of `prompt_len` tokens."""
     if c.model.attention == "mla":
         return mla_prefill_ops(c, tokens, prompt_len)
     return gqa_ops(c, tokens, tokens / prompt_len, prompt_len, causal_prefill=True)
+
+
+_attention = prefill_attention  # the name tests/perf/test_910c_prefill.py and a benchmark import
 
 
 def prefill_step(
@@ -42,7 +46,7 @@ def prefill_step(
     mb = dep.microbatches
     tokens = tokens_per_die / mb
     seqs = tokens / prompt_len
-    attn = _attention(c, tokens, prompt_len)
+    attn = prefill_attention(c, tokens, prompt_len)
     groups = []
     loads: dict[str, float] = {}
     # a MoE model runs its dense layers on its own tokens, unless TP attention + TP MoE share the dies (then

@@ -85,10 +85,13 @@ class ColocatedSimulation(ServingSimulation):
                 self._start_step(i, t, retry=False)
             return
         cost = self.costs["colocated"]
-        # a mixed step runs the decode batch and the prefill chunk; their costs add
-        dt = cost.decode_time(*d.busiest_die()) if decoding else 0.0
+        if batch is None:
+            dt = cost.decode_time(*d.busiest_die())
+        elif decoding:  # the chunk and the decode batch in one forward (perf/mixed.py)
+            dt = cost.mixed_time(*d.busiest_die(), batch.tokens, batch.context_sum, self._longest_chunk(batch))
+        else:
+            dt = cost.prefill_time(batch.tokens, batch.context_sum, self._longest_chunk(batch))
         if batch is not None:
-            dt += cost.prefill_time(batch.tokens, batch.context_sum, self._longest_chunk(batch))
             dt += self._cache_read_time(batch.cached_tokens, cost.dep.dies)
             self._prefill_started(batch, t, dt)
         self._book_step("colocated", d, n if decoding else 0, dt, t)

@@ -14,6 +14,7 @@ from pathlib import Path
 from cloudmatrix.perf import Deployment, decode_step, prefill_step
 from cloudmatrix.perf.layers import DieContext, dispatch_bytes_per_copy
 from cloudmatrix.perf.memory import check_fit, kv_capacity_tokens_per_die, memory_per_die
+from cloudmatrix.perf.mixed import mixed_step
 from cloudmatrix.serving.eplb import ExpertPlacement, popularity
 from cloudmatrix.sim.scenario import ExpertsSpec
 from cloudmatrix.specs.hardware import System
@@ -30,6 +31,16 @@ def _expert_share(b) -> float:
     """Share of a step's serial time spent in the expert GEMMs (receive side)."""
     expert = sum(r.time for r in b.rows if r.name in _EXPERT_SIDE_OPS)
     return expert / b.serial_time if b.serial_time > 0 else 0.0
+
+
+def _paced(step, busiest: int, mean: int) -> float:
+    """A step whose busiest rank holds `busiest` prompt tokens per die and the instance `mean`: the rank's own ops
+    at `busiest`, the expert GEMMs (the receive side) at `mean`; `step(tokens)` costs the step at that many."""
+    at_busiest = step(busiest)
+    if busiest == mean:
+        return at_busiest.step_time
+    at_mean = step(mean)
+    return at_busiest.step_time * (1 - _expert_share(at_busiest)) + at_mean.step_time * _expert_share(at_mean)
 
 
 class PoolCosts:
@@ -52,6 +63,10 @@ class PoolCosts:
             self.dep = dep.with_(expert_load=self.placement.expert_load(model.top_k))
         self._decode: dict[tuple[int, int], float] = {}
         self._prefill: dict[tuple[int, int, int], float] = {}
+        self._mixed: dict[tuple, float] = {}
+        # the host dispatch a mixed step pays: a batch holding a context request runs as a prefill step does
+        # (eager in TensorRT-LLM: backends/trtllm.toml [phases]); the profile has no phase of its own for it yet
+        self.mixed_phase = "prefill"
         self.disp_bytes = dispatch_bytes_per_copy(DieContext(model, system, dep)) if model.is_moe else 0.0
 
     def imbalance(self, tokens_per_die: float) -> float:
@@ -75,6 +90,18 @@ class PoolCosts:
             self._decode[key] = t
         return t
 
+    def _prefill_shape(self, tokens: int, context_sum: float, longest: int | None) -> tuple[int, int, int]:
+        """(busiest rank's tokens, mean tokens per die, effective prompt length) of a prefill batch, rounded."""
+        dies = self.dep.dies
+        mean = math.ceil(tokens / dies / _PREFILL_ROUND) * _PREFILL_ROUND
+        busiest = mean
+        if longest is not None:
+            rank = math.ceil(min(longest, tokens) / self.dep.attn_tp / _PREFILL_ROUND) * _PREFILL_ROUND
+            busiest = max(mean, rank)
+        # the prompt length that gives the same attention work: tokens * (L + 1) / 2 = context_sum
+        eff_len = max(1, round((2 * context_sum / tokens - 1) / _PREFILL_ROUND)) * _PREFILL_ROUND
+        return busiest, mean, eff_len
+
     def prefill_time(self, tokens: int, context_sum: float, longest: int | None = None) -> float:
         """A batch of `tokens` computed tokens whose causal contexts sum to `context_sum`; `longest` is
         its longest prompt chunk (default: the batch spreads evenly over the dies).
@@ -85,26 +112,38 @@ class PoolCosts:
         the EP group receives, which is the instance's mean. A lone prompt on a 32-die instance
         therefore costs its attention on one die, not a 32nd of it.
         """
-        dies = self.dep.dies
-        mean = math.ceil(tokens / dies / _PREFILL_ROUND) * _PREFILL_ROUND
-        busiest = mean
-        if longest is not None:
-            rank = math.ceil(min(longest, tokens) / self.dep.attn_tp / _PREFILL_ROUND) * _PREFILL_ROUND
-            busiest = max(mean, rank)
-        # the prompt length that gives the same attention work: tokens * (L + 1) / 2 = context_sum
-        eff_len = max(1, round((2 * context_sum / tokens - 1) / _PREFILL_ROUND)) * _PREFILL_ROUND
-        key = (busiest, mean, eff_len)
+        key = busiest, mean, eff_len = self._prefill_shape(tokens, context_sum, longest)
         t = self._prefill.get(key)
         if t is None:
             # the step's expert imbalance follows the tokens the instance really routes
             dep = self.dep.with_(imbalance=self.imbalance(mean))
-            at_busiest = prefill_step(self.model, self.system, dep, busiest, eff_len, check_memory=False)
-            if busiest == mean:
-                t = at_busiest.step_time
-            else:
-                at_mean = prefill_step(self.model, self.system, dep, mean, eff_len, check_memory=False)
-                t = at_busiest.step_time * (1 - _expert_share(at_busiest)) + at_mean.step_time * _expert_share(at_mean)
+            m, s = self.model, self.system
+            t = _paced(lambda at: prefill_step(m, s, dep, at, eff_len, check_memory=False), busiest, mean)
             self._prefill[key] = t
+        return t
+
+    def mixed_time(
+        self, per_die: float, mean_context: float, tokens: int, context_sum: float, longest: int | None = None
+    ) -> float:
+        """One forward over a prefill batch (as `prefill_time` takes it) and a decode step whose busiest die holds
+        `per_die` sequences of mean context `mean_context` (as `decode_time` takes it): TensorRT-LLM's and vLLM's
+        mixed step (perf/mixed.py). The prompt tokens are placed as in `prefill_time` (the busiest rank holds the
+        longest chunk; the experts work on the instance's mean), the decode batch as in `decode_time` (the
+        busiest die's sequences, everywhere); the busiest rank is costed holding both, the bound the sum of the
+        two steps had. Its expert imbalance is taken at the step's prompt and decode tokens together."""
+        ctx = max(1, round(mean_context / _CTX_ROUND)) * _CTX_ROUND
+        busiest, mean, eff_len = self._prefill_shape(tokens, context_sum, longest)
+        key = (busiest, mean, eff_len, per_die, ctx)
+        t = self._mixed.get(key)
+        if t is None:
+            dep = self.dep.with_(imbalance=self.imbalance(mean + per_die * (1 + self.dep.mtp_depth)))
+            m, s, phase = self.model, self.system, self.mixed_phase
+
+            def step(at: int):
+                return mixed_step(m, s, dep, at, eff_len, per_die, ctx, host_phase=phase, check_memory=False)
+
+            t = _paced(step, busiest, mean)
+            self._mixed[key] = t
         return t
 
     def kv_tokens_per_instance(self, max_tokens_in_flight_per_die: float) -> float:

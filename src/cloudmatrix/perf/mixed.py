@@ -1,0 +1,149 @@
+"""The mixed step of a colocated instance: a prompt chunk and a decode batch in one forward pass.
+
+TensorRT-LLM's PyTorch executor (and vLLM's) put the context requests' chunk tokens and the generation
+requests' tokens into one input and run one model forward over all of them
+(tensorrt_llm/_torch/pyexecutor/model_engine.py `_prepare_tp_inputs`: context tokens first, then the
+generation tokens; attn_metadata.num_contexts / num_ctx_tokens mark the split, github.com/NVIDIA/TensorRT-LLM).
+Every token-wise op therefore sees the prefill and decode tokens together: one weight read, one fixed cost
+per kernel and one host dispatch per layer for the GEMMs, norms, router, MoE, dispatch/combine and
+quantisation. Only attention splits by request kind, inside the one attention op: MLA.forward_impl
+(tensorrt_llm/_torch/modules/attention.py) runs kv_a_proj_with_mqa and q_b_proj over all tokens, then
+forward_context on the first num_ctx_tokens (the context kernel) and forward_absorption_generation on the rest
+(the generation kernel over each sequence's KV cache); o_proj follows over all tokens.
+
+So the step here is a prefill step over the prompt tokens plus the decode tokens (the batch runs as a context
+batch: prefill-form projections, the MoE and dispatch/combine at the step's token count), whose attention core
+is the context attention of the prompt tokens plus the decode attention of the decode sequences. The MLA up-
+projection kv_b runs on the context tokens only, and the generation tokens run W_UK / W_UV absorbed instead;
+those hold the same weights and the same FLOPs per token (kv_lora x heads x (nope + v)), so one kv_b GEMM over
+all tokens costs them, less the second read of those weights the absorbed BMMs make (TensorRT-LLM keeps a
+k_b_proj_trans copy): not charged, at most one kv_b weight read per layer.
+
+With no decode sequences the step is the prefill step (tests/perf/test_mixed_step.py).
+"""
+
+from __future__ import annotations
+
+from cloudmatrix.errors import CloudMatrixError
+from cloudmatrix.perf.attention import gqa_ops, group_tokens_everywhere, mla_decode_core
+from cloudmatrix.perf.breakdown import StepBreakdown
+from cloudmatrix.perf.context import DieContext
+from cloudmatrix.perf.dense import dense_ffn_ops, lm_head_op
+from cloudmatrix.perf.deployment import Deployment
+from cloudmatrix.perf.host import host_dispatch
+from cloudmatrix.perf.memory import check_fit, memory_per_die
+from cloudmatrix.perf.moe import dispatch_bytes_per_copy, moe_ops
+from cloudmatrix.perf.op import OpCost
+from cloudmatrix.perf.overlap import comm_cores_for
+from cloudmatrix.perf.prefill import prefill_attention
+from cloudmatrix.perf.step import LayerGroup, assemble
+from cloudmatrix.specs.hardware import System
+from cloudmatrix.specs.model import ModelSpec
+
+_CORE = "attention_core"  # the attention kernel's op name, prefill and decode (perf/kernels.py, perf/attention.py)
+
+
+def _decode_core(c: DieContext, tokens: float, seqs: float, kv_len: float) -> OpCost:
+    if c.model.attention == "mla":
+        return mla_decode_core(c, tokens, seqs, kv_len)
+    return _core(gqa_ops(c, tokens, seqs, kv_len, causal_prefill=False))
+
+
+def _core(ops: list[OpCost]) -> OpCost:
+    return next(op for op in ops if op.name == _CORE)
+
+
+def mixed_attention(
+    c: DieContext, prompt_tokens: float, prompt_len: float, decode_tokens: float, decode_seqs: float, kv_len: float
+) -> list[OpCost]:
+    """One layer's attention for `prompt_tokens` chunk tokens (prompts of `prompt_len`) and `decode_tokens` tokens of
+    `decode_seqs` decoding sequences at KV length `kv_len`: the projections, norms and collectives over all the
+    tokens, the context attention kernel for the chunk and the generation kernel for the decode sequences."""
+    if decode_tokens <= 0:
+        return prefill_attention(c, prompt_tokens, prompt_len)
+    ops = prefill_attention(c, prompt_tokens + decode_tokens, prompt_len)
+    prefill_core = _core(prefill_attention(c, prompt_tokens, prompt_len))
+    decode_core = _decode_core(c, decode_tokens, decode_seqs, kv_len)
+    out: list[OpCost] = []
+    for op in ops:
+        out += [prefill_core, decode_core] if op.name == _CORE else [op]
+    return out
+
+
+def mixed_step(
+    model: ModelSpec,
+    system: System,
+    dep: Deployment,
+    prompt_tokens_per_die: float,
+    prompt_len: float,
+    decode_seqs_per_die: float,
+    kv_len: float,
+    host_phase: str = "prefill",
+    check_memory: bool = True,
+) -> StepBreakdown:
+    """Cost of one forward over `prompt_tokens_per_die` prompt tokens per die (prompts of `prompt_len` tokens) and
+    one decode step of `decode_seqs_per_die` sequences per die at mean context `kv_len`. `host_phase` is the phase
+    whose host dispatch the step pays (the serving-stack profile's; perf/host.py): a batch holding a context
+    request runs as a prefill step does (eager in TensorRT-LLM, backends/trtllm.toml [phases])."""
+    if prompt_tokens_per_die <= 0 or prompt_len <= 0:
+        raise CloudMatrixError(
+            f"prompt tokens per die and prompt length must be positive, got {prompt_tokens_per_die} and {prompt_len}"
+        )
+    if decode_seqs_per_die < 0 or kv_len < 0:
+        raise CloudMatrixError(
+            f"decode sequences per die and KV length must be >= 0, got {decode_seqs_per_die} and {kv_len}"
+        )
+    dep.validate(model, system)
+    c = DieContext(model, system, dep)
+    mb = dep.microbatches
+    prompt = prompt_tokens_per_die / mb
+    prompt_seqs = prompt / prompt_len
+    dseqs = decode_seqs_per_die / mb
+    dtokens = dseqs * (1 + dep.mtp_depth)  # the last token plus the drafts to verify
+    tokens = prompt + dtokens
+    attn = mixed_attention(c, prompt, prompt_len, dtokens, dseqs, kv_len)
+    groups = []
+    loads: dict[str, float] = {}
+    dense_tp = dep.attn_tp if not model.is_moe or group_tokens_everywhere(c, "prefill") else 1
+    if model.is_moe:
+        moe, loads = moe_ops(c, tokens, "prefill")
+        groups.append(LayerGroup("moe_layer", model.moe_layers, attn + moe))
+    groups.append(LayerGroup("dense_layer", model.layers - model.moe_layers, attn + dense_ffn_ops(c, tokens, dense_tp)))
+    # logits for the last position of each prompt and for every decode token
+    head = [lm_head_op(c, prompt_seqs + dtokens)]
+    if dep.mtp_depth:
+        # the MTP module runs over the whole prompt chunk and, per draft position, on one token per decoding sequence
+        mtp_tokens = prompt + dseqs
+        mtp_ffn = moe_ops(c, mtp_tokens, "prefill")[0] if model.is_moe else dense_ffn_ops(c, mtp_tokens, dense_tp)
+        eh = c.matmul("mtp_eh_proj", "attn", mtp_tokens, [(2 * model.hidden, model.hidden)], "attn_proj")
+        mtp_attn = mixed_attention(c, prompt, prompt_len, dseqs, dseqs, kv_len)
+        groups.append(LayerGroup("mtp_layer", dep.mtp_depth, [eh, *mtp_attn, *mtp_ffn]))
+        head.append(lm_head_op(c, (prompt_seqs + dseqs) * dep.mtp_depth, "mtp_head"))
+    groups.append(LayerGroup("head", 1, head, overlappable=False))
+    disp = dispatch_bytes_per_copy(c) if model.is_moe else 0.0
+    mem = memory_per_die(model, dep, prompt_tokens_per_die + decode_seqs_per_die * kv_len, tokens, disp, "prefill")
+    if check_memory:
+        check_fit(
+            mem, system, dep,
+            f"mixed step of {prompt_tokens_per_die:g} prompt tokens and {decode_seqs_per_die:g} decoding sequences "
+            "per die",
+        )  # fmt: skip
+    seqs = (prompt_seqs + dseqs) * mb
+    return assemble(
+        "mixed",
+        system.name,
+        model.name,
+        groups,
+        mb,
+        "comm-compute",
+        1.0,
+        comm_cores_for(system.chip),
+        host=host_dispatch(dep.backend, host_phase, seqs, loads.get("experts_hit_per_die", 0.0), mb),
+        tokens_per_die=tokens * mb,
+        dies_per_chip=system.chip.dies,
+        instance_dies=dep.dies,
+        seqs_per_die=seqs,
+        tokens_per_seq=tokens / (prompt_seqs + dseqs),
+        memory=mem,
+        expert_load=loads,
+    )
