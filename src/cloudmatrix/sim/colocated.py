@@ -33,6 +33,7 @@ class ColocatedSimulation(ServingSimulation):
         self._decode_tokens = 1 + scenario.mtp.depth  # budget tokens one decoding sequence takes in a mixed step
         self._ranks = pool.dies // pool.attn_tp  # attention-DP ranks of an instance
         self.held_steps = [0] * pool.instances  # steps prompts have been held for attention-DP balance
+        self.batch_waits = [0] * pool.instances  # steps prompts have been held by delayed batching
 
     def _tokens_in_flight_per_die(self, pool: PoolSpec) -> float:
         return super()._tokens_in_flight_per_die(pool) + pool.tokens_per_die  # type: ignore[operator]
@@ -72,7 +73,8 @@ class ColocatedSimulation(ServingSimulation):
             batch = q.next_batch(chunked=s.chunked, new_requests=max(room, 0))
         else:
             budget = q.token_budget - n * self._decode_tokens  # decode tokens count against the step budget
-            batch = q.next_batch(budget, chunked=s.chunked) if budget > 0 else None
+            if budget > 0 and not self._hold_for_batch(i, n, budget):
+                batch = q.next_batch(budget, chunked=s.chunked)
         decoding = n > 0 and (batch is None or s.prefill == "mixed")
         if s.overlap:
             # with overlap this step was formed while the previous one ran: what arrived since waits a step
@@ -109,6 +111,24 @@ class ColocatedSimulation(ServingSimulation):
             self.held_steps[i] = 0
             return False
         return True
+
+    def _hold_for_batch(self, i: int, n: int, budget: int) -> bool:
+        """TensorRT-LLM's delayed batching (batch_wait_timeout_iters, batch_wait_max_tokens_ratio): PyExecutor.
+        _schedule calls _waiting_requests (tensorrt_llm/_torch/pyexecutor/py_executor.py, the 1.2.0rc-era source)
+        only without attention DP and on a step scheduling prompts beside generation requests. The step's tokens are
+        its prompts' plus one per decoding token (1 + drafts); below ratio x max_num_tokens the prompts wait, for at
+        most batch_wait_iters held steps; the count restarts only when a check lets them run. The prompts the step
+        would take are the queue up to the budget left: exact when they all fit; a longer queue counts as a full
+        step, exact for chunked prompts (whole prompts fall short only past one longer than (1 - ratio) x budget)."""
+        s, q = self.sched, self.queues[i]
+        if not s.batch_wait_iters or not s.batch_wait_ratio or self._ranks > 1 or n == 0 or not len(q):
+            return False
+        tokens = min(q.queued_tokens, budget) + n * self._decode_tokens
+        if self.batch_waits[i] < s.batch_wait_iters and tokens < s.batch_wait_ratio * q.token_budget:
+            self.batch_waits[i] += 1
+            return True
+        self.batch_waits[i] = 0
+        return False
 
     def _step_done(self, arg: tuple[int, PrefillBatch | None, bool, float], t: float) -> None:
         i, batch, decoded, dt = arg

@@ -53,6 +53,8 @@ class PoolSpec(_Section):
     overlap: bool | None = None
     recv_interval: int | None = Field(default=None, ge=1)
     balance_timeout: int | None = Field(default=None, ge=0)
+    batch_wait_iters: int | None = Field(default=None, ge=0)
+    batch_wait_ratio: float | None = Field(default=None, ge=0, le=1)
 
 
 class MtpSpec(_Section):
@@ -141,7 +143,10 @@ class Scenario(_Section):
                 "set --set warmup=SECONDS below the duration"
             )
         # keys a pool accepts but that do nothing in that role are errors, not silently ignored
-        colocated_only = ("prefill_mode", "chunked_prefill", "overlap", "recv_interval", "balance_timeout")
+        colocated_only = (
+            "prefill_mode", "chunked_prefill", "overlap", "recv_interval", "balance_timeout", "batch_wait_iters",
+            "batch_wait_ratio",
+        )  # fmt: skip
         unused = {
             "prefill": ("batch_per_die", "batch_per_rank", *colocated_only),
             "decode": ("tokens_per_die", "policy", *colocated_only),

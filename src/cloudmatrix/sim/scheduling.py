@@ -16,6 +16,10 @@ a pool without a backend takes the default profile's, specs/backend.py DEFAULT_B
   timeout_iters; PyExecutor._balance_adp_requests): with more than one attention-DP rank, prompts wait
   until every rank has one queued, for at most this many steps, and only while every rank is decoding.
   0: off (TensorRT-LLM's default, attention_dp_config unset).
+- `batch_wait_iters`, `batch_wait_ratio`: TensorRT-LLM's delayed batching (batch_wait_timeout_iters,
+  batch_wait_max_tokens_ratio; PyExecutor._waiting_requests): without attention DP, a step that would run
+  prompts alongside decoding sequences runs the decode alone while its tokens are below ratio x the step budget,
+  for at most `batch_wait_iters` such steps in a row. 0: off (TensorRT-LLM's default).
 """
 
 from __future__ import annotations
@@ -34,5 +38,6 @@ def scheduling_for(pool: PoolSpec) -> Scheduling:
     """The pool's scheduling: its backend's defaults, with any key the pool sets."""
     s = load_backend(pool.backend).scheduling
     keys = {"prefill": pool.prefill_mode, "chunked": pool.chunked_prefill, "overlap": pool.overlap,
-            "recv_interval": pool.recv_interval, "balance_timeout": pool.balance_timeout}  # fmt: skip
+            "recv_interval": pool.recv_interval, "balance_timeout": pool.balance_timeout,
+            "batch_wait_iters": pool.batch_wait_iters, "batch_wait_ratio": pool.batch_wait_ratio}  # fmt: skip
     return s.model_copy(update={k: v for k, v in keys.items() if v is not None})

@@ -90,6 +90,10 @@ class Scheduling(_Strict):
     overlap: bool
     recv_interval: int = Field(ge=1)
     balance_timeout: int = Field(ge=0)
+    # TensorRT-LLM's delayed batching (batch_wait_timeout_iters, batch_wait_max_tokens_ratio); 0: off, the LLM
+    # API's default, so a profile that never batches leaves them out
+    batch_wait_iters: int = Field(default=0, ge=0)
+    batch_wait_ratio: float = Field(default=0.0, ge=0, le=1)
 
 
 class HandOff(_Strict):

@@ -46,13 +46,18 @@ class ServingConfig:
     recv_interval: int  # SGLang --scheduler-recv-interval (new requests polled every N decode steps)
     source: str  # where the values come from, in words
     balance_timeout: int = 0  # TRT-LLM attention_dp_config timeout_iters with enable_balance (0: not set)
+    batch_wait_iters: int = 0  # TRT-LLM batch_wait_timeout_iters (delayed batching; 0: not set)
+    batch_wait_ratio: float = 0.0  # TRT-LLM batch_wait_max_tokens_ratio (0: not set)
 
     def describe(self) -> str:
         step = "" if self.step_tokens is None else f", {self.step_tokens:,} tokens/step/rank"
         chunk = "" if self.step_tokens is None else (", chunked" if self.chunked else ", whole prompts")
         recv = f", recv every {self.recv_interval} decode steps" if self.recv_interval > 1 else ""
         bal = f", attention-DP balance up to {self.balance_timeout} steps" if self.balance_timeout else ""
-        return f"{self.kv_cache.upper()} KV{step}{chunk}{recv}{bal} ({self.source})"
+        wait = ""
+        if self.batch_wait_iters:
+            wait = f", prompts wait up to {self.batch_wait_iters} steps for {self.batch_wait_ratio:g} x the step tokens"
+        return f"{self.kv_cache.upper()} KV{step}{chunk}{recv}{bal}{wait} ({self.source})"
 
 
 def _aic_kv(row: SiliconRow) -> str:
@@ -62,6 +67,18 @@ def _aic_kv(row: SiliconRow) -> str:
 def _recv_interval(conc: int) -> int:
     # the B200/B300 SGLang scripts: SCHEDULER_RECV_INTERVAL=10, or 30 when CONC >= 16 (TP8 and FP4 arms)
     return 30 if conc >= 16 else 10
+
+
+def _trt_delay_batching(row: SiliconRow, conc: int) -> bool:
+    """dsr1_fp8_b200_trt.sh: DELAY_BATCHING=true at 1k/1k with CONC >= 64 appends batch_wait_timeout_iters 40,
+    batch_wait_max_tokens_ratio 0.8. The script gained it with the 1.2.0rc6.post2 image (InferenceMAX ec7bafaa,
+    2026-01-29, "dsr1 fp8 b200 agg update"); rows on the earlier 1.1.0rc2.post2 image ran without it, and rows that
+    record no image are not known to have run it, so they go without. TensorRT-LLM applies it only without
+    attention DP (sim/colocated.py _hold_for_batch)."""
+    version = row.backend_version
+    recent = bool(version) and not version.startswith(("1.0", "1.1"))
+    b200_fp8 = row.system == "b200_sxm" and row.precision == "fp8"
+    return b200_fp8 and recent and (row.isl, row.osl) == (1024, 1024) and conc >= 64
 
 
 def serving_config(row: SiliconRow) -> ServingConfig:
@@ -78,7 +95,11 @@ def serving_config(row: SiliconRow) -> ServingConfig:
         # DP_ATTENTION=true, attention_dp_config: enable_balance true, timeout_iters 60, batching_wait_iters 0
         tokens = max(8192, math.ceil((conc + row.isl + 64) / 64) * 64)
         name = f"{RECIPES} dsr1_{row.precision}_{row.system[:4]}_trt.sh"
-        return ServingConfig("fp8", tokens, False, 1, name, balance_timeout=60 if dp > 1 else 0)
+        wait = _trt_delay_batching(row, conc)
+        return ServingConfig(
+            "fp8", tokens, False, 1, name, balance_timeout=60 if dp > 1 else 0,
+            batch_wait_iters=40 if wait else 0, batch_wait_ratio=0.8 if wait else 0.0,
+        )  # fmt: skip
     if key == ("sglang", "h200_sxm", "fp8"):
         # dsr1_fp8_h200.sh: --chunked-prefill-size 32768 --max-prefill-tokens 32768, no --kv-cache-dtype
         src = f"{RECIPES} dsr1_fp8_h200.sh + SGLang kv_cache_dtype auto"

@@ -168,6 +168,9 @@ def _pool(layout: PoolLayout, role: str, isl: int, cfg: ServingConfig) -> tuple[
             pool["recv_interval"] = cfg.recv_interval
         if cfg.balance_timeout:
             pool["balance_timeout"] = cfg.balance_timeout
+        if cfg.batch_wait_iters:
+            pool["batch_wait_iters"] = cfg.batch_wait_iters
+            pool["batch_wait_ratio"] = cfg.batch_wait_ratio
     words = (
         f"{pool['instances']} x {dies} dies (attn TP{tp} x DP{dp}, EP{pool['ep']}"
         + (f", MoE TP{layout.moe_tp}" if (layout.moe_tp or 1) > 1 else "")
