@@ -9,7 +9,10 @@ per kernel and one host dispatch per layer for the GEMMs, norms, router, MoE, di
 quantisation. Only attention splits by request kind, inside the one attention op: MLA.forward_impl
 (tensorrt_llm/_torch/modules/attention.py) runs kv_a_proj_with_mqa and q_b_proj over all tokens, then
 forward_context on the first num_ctx_tokens (the context kernel) and forward_absorption_generation on the rest
-(the generation kernel over each sequence's KV cache); o_proj follows over all tokens.
+(the generation kernel over each sequence's KV cache); o_proj follows over all tokens. vLLM's MLA backend does
+the same within one forward (vllm/v1/attention/backends/mla/common.py, github.com/vllm-project/vllm: the metadata's
+num_decodes / num_decode_tokens / num_prefills split the batch between `_forward_decode`, absorbed, and
+`_forward_prefill`, the compute-friendly form).
 
 So the step here is a prefill step over the prompt tokens plus the decode tokens (the batch runs as a context
 batch: prefill-form projections, the MoE and dispatch/combine at the step's token count), whose attention core
