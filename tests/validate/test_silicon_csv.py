@@ -105,3 +105,18 @@ def test_missing_extra_names_the_install_command(monkeypatch):
     monkeypatch.setattr(silicon_csv.resources, "files", no_package)
     with pytest.raises(CloudMatrixError, match=r"pip install 'cloudmatrix\[validate\]'"):
         silicon_csv.installed_csv_path()
+
+
+def test_a_tp_n_series_with_an_n_no_head_count_allows_is_read_as_gpu_totals(tmp_path):
+    head = "2026_04_06_deepseek_r1_gb200_trtllm_fp4"
+    rows = [
+        agg(f"{head}_agg_8192x1024_c538_tp64_ep1_113", conc=538, tp=64, dp=1, moe_tp=64, ep=1, system="gb200"),
+        agg(f"{head}_agg_1024x1024_c32_tp36_ep1_11", conc=32, tp=36, dp=1, moe_tp=36, ep=1, system="gb200"),
+        # an HGX series whose every TP divides the 128 heads: what it says
+        agg("2026_04_06_deepseek_r1_b200_sxm_sglang_fp8_agg_1024x1024_c4_tp8_ep1_7", conc=4, tp=8, dp=1, moe_tp=8,
+            ep=1, system="b200_sxm"),  # fmt: skip
+    ]
+    by = {m.id.split("_")[-1]: m.row for m in deduplicate(read_rows(write(tmp_path / "s.csv", rows)))}
+    assert by["113"].gpu_total and not by["113"].complete  # TP64 divides 128, but its series has TP36
+    assert by["11"].gpu_total and not by["11"].complete
+    assert not by["7"].gpu_total and by["7"].complete

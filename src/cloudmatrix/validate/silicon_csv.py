@@ -27,7 +27,7 @@ import math
 import re
 import statistics
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 
@@ -109,6 +109,7 @@ class SiliconRow:
     ttft_s: float
     tpot_s: float
     layout_from_id: bool = False  # the CSV's layout counted the GPUs twice; read back from the run id
+    gpu_total: bool = False  # its TP is a deployment's GPU total, its layout unknown (unmask_gpu_totals)
 
     @property
     def pools(self) -> tuple[PoolLayout, ...]:
@@ -361,8 +362,38 @@ def fold_repeats(kept: list[tuple[SiliconRow, list[SiliconRow]]]) -> list[Measur
     return out
 
 
+# a run id: `<date>_<model>_<system>_<backend>_<precision>_{agg|disagg}_<ISL>x<OSL>_c<conc>_tp<N>_ep<E>_<n>`
+_RUN_ID = re.compile(r"^(?P<head>.+)_agg_\d+x\d+_c\d+_tp(?P<tp>\d+)_ep1_\d+$")
+DEEPSEEK_HEADS = 128  # num_attention_heads of DeepSeek-V3/R1 (config.json)
+
+
+def unmask_gpu_totals(rows: list[SiliconRow]) -> list[SiliconRow]:
+    """Aggregated `tpN_ep1` series whose N is the deployment's GPU total, with their worker count unknown.
+
+    The 2026-04-06 dump has GB200 series (one id head: date, model, system, backend, precision) whose
+    aggregated run ids say `tpN_ep1` with N = 12, 20, 24, 28, 32, 36, 40, 48, 52, 64, 72, recorded as
+    attention TP N and MoE TP N. Most of these N divide no DeepSeek head count, so no attention TP could
+    be N: N counts the GPUs of a deployment whose layout the file does not record (the same ids appear
+    as `disagg` rows with TTFT / TPOT within a few %, e.g. c538 tp64: 1,389 / 10.07 ms agg, 1,315 /
+    10.10 ms disagg). A series with one such N is read as totals throughout: its rows become incomplete
+    (refused as such, on the twin's side and on aiconfigurator's). Series whose every N divides the heads
+    (the HGX tp4/tp8 runs) are left as recorded."""
+    series: dict[str, set[int]] = {}
+    for r in rows:
+        if r.mode == "agg" and (m := _RUN_ID.match(r.id)):
+            series.setdefault(m["head"], set()).add(int(m["tp"]))
+    totals = {head for head, tps in series.items() if any(DEEPSEEK_HEADS % n for n in tps)}
+    out = []
+    for r in rows:
+        m = _RUN_ID.match(r.id) if r.mode == "agg" and r.agg is not None else None
+        if m is not None and m["head"] in totals:
+            r = replace(r, agg=replace(r.agg, workers=None), gpu_total=True)  # type: ignore[arg-type]
+        out.append(r)
+    return out
+
+
 def deduplicate(rows: Iterable[SiliconRow]) -> list[Measurement]:
-    return fold_repeats(fold_copies(rows))
+    return fold_repeats(fold_copies(unmask_gpu_totals(list(rows))))
 
 
 def load_silicon_set(path: str | Path | None = None) -> SiliconSet:
