@@ -77,7 +77,11 @@ class ColocatedSimulation(ServingSimulation):
                 batch = q.next_batch(budget, chunked=s.chunked)
         decoding = n > 0 and (batch is None or s.prefill == "mixed")
         if s.overlap:
-            # with overlap this step was formed while the previous one ran: what arrived since waits a step
+            # with overlap this step was formed while the previous one ran: what arrived since waits a step.
+            # SGLang's skipper weighs the forward launched last, the one the GPU runs at the poll (0.5.9 / 0.5.10.post1
+            # scheduler.py event_loop_overlap + recv_requests): this step counts before its own poll
+            if batch is not None or decoding:
+                self.recv_count[i] += _AFTER_PREFILL if batch is not None else 1
             self._receive(i)
         if not decoding and batch is None:
             d.busy = False
@@ -133,8 +137,10 @@ class ColocatedSimulation(ServingSimulation):
     def _step_done(self, arg: tuple[int, PrefillBatch | None, bool, float], t: float) -> None:
         i, batch, decoded, dt = arg
         d = self.decoders[i]
-        # the poll that follows: a decode step counts 1 towards the interval, any other forward passes it
-        self.recv_count[i] += _AFTER_PREFILL if batch is not None else 1
+        # the poll that follows: a decode step counts 1 towards the interval, any other forward passes it (under
+        # overlap the step was counted at its launch, in _start_step)
+        if not self.sched.overlap:
+            self.recv_count[i] += _AFTER_PREFILL if batch is not None else 1
         if decoded:
             self._apply_decode_step(d, t, dt)
         if batch is not None:
