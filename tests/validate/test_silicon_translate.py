@@ -202,3 +202,21 @@ def test_disagg_rows_take_aiconfigurators_fp8_kv(tmp_path):
     sc = T.translate(point(tmp_path, disagg("d"))).scenario
     assert sc.precision.kv_cache == "fp8"
 
+
+
+def _b200_trt(id, image, **kw):
+    r = agg(id, system="b200_sxm", tp=8, dp=1, moe_tp=8, ep=1, conc=32, batch=32, **kw)
+    r["backend_version"] = image.rsplit(":", 1)[-1]
+    r["silicon_data_source"] += f"; image=nvcr.io/nvidia/tensorrt-llm/release:{image}"
+    return r
+
+
+def test_a_run_on_the_mtp_configs_image_is_refused_and_never_folded_with_a_plain_run(tmp_path):
+    rows = [_b200_trt("plain", "1.2.0rc6.post2", tpot=10.0), _b200_trt("mtp", "1.2.0rc6.post3", tpot=7.0)]
+    ms = {m.id: m for m in deduplicate(read_rows(write(tmp_path / "s.csv", rows)))}
+    assert set(ms) == {"plain", "mtp"} and ms["plain"].repeats == 1  # two points, not one median
+    assert ms["mtp"].row.mtp_run and not ms["plain"].row.mtp_run
+    with pytest.raises(T.Refused) as e:
+        T.translate(ms["mtp"])
+    assert e.value.reason == T.MTP_RUN
+    T.translate(ms["plain"])  # the plain run is expressible

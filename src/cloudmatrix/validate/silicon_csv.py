@@ -138,8 +138,16 @@ class SiliconRow:
                 self.concurrency)  # fmt: skip
 
     def layout_key(self) -> tuple:
-        """The measured point: conditions, quantisation and layout (repeats of a point share this)."""
-        return (*self.conditions(), self.gemm_quant, self.moe_quant, self.agg, self.prefill, self.decode)
+        """The measured point: conditions, quantisation, layout and whether MTP ran (repeats of a point share
+        this; an MTP run and a run without it are different points, never one median)."""
+        return (*self.conditions(), self.gemm_quant, self.moe_quant, self.agg, self.prefill, self.decode,
+                self.mtp_run)  # fmt: skip
+
+    @property
+    def mtp_run(self) -> bool:
+        """The run decoded with MTP, as its image tells (the CSV has no speculative-decoding column)."""
+        image = f"{self.backend_version} {self.source}"
+        return any(self.backend == b and self.system == s and tag in image for b, s, tag in MTP_IMAGES)
 
     @property
     def model_family(self) -> str:
@@ -232,6 +240,13 @@ def _layout(r: dict[str, str], prefix: str) -> PoolLayout:
 _CONCURRENCY = re.compile(r"silicon_concurrency=(\d+)")
 # InferenceMAX names a run after its worker: `..._tp{T}_ep{E}_{n}` (another dump writes `tp8_0_ep8_0`):
 # T GPUs, the routed experts spread over E of them (its scripts' TP and EP_SIZE).
+# Images only InferenceMAX's MTP configs ran: from 2026-02-05/06 (.github/configs/nvidia-master.yaml at 5d517074 and
+# 0aae52d4, mirror github.com/ajith-sirra-amd/InferenceMAX_Rocm_Team) dsr1-fp8-b200-trt-mtp and dsr1-fp4-b200-trt-mtp
+# (dsr1_fp*_b200_trt_mtp.sh: speculative_config MTP, num_nextn_predict_layers 3, or 1 with DP attention) run
+# tensorrt-llm release:1.2.0rc6.post3 while dsr1-fp{4,8}-b200-trt run 1.2.0rc6.post2; no config without MTP ever
+# named post3 (the file's history to 2026-05-26). Before that both ran 1.1.0rc2.post2, and SGLang's MTP and plain
+# configs share their images, so those runs cannot be told apart.
+MTP_IMAGES = (("trtllm", "b200_sxm", "1.2.0rc6.post3"),)
 # GPUs of one node of the HGX systems, where InferenceMAX's aggregated runs are single-node
 SINGLE_NODE_GPUS = {"h100_sxm": 8, "h200_sxm": 8, "b200_sxm": 8, "b300_sxm": 8}
 _RUN_WORKER = re.compile(r"_tp(\d+)(?:_0)?_ep(\d+)(?:_0)?_\d+$")

@@ -63,6 +63,7 @@ SYSTEM_UNMAPPED = "system unknown to the twin"
 SYSTEM_MISSING = "system not in the twin's catalog"
 NO_CONCURRENCY = "client concurrency not recorded"
 INCOMPLETE = "layout incomplete in the CSV (worker counts or batch not recorded)"
+MTP_RUN = "MTP run: its draft acceptance on the client's random prompts is not recorded"
 INCONSISTENT = "layout does not add up (MoE TP x EP != attention TP x DP)"
 PIPELINE = "pipeline parallelism not modelled"
 PRECISION = "precision not supported by the twin"
@@ -197,6 +198,9 @@ def check_expressible(row: SiliconRow) -> None:
         raise Refused(INCOMPLETE, row.describe_layout())
     if not row.consistent:
         raise Refused(INCONSISTENT, row.describe_layout())
+    if row.mtp_run:
+        # tokens per step = 1 + the accepted drafts; the twin takes an acceptance, the file does not give one
+        raise Refused(MTP_RUN, f"{row.backend} {row.backend_version or row.source}")
     twin = TWIN_SYSTEMS.get(row.system)
     if twin is None:
         raise Refused(SYSTEM_UNMAPPED, row.system)
