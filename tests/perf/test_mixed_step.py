@@ -148,3 +148,15 @@ def test_a_tensorrt_llm_colocated_step_with_a_chunk_and_decodes_is_costed_as_one
 def test_sglang_separate_prefill_never_costs_a_mixed_step(tmp_path, monkeypatch):
     calls, steps = _costed_steps(tmp_path, monkeypatch, "sglang")
     assert not calls["mixed_time"] and calls["prefill_time"] and calls["decode_time"]
+
+
+def test_the_context_independent_ops_are_reused_without_changing_the_cost():
+    from cloudmatrix.perf import mixed
+
+    dep, system, model = CASES["b200_tp8_mtp"]
+    mixed._SHAPE_OPS.clear()
+    fresh = mixed_step(model, system, dep, 512, 2048, 24, 3000, check_memory=False).step_time
+    shorter = mixed_step(model, system, dep, 512, 2048, 24, 1000, check_memory=False).step_time
+    assert mixed._SHAPE_OPS  # the shape's ops were kept
+    again = mixed_step(model, system, dep, 512, 2048, 24, 3000, check_memory=False).step_time
+    assert again == fresh and shorter < fresh  # only the decode attention follows the context

@@ -56,6 +56,17 @@ def _core(ops: list[OpCost]) -> OpCost:
     return next(op for op in ops if op.name == _CORE)
 
 
+def _around_decode_core(
+    c: DieContext, prompt_tokens: float, prompt_len: float, decode_tokens: float
+) -> tuple[list[OpCost], list[OpCost]]:
+    """A mixed layer's attention ops before and after the decode attention kernel (the only op that depends on the
+    decode context): the projections, norms and collectives over all the tokens, the chunk's context kernel last
+    in the first list."""
+    ops = prefill_attention(c, prompt_tokens + decode_tokens, prompt_len)
+    i = next(i for i, op in enumerate(ops) if op.name == _CORE)
+    return [*ops[:i], _core(prefill_attention(c, prompt_tokens, prompt_len))], ops[i + 1 :]
+
+
 def mixed_attention(
     c: DieContext, prompt_tokens: float, prompt_len: float, decode_tokens: float, decode_seqs: float, kv_len: float
 ) -> list[OpCost]:
@@ -64,13 +75,50 @@ def mixed_attention(
     tokens, the context attention kernel for the chunk and the generation kernel for the decode sequences."""
     if decode_tokens <= 0:
         return prefill_attention(c, prompt_tokens, prompt_len)
-    ops = prefill_attention(c, prompt_tokens + decode_tokens, prompt_len)
-    prefill_core = _core(prefill_attention(c, prompt_tokens, prompt_len))
-    decode_core = _decode_core(c, decode_tokens, decode_seqs, kv_len)
-    out: list[OpCost] = []
-    for op in ops:
-        out += [prefill_core, decode_core] if op.name == _CORE else [op]
-    return out
+    before, after = _around_decode_core(c, prompt_tokens, prompt_len, decode_tokens)
+    return [*before, _decode_core(c, decode_tokens, decode_seqs, kv_len), *after]
+
+
+# The ops of a mixed step that do not depend on the decode context, per (model, system, deployment, shape): the
+# simulator costs the same chunk and decode batch at a context that moves every step (as perf/decode.py _BATCH_OPS)
+_SHAPE_OPS: dict[tuple, tuple] = {}
+
+
+def _shape_ops(c: DieContext, prompt: float, prompt_len: float, dseqs: float) -> tuple:
+    # expert_load is not part of a Deployment's equality, so its identity is part of the key
+    key = (id(c.model), id(c.system), c.dep, id(c.dep.expert_load), prompt, prompt_len, dseqs)
+    hit = _SHAPE_OPS.get(key)
+    if hit is not None and hit[-1] is c.model and hit[-2] is c.system and hit[-3] is c.dep.expert_load:
+        return hit
+    model, dep = c.model, c.dep
+    dtokens = dseqs * (1 + dep.mtp_depth)  # the last token plus the drafts to verify
+    tokens = prompt + dtokens
+    attn = _around_decode_core(c, prompt, prompt_len, dtokens) if dtokens > 0 else None
+    prefill_attn = prefill_attention(c, prompt, prompt_len) if dtokens <= 0 else None
+    loads: dict[str, float] = {}
+    moe: list[OpCost] = []
+    if model.is_moe:
+        moe, loads = moe_ops(c, tokens, "prefill")
+    dense_tp = dep.attn_tp if not model.is_moe or group_tokens_everywhere(c, "prefill") else 1
+    dense = dense_ffn_ops(c, tokens, dense_tp)
+    # logits for the last position of each prompt and for every decode token
+    prompt_seqs = prompt / prompt_len
+    head = [lm_head_op(c, prompt_seqs + dtokens)]
+    mtp = None
+    if dep.mtp_depth:
+        # the MTP module runs over the whole prompt chunk and, per draft position, on one token per decoding sequence
+        mtp_tokens = prompt + dseqs
+        mtp_ffn = moe_ops(c, mtp_tokens, "prefill")[0] if model.is_moe else dense_ffn_ops(c, mtp_tokens, dense_tp)
+        eh = c.matmul("mtp_eh_proj", "attn", mtp_tokens, [(2 * model.hidden, model.hidden)], "attn_proj")
+        mtp_attn = _around_decode_core(c, prompt, prompt_len, dseqs) if dseqs > 0 else (prefill_attn, [])
+        mtp = (eh, mtp_attn, mtp_ffn)
+        head.append(lm_head_op(c, (prompt_seqs + dseqs) * dep.mtp_depth, "mtp_head"))
+    if len(_SHAPE_OPS) > 4096:
+        _SHAPE_OPS.clear()
+    # holding the objects keeps their ids from being reused while the entry lives
+    hit = (attn, prefill_attn, moe, loads, dense, head, mtp, dep.expert_load, c.system, model)
+    _SHAPE_OPS[key] = hit
+    return hit
 
 
 def mixed_step(
@@ -104,24 +152,16 @@ def mixed_step(
     dseqs = decode_seqs_per_die / mb
     dtokens = dseqs * (1 + dep.mtp_depth)  # the last token plus the drafts to verify
     tokens = prompt + dtokens
-    attn = mixed_attention(c, prompt, prompt_len, dtokens, dseqs, kv_len)
+    around, prefill_attn, moe, loads, dense, head, mtp, *_ = _shape_ops(c, prompt, prompt_len, dseqs)
+    attn = prefill_attn if around is None else [*around[0], _decode_core(c, dtokens, dseqs, kv_len), *around[1]]
     groups = []
-    loads: dict[str, float] = {}
-    dense_tp = dep.attn_tp if not model.is_moe or group_tokens_everywhere(c, "prefill") else 1
     if model.is_moe:
-        moe, loads = moe_ops(c, tokens, "prefill")
         groups.append(LayerGroup("moe_layer", model.moe_layers, attn + moe))
-    groups.append(LayerGroup("dense_layer", model.layers - model.moe_layers, attn + dense_ffn_ops(c, tokens, dense_tp)))
-    # logits for the last position of each prompt and for every decode token
-    head = [lm_head_op(c, prompt_seqs + dtokens)]
-    if dep.mtp_depth:
-        # the MTP module runs over the whole prompt chunk and, per draft position, on one token per decoding sequence
-        mtp_tokens = prompt + dseqs
-        mtp_ffn = moe_ops(c, mtp_tokens, "prefill")[0] if model.is_moe else dense_ffn_ops(c, mtp_tokens, dense_tp)
-        eh = c.matmul("mtp_eh_proj", "attn", mtp_tokens, [(2 * model.hidden, model.hidden)], "attn_proj")
-        mtp_attn = mixed_attention(c, prompt, prompt_len, dseqs, dseqs, kv_len)
+    groups.append(LayerGroup("dense_layer", model.layers - model.moe_layers, attn + dense))
+    if mtp is not None:
+        eh, (before, after), mtp_ffn = mtp
+        mtp_attn = [*before, _decode_core(c, dseqs, dseqs, kv_len), *after] if dseqs > 0 else before
         groups.append(LayerGroup("mtp_layer", dep.mtp_depth, [eh, *mtp_attn, *mtp_ffn]))
-        head.append(lm_head_op(c, (prompt_seqs + dseqs) * dep.mtp_depth, "mtp_head"))
     groups.append(LayerGroup("head", 1, head, overlappable=False))
     disp = dispatch_bytes_per_copy(c) if model.is_moe else 0.0
     mem = memory_per_die(model, dep, prompt_tokens_per_die + decode_seqs_per_die * kv_len, tokens, disp, "prefill")
@@ -148,5 +188,5 @@ def mixed_step(
         seqs_per_die=seqs,
         tokens_per_seq=tokens / (prompt_seqs + dseqs),
         memory=mem,
-        expert_load=loads,
+        expert_load=dict(loads),
     )
