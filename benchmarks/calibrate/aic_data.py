@@ -13,6 +13,10 @@ package's DeepSeek model (sdk/models/deepseek.py) uses them:
   num_experts (split by moe_ep_size), distribution ("balanced", power laws), moe_dtype.
 - scale_matrix_perf: quantising an m x k BF16 matrix to quant_dtype.
 - nccl_perf: op_name, num_gpus, message_size in elements of nccl_dtype ("half" = 2 bytes).
+- wideep_deepep_normal_perf: DeepEP normal kernels, same columns plus dispatch_sms / combine_sms (SMs given to the
+  kernel) and dispatch_transmit_us / combine_transmit_us.
+- trtllm_alltoall_perf: TensorRT-LLM's MNNVL all-to-all, op_name alltoall_dispatch / alltoall_combine, kernel_source
+  NVLinkOneSided / NVLinkTwoSided, moe_dtype (the dispatched format), moe_ep_size, num_tokens per rank, latency (ms).
 - wideep_deepep_ll_perf: DeepEP low-latency kernels, node_num nodes of 8 GPUs (EP = 8 x node_num), num_token per
   rank, num_topk, hidden_size; dispatch_avg_t_us / combine_avg_t_us in microseconds (no `latency` column).
 """
@@ -41,6 +45,10 @@ SOURCES = {
     "nccl": ("comm", "nccl", "2.29.2", "nccl_perf.parquet"),
     # DeepEP low-latency dispatch/combine on one 8-GPU NVLink node (the only backend with DeepEP tables)
     "deepep_ll": ("comm", "sglang", "0.5.12", "wideep_deepep_ll_perf.parquet"),
+    # DeepEP normal (throughput) dispatch/combine on one 8-GPU NVLink node: prefill's EP kernels
+    "deepep_normal": ("comm", "sglang", "0.5.12", "wideep_deepep_normal_perf.parquet"),
+    # TensorRT-LLM's MNNVL all-to-all (NVLinkOneSided / TwoSided), EP 2-64 on the NVL72 domain (GB200 only)
+    "trtllm_alltoall": ("comm", "trtllm", "1.3.0rc10", "trtllm_alltoall_perf.parquet"),
     # TensorRT-LLM's own all-reduce kernel for small TP tensors (the default fit's stack)
     "custom_allreduce": ("comm", "trtllm", "1.3.0rc20", "custom_allreduce_perf.parquet"),
 }

@@ -188,9 +188,12 @@ def fit_mla(gen: pd.DataFrame, ctx: pd.DataFrame, peak: float, bw: float) -> tup
 def moe_per_die(df: pd.DataFrame) -> pd.DataFrame:
     """The per-GPU grouped GEMM of an aic MoE row: local experts, local intermediate size, token copies.
     Balanced routing: every GPU receives num_tokens * topk / ep copies; the experts that receive any are
-    min(local experts, copies)."""
+    min(local experts, copies). Every GPU's op takes in all num_tokens tokens (the measurement runs
+    TensorRT-LLM's fused op on the whole batch, as its attention-DP all-gather path does, and keeps the rows
+    routed to its own experts)."""
     out = pd.DataFrame(index=df.index)
     out["rows"] = df["num_tokens"] * df["topk"] / df["moe_ep_size"]
+    out["tokens"] = df["num_tokens"].astype(float)
     local = df["num_experts"] / df["moe_ep_size"]
     out["experts"] = np.minimum(local, np.maximum(out["rows"], 1.0))
     out["hidden"] = df["hidden_size"].astype(float)
@@ -201,8 +204,9 @@ def moe_per_die(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def moe_model(d: pd.DataFrame, peaks: dict[str, float], bw: float, p: dict[str, dict], memory: float) -> np.ndarray:
-    """kernels.grouped_gemm with shapes ((hidden, 2 inter), (inter, hidden)): two launches. p[precision] holds
-    that precision's curve (peak, half_rows, half_n, half_k, latency)."""
+    """kernels.grouped_gemm with shapes ((hidden, 2 inter), (inter, hidden)): two launches, then the op's pass over
+    the tokens it takes in (tokens x hidden x token_bytes at HBM rate). p[precision] holds that precision's curve
+    (peak, half_rows, half_n, half_k, latency, token_bytes)."""
     rows, e, h, i = (d[c].to_numpy(float) for c in ("rows", "experts", "hidden", "inter"))
     per = rows / e
     out = np.empty(len(d))
@@ -220,13 +224,17 @@ def moe_model(d: pd.DataFrame, peaks: dict[str, float], bw: float, p: dict[str, 
             params += k * n
             act += rows[s] * (k * in_b + n * ACT)
         mem = (params * e[s] * wb + act) / (bw * memory)
-        out[s] = 2 * q["latency"] + np.maximum(comp, mem)
+        tok = d["tokens"].to_numpy(float)[s] * h[s] * q.get("token_bytes", 0.0) / bw
+        out[s] = 2 * q["latency"] + np.maximum(comp, mem) + tok
     return out
 
 
 def fit_moe(df: pd.DataFrame, peaks: dict[str, float], bw: float, memory: float) -> Fit:
     """Per precision: peak, half_rows (rows per expert), half_n, half_k and the per-launch latency of the grouped
-    GEMM; the MoE op's other kernels (routing, permutation, activation) are folded into those."""
+    GEMM, and token_bytes, the op's routing / permutation / finalize traffic per hidden element of each token it
+    takes in (without it the curve absorbed that per-token cost into the GEMM efficiency: at 512-1,024 rows per
+    expert the DeepSeek-shape nvfp4 rows ran 1.4-1.7x the table at EP2 and the residual rose with the
+    intermediate size, from -14% at <= 512 to +58% at > 4,096 on GB300)."""
     d = moe_per_die(df)
     train, test = split(d)
 
@@ -237,6 +245,7 @@ def fit_moe(df: pd.DataFrame, peaks: dict[str, float], bw: float, memory: float)
             "half_n": float(np.exp(x[2])),
             "half_k": float(np.exp(x[3])),
             "latency": float(np.exp(x[4])),
+            "token_bytes": float(np.exp(x[5])),
         }
 
     p = {}
@@ -245,7 +254,7 @@ def fit_moe(df: pd.DataFrame, peaks: dict[str, float], bw: float, memory: float)
         t = tr["t"].to_numpy()
         x = _solve(
             lambda x, tr=tr, t=t, prec=prec: np.log(moe_model(tr, peaks, bw, {prec: unpack(x)}, memory) / t),
-            [_logit(0.6), np.log(16.0), np.log(64.0), np.log(256.0), np.log(10e-6)],
+            [_logit(0.6), np.log(16.0), np.log(64.0), np.log(256.0), np.log(10e-6), np.log(4.0)],
         )
         p[prec] = unpack(x)
     mape, med = errors(moe_model(test, peaks, bw, p, memory), test["t"].to_numpy())
@@ -338,6 +347,110 @@ def fit_ep(df: pd.DataFrame, bw: float, latency: float) -> Fit:
     mape, med = errors(np.concatenate(allp), np.concatenate(allm))
     params = {"dispatch_efficiency": ed, "combine_efficiency": ec, "sync_per_log2_rank": sync}
     return Fit(params, 2 * len(train), 2 * len(test), mape, med, {"per_op": per})
+
+
+# ------------------------------------------------------------------ EP dispatch / combine (prefill throughput kernels)
+
+DEEPEP_NORMAL_SMS = 20  # DeepEP Buffer.num_sms default: the SMs its normal kernels get unless a stack sets more
+NVFP4_BYTES_PER_ELEMENT = 0.5 + 1 / 16  # = perf/moe.py NVFP4_BYTES_PER_ELEMENT
+
+
+def ep_prefill_model(
+    df: pd.DataFrame, op: str, bw: float, latency: float, eff: float, per_copy: float = 0.0
+) -> np.ndarray:
+    """comm.ep_all_to_all with prefill=True on a plane with `prefill_latency`: each token once per remote die
+    among its top-k experts, t = latency + T R (m / (B eff) + per_copy), R = (EP - 1)(1 - (1 - 1/EP)^k).
+    Columns: ep, tokens (per rank), topk, <op>_bytes (per token copy)."""
+    ep = df["ep"].to_numpy(float)
+    sent = df["tokens"].to_numpy(float) * (ep - 1) * (1 - (1 - 1 / ep) ** df["topk"].to_numpy(float))
+    return latency + sent * (df[f"{op}_bytes"].to_numpy(float) / (bw * eff) + per_copy)
+
+
+def fit_ep_prefill(df: pd.DataFrame, bw: float) -> Fit:
+    """prefill_latency and, per direction, the efficiency and the time per token copy of a plane's throughput
+    kernels, from paired dispatch / combine rows (columns as ep_prefill_model, plus t_dispatch / t_combine in
+    seconds). Without the per-copy term (bytes only) DeepEP normal's held-out error was 14-15% and its DeepSeek-shape
+    rows (hidden 7,168, top-8) ran 20-36% slow in the twin: the kernels' time is not proportional to the bytes
+    (hidden 2,048 rows -49%, 7,168 +28%)."""
+    train, test = split(df)
+
+    def unpack(x):
+        return float(np.exp(x[0])), {
+            "dispatch": (float(_sig(x[1])), float(np.exp(x[3]))),
+            "combine": (float(_sig(x[2])), float(np.exp(x[4]))),
+        }
+
+    def res(x, d):
+        lat, per_op = unpack(x)
+        return np.concatenate(
+            [np.log(ep_prefill_model(d, op, bw, lat, *per_op[op]) / d[f"t_{op}"].to_numpy()) for op in per_op]
+        )
+
+    x = _solve(lambda x: res(x, train), [np.log(20e-6), _logit(0.5), _logit(0.5), np.log(1e-9), np.log(1e-9)])
+    lat, per_op = unpack(x)
+    (ed, cd), (ec, cc) = per_op["dispatch"], per_op["combine"]
+    per, allp, allm = {}, [], []
+    for op in ("dispatch", "combine"):
+        p, meas = ep_prefill_model(test, op, bw, lat, *per_op[op]), test[f"t_{op}"].to_numpy()
+        per[op] = errors(p, meas)
+        allp.append(p)
+        allm.append(meas)
+    by_ep = {}
+    for ep in sorted(test["ep"].unique()):
+        s = test[test["ep"] == ep]
+        p = np.concatenate([ep_prefill_model(s, op, bw, lat, *per_op[op]) for op in ("dispatch", "combine")])
+        by_ep[int(ep)] = errors(p, np.concatenate([s["t_dispatch"].to_numpy(), s["t_combine"].to_numpy()]))
+    mape, med = errors(np.concatenate(allp), np.concatenate(allm))
+    params = {
+        "prefill_latency": lat,
+        "prefill_dispatch_efficiency": ed,
+        "prefill_combine_efficiency": ec,
+        "prefill_dispatch_per_copy": cd,
+        "prefill_combine_per_copy": cc,
+    }
+    return Fit(params, 2 * len(train), 2 * len(test), mape, med, {"per_op": per, "by_ep": by_ep})
+
+
+def deepep_normal_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """DeepEP normal (intranode) rows at DeepEP's default SM count, FP8 dispatch with one fp32 scale per 128
+    channels (DeepEP's and the twin's prefill format) and BF16 combine; expert counts large enough (>= 64)
+    that the top-k draws are close to independent (the formula's assumption)."""
+    d = frame[(frame["dispatch_sms"] == DEEPEP_NORMAL_SMS) & (frame["combine_sms"] == DEEPEP_NORMAL_SMS)]
+    d = d[d["num_experts"] >= 64]
+    h = d["hidden_size"].astype(float)
+    return pd.DataFrame(
+        {
+            "ep": 8 * d["node_num"].to_numpy(),
+            "tokens": d["num_token"].to_numpy(float),
+            "topk": d["num_topk"].to_numpy(float),
+            "dispatch_bytes": (h + 4 * h / DEEPEP_FP8_SCALE_GROUP).to_numpy(),
+            "combine_bytes": (2 * h).to_numpy(),
+            "t_dispatch": d["dispatch_transmit_us"].to_numpy() * 1e-6,
+            "t_combine": d["combine_transmit_us"].to_numpy() * 1e-6,
+        }
+    )
+
+
+def trtllm_alltoall_rows(frame: pd.DataFrame, kernel: str = "NVLinkOneSided") -> pd.DataFrame:
+    """TensorRT-LLM's MNNVL all-to-all (trtllm_alltoall_perf): NVFP4 dispatch rows paired with the combine
+    (BF16 outputs) rows of the same EP size and tokens per rank."""
+    d = frame[(frame["kernel_source"] == kernel) & (frame["moe_dtype"] == "nvfp4")]
+    key = ["moe_ep_size", "num_tokens", "hidden_size", "topk"]
+    disp = d[d["op_name"] == "alltoall_dispatch"].set_index(key)["latency"]
+    comb = d[d["op_name"] == "alltoall_combine"].set_index(key)["latency"]
+    both = pd.concat({"d": disp, "c": comb}, axis=1).dropna().reset_index()
+    h = both["hidden_size"].astype(float)
+    return pd.DataFrame(
+        {
+            "ep": both["moe_ep_size"].to_numpy(),
+            "tokens": both["num_tokens"].to_numpy(float),
+            "topk": both["topk"].to_numpy(float),
+            "dispatch_bytes": (h * NVFP4_BYTES_PER_ELEMENT).to_numpy(),
+            "combine_bytes": (2 * h).to_numpy(),
+            "t_dispatch": both["d"].to_numpy() * 1e-3,
+            "t_combine": both["c"].to_numpy() * 1e-3,
+        }
+    )
 
 
 # ------------------------------------------------------------------ MLA decode module (the whole attention block)

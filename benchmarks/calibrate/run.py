@@ -337,8 +337,9 @@ def chip_block(res: dict, version: str, transferred_from: str | None = None) -> 
         "",
         "[efficiency.grouped_gemm]",
         f"# MoE experts: {src}{t['moe']}, balanced routing, gated, {mo.train_rows:,} / {mo.test_rows:,} rows,",
-        f"#   MAPE {mo.mape:.1%}, median {pct(mo.median_signed)}. m = rows per expert. This table is the {default}",
-        "#   fit, the default for precisions without their own (int8); per-precision fits follow.",
+        f"#   MAPE {mo.mape:.1%}, median {pct(mo.median_signed)}. m = rows per expert; token_bytes = the op's",
+        "#   routing / permutation / finalize bytes per hidden element of each token it takes in. This table is the",
+        f"#   {default} fit, the default for precisions without their own (int8); per-precision fits follow.",
         *_curve_lines(curves[default]),
     ]
     lines += _per_precision_sections("efficiency.grouped_gemm_by_precision", curves, mp, "MoE rows of the table above")
@@ -464,6 +465,7 @@ def _curve_lines(q: dict) -> list[str]:
         f"half_n = {q['half_n']:.1f}",
         f"half_k = {q['half_k']:.1f}",
         f'latency = "{q["latency"] * 1e6:.2f} us"',
+        *([f"token_bytes = {q['token_bytes']:.2f}"] if "token_bytes" in q else []),
     ]
 
 
@@ -475,6 +477,56 @@ def fit_ep_nvlink(aic: str, system_name: str, root: Path | None = None) -> tuple
     s = load_system(system_name)
     f = s.spec.scale_up
     return F.fit_ep(t.frame, f.bandwidth_per_chip / s.chip.dies, f.latency), t.path
+
+
+# aic system -> the system whose TensorRT-LLM MNNVL all-to-all table it takes (same kernel, same NVL72 NVLink 5
+# fabric at 900 GB/s per GPU; aiconfigurator ships that table for GB200 only)
+TRTLLM_A2A_TRANSFER = {"gb300": "gb200"}
+
+
+def fit_ep_prefill_nvlink(aic: str, system_name: str, root: Path | None = None) -> dict:
+    """Prefill's EP kernels on the NVLink island: DeepEP normal (the plane's own prefill keys) and, where the
+    domain runs it, TensorRT-LLM's NVLinkOneSided all-to-all (backend.trtllm.* keys). {name: (fit, path, from)}."""
+    s = load_system(system_name)
+    bw = s.spec.scale_up.bandwidth_per_chip / s.chip.dies
+    out = {}
+    t = A.load(aic, "deepep_normal", root)
+    if t is not None:
+        out["deepep_normal"] = (F.fit_ep_prefill(F.deepep_normal_rows(t.frame), bw), t.path, None)
+    src = TRTLLM_A2A_TRANSFER.get(aic, aic)
+    t = A.load(src, "trtllm_alltoall", root)
+    if t is not None:
+        out["trtllm"] = (F.fit_ep_prefill(F.trtllm_alltoall_rows(t.frame), bw), t.path, src if src != aic else None)
+    return out
+
+
+def ep_prefill_block(fits: dict, version: str) -> str:
+    lines = []
+    for name, (fit, path, transferred) in fits.items():
+        p = fit.params
+        per = ", ".join(f"{k} {e[0]:.1%}" for k, e in fit.extra["per_op"].items())
+        by_ep = ", ".join(f"EP{k} {e[0]:.0%} ({pct(e[1])})" for k, e in fit.extra["by_ep"].items())
+        pre = "" if name == "deepep_normal" else f"backend.{name}."
+        what = (
+            f"DeepEP normal kernels at {F.DEEPEP_NORMAL_SMS} SMs (DeepEP's default), FP8 dispatch / BF16 combine"
+            if name == "deepep_normal"
+            else "TensorRT-LLM's MNNVL all-to-all (NVLinkOneSided), NVFP4 dispatch / BF16 combine"
+        )
+        lines += [
+            f"# EP dispatch/combine (prefill, {what}): fitted to",
+            f"#   aiconfigurator-core {version} systems/{path}"
+            + (f" (TRANSFERRED from {transferred}: same kernel, same NVL72 NVLink 5 fabric)" if transferred else ""),
+            "#   with perf/comm.py's throughput-kernel formula (each token once per remote die among its top-k,",
+            "#   bytes at `efficiency` of the link plus a time per copy),",
+            f"#   {fit.train_rows} rows fit / {fit.test_rows} held out, MAPE {fit.mape:.1%}, median "
+            f"{pct(fit.median_signed)}; {per}; {by_ep}",
+            f'{pre}prefill_latency = "{p["prefill_latency"] * 1e6:.2f} us"',
+            f"{pre}prefill_dispatch_efficiency = {p['prefill_dispatch_efficiency']:.3f}",
+            f"{pre}prefill_combine_efficiency = {p['prefill_combine_efficiency']:.3f}",
+            f'{pre}prefill_dispatch_per_copy = "{p["prefill_dispatch_per_copy"] * 1e9:.2f} ns"',
+            f'{pre}prefill_combine_per_copy = "{p["prefill_combine_per_copy"] * 1e9:.2f} ns"',
+        ]
+    return "\n".join(lines)
 
 
 def ep_block(fit: F.Fit, path: str, version: str) -> str:
@@ -646,10 +698,20 @@ def main(argv: list[str] | None = None) -> int:
                 f"  {'deepep_ll':12s} {f.test_rows:6d} rows  MAPE {f.mape:6.1%}  median {pct(f.median_signed):>7s}  "
                 + ", ".join(f"{k}={v:.4g}" for k, v in f.params.items())
             )
+        pre = fit_ep_prefill_nvlink(aic, system_name)
+        for name, (f, _, transferred) in pre.items():
+            by_ep = ", ".join(f"EP{k} {e[0]:.0%}/{pct(e[1])}" for k, e in f.extra["by_ep"].items())
+            print(
+                f"  {name[:12]:12s} {f.test_rows:6d} rows  MAPE {f.mape:6.1%}  median {pct(f.median_signed):>7s}  "
+                + ", ".join(f"{k}={v:.4g}" for k, v in f.params.items())
+                + f"  ({by_ep})"
+                + (f"  TRANSFERRED from {transferred}" if transferred else "")
+            )
         if args.write:
             p = CATALOG / f"{chip_name}.toml"
             p.write_text(T.replace_efficiency(p.read_text(), chip_block(r, version)))
-            blocks = ([ep_block(*ep, version)] if ep else []) + ([fabric_block(*c, version)] if c else [])
+            blocks = ([ep_block(*ep, version)] if ep else []) + ([ep_prefill_block(pre, version)] if pre else [])
+            blocks += [fabric_block(*c, version)] if c else []
             blocks += [custom_ar_block(ars, version)] if ars else []
             if blocks:
                 sp = CATALOG / f"{system_name}.toml"

@@ -118,3 +118,43 @@ def test_generated_section_is_rewritten_and_the_rest_kept():
     out = toml_section.replace_in_table(out, "scale_up", "# fit\ncollective_efficiency = 0.6")
     assert out.index("collective_efficiency = 0.6") < out.index("[scale_out]")
     assert "0.5" not in out and out.count(toml_section.END) == 1
+
+
+def test_vectorised_moe_model_is_the_twin_kernel_with_its_token_pass():
+    curve = {"peak": 0.5, "half_rows": 32.0, "half_n": 256.0, "half_k": 512.0, "latency": 10e-6, "token_bytes": 9.0}
+    chip = ChipSpec.model_validate(
+        toy_chip(TRUE).model_dump() | {"efficiency": toy_chip(TRUE).efficiency.model_dump() | {"grouped_gemm": curve}}
+    )
+    d = pd.DataFrame(
+        {"rows": [16.0, 4096.0, 65536.0], "experts": [16.0, 32.0, 128.0], "hidden": [7168.0, 7168.0, 4096.0],
+         "inter": [2048.0, 2048.0, 1024.0], "tokens": [2.0, 16384.0, 16384.0], "prec": "bf16"}
+    )  # fmt: skip
+    pred = fits.moe_model(d, PEAKS, BW, {"bf16": curve}, chip.efficiency.memory)
+    for r, p in zip(d.itertuples(), pred, strict=True):
+        shapes = ((r.hidden, 2 * r.inter), (r.inter, r.hidden))
+        op = kernels.grouped_gemm(r.rows, r.experts, shapes, "bf16", chip, token_elements=r.tokens * r.hidden)
+        assert p == pytest.approx(op.time, rel=1e-9)
+    # the token pass is in both: without it the twin is faster by exactly its HBM time
+    bare = kernels.grouped_gemm(4096.0, 32.0, ((7168.0, 4096.0), (2048.0, 7168.0)), "bf16", chip).time
+    assert pred[1] - bare == pytest.approx(16384 * 7168 * 9.0 / BW, rel=1e-9)
+
+
+def test_vectorised_prefill_ep_model_is_the_twin_comm_kernel():
+    from cloudmatrix.perf import comm
+    from cloudmatrix.specs.hardware import load_system
+
+    s = load_system("gb200-nvl72")
+    up = s.spec.scale_up
+    if up.prefill_latency is None:
+        pytest.fail("gb200-nvl72 has no fitted prefill EP kernels (benchmarks/calibrate/run.py --write)")
+    d = pd.DataFrame({"ep": [2, 4, 8, 32], "tokens": [1.0, 1024.0, 8192.0, 4096.0], "topk": 8.0,
+                      "dispatch_bytes": 7392.0, "combine_bytes": 14336.0})  # fmt: skip
+    bw = comm.die_bandwidth(s, up)
+    for op, eff, per_copy in (
+        ("dispatch", up.prefill_dispatch_efficiency, up.prefill_dispatch_per_copy),
+        ("combine", up.prefill_combine_efficiency, up.prefill_combine_per_copy),
+    ):
+        pred = fits.ep_prefill_model(d, op, bw, up.prefill_latency, eff, per_copy)
+        for r, p in zip(d.itertuples(), pred, strict=True):
+            t, _ = comm.ep_all_to_all(s, r.ep, r.tokens, 8, getattr(r, f"{op}_bytes"), op, prefill=True)
+            assert p == pytest.approx(t, rel=1e-9)

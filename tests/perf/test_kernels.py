@@ -236,3 +236,56 @@ def test_deployment_backend_selects_the_backend_curves_once():
     with pytest.raises(CloudMatrixError) as e:
         build_deployment(model, dies=4, backend="sgl")
     assert "unknown backend 'sgl'" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_moe_op_passes_over_every_token_it_takes_in():
+    c = chip(grouped_gemm={"peak": 0.6, "half_rows": 32, "half_k": 0, "token_bytes": 10.0})
+    shapes = ((7168, 4096),)
+    bare = K.grouped_gemm(256, 8, shapes, "fp8", c)
+    op = K.grouped_gemm(256, 8, shapes, "fp8", c, token_elements=4096 * 7168)
+    # its own pass at HBM rate (4 TB/s), after the GEMM, whatever bounds the GEMM
+    assert op.time - bare.time == pytest.approx(4096 * 7168 * 10.0 / 4e12)
+    assert op.bytes - bare.bytes == pytest.approx(4096 * 7168 * 10.0)
+    # a chip whose curve has no such term (plain GEMM curve, the 910C) ignores it
+    assert K.grouped_gemm(256, 8, shapes, "fp8", chip(), token_elements=4096 * 7168).time == pytest.approx(
+        K.grouped_gemm(256, 8, shapes, "fp8", chip()).time
+    )
+
+
+def test_nvidia_moe_curves_carry_the_token_pass_fitted_to_whole_moe_ops():
+    from cloudmatrix.specs.hardware import load_chip
+
+    for name in ("h200-sxm", "b200", "gb200", "gb300"):
+        eff = load_chip(name).efficiency
+        for prec, q in eff.grouped_gemm_by_precision.items():
+            assert q.token_bytes > 0, (name, prec)
+
+
+def test_prefill_throughput_kernels_send_a_token_once_per_destination_die():
+    from cloudmatrix.perf import comm
+
+    s = load_system("gb200-nvl72")
+    up = s.spec.scale_up
+    bw = comm.die_bandwidth(s, up)
+    # EP2, top-8: nearly every token has an expert on the other die, and goes there once (not 4 of its 8 copies)
+    _, pre = comm.ep_all_to_all(s, 2, 4096, 8, 7392, "dispatch", prefill=True)
+    _, dec = comm.ep_all_to_all(s, 2, 4096, 8, 7392, "dispatch")
+    assert pre * bw == pytest.approx(4096 * 7392 * (1 - 0.5**8))
+    assert dec * bw == pytest.approx(4096 * 7392 * 4)
+    # TensorRT-LLM's prefill on NVL72 runs its MNNVL all-to-all, with its own fitted fixed cost and rate
+    trt = s.for_backend("trtllm").spec.scale_up
+    assert trt.prefill_latency is not None and trt.prefill_latency != up.prefill_latency
+
+
+def test_trtllm_prefill_dispatches_nvfp4_tokens_with_fp4_experts():
+    from cloudmatrix.perf.context import DieContext
+    from cloudmatrix.perf.deployment import build_deployment
+    from cloudmatrix.perf.moe import dispatch_bytes_per_copy
+    from cloudmatrix.specs.model import load_model
+
+    r1, s = load_model("deepseek-r1"), load_system("gb200-nvl72")
+    kw = dict(dies=4, ep=4, attn_tp=1, precision="fp4", shared_expert_dies=0, redundant_experts=0, system=s)
+    trt = DieContext(r1, s, build_deployment(r1, backend="trtllm", **kw))
+    sgl = DieContext(r1, s, build_deployment(r1, backend="sglang", **kw))
+    assert dispatch_bytes_per_copy(trt, prefill=True) == pytest.approx(7168 * (0.5 + 1 / 16))
+    assert dispatch_bytes_per_copy(trt) == dispatch_bytes_per_copy(sgl, prefill=True) == pytest.approx(7168 + 224)

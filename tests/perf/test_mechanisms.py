@@ -170,13 +170,17 @@ def test_prefill_uses_the_throughput_kernels_efficiency_where_the_plane_has_one(
 
     h200 = load_system("hgx-h200")
     up = h200.spec.scale_up
-    assert up.prefill_dispatch_efficiency is not None
-    t_pre, _ = comm.ep_all_to_all(h200, 8, 4096, 8, 7392, "dispatch", prefill=True)
-    t_dec, _ = comm.ep_all_to_all(h200, 8, 4096, 8, 7392, "dispatch")
-    volume = 4096 * 8 * 7392 * 7 / 8 / comm.die_bandwidth(h200, up)
-    assert t_dec - t_pre == pytest.approx(
-        volume / up.dispatch_efficiency - volume / up.prefill_dispatch_efficiency, rel=1e-9
-    )
+    assert up.prefill_dispatch_efficiency is not None and up.prefill_latency is not None
+    # each further 4,096 tokens cost their bytes at the prefill kernels' rate and their per-copy work, once per
+    # remote destination die
+    t1, _ = comm.ep_all_to_all(h200, 8, 4096, 8, 7392, "dispatch", prefill=True)
+    t2, _ = comm.ep_all_to_all(h200, 8, 8192, 8, 7392, "dispatch", prefill=True)
+    sent = 4096 * comm.expected_remote_dies(8, 8)
+    per_copy = 7392 / comm.die_bandwidth(h200, up) / up.prefill_dispatch_efficiency + up.prefill_dispatch_per_copy
+    assert t2 - t1 == pytest.approx(sent * per_copy, rel=1e-9)
+    d1, _ = comm.ep_all_to_all(h200, 8, 4096, 8, 7392, "dispatch")
+    d2, _ = comm.ep_all_to_all(h200, 8, 8192, 8, 7392, "dispatch")
+    assert d2 - d1 == pytest.approx(4096 * 8 * 7392 * 7 / 8 / comm.die_bandwidth(h200, up) / up.dispatch_efficiency)
 
 
 def test_a_whole_moe_op_fit_is_not_charged_its_permute_and_swiglu_again():

@@ -11,6 +11,17 @@ and `sync` the completion-signalling cost per doubling of the group. `efficiency
 `sync` are per fabric (hardware files), fitted by benchmarks/calibrate_comm.py to the
 paper's EP8..EP256 table for CloudMatrix384 (UB) and H800 (DeepEP over RDMA), where it
 reproduces all 16 published latencies within 5%.
+
+Prefill's throughput kernels, where a plane has them measured (`prefill_latency` set: DeepEP's normal kernels,
+TensorRT-LLM's NVLink all-to-all), send a token once to each destination die that holds any of its experts,
+not once per expert (DeepEP `is_token_in_rank`; TensorRT-LLM's MNNVL all-to-all keys its send lists by rank),
+and their fixed cost is their own:
+
+    t = prefill_latency + T * R(EP, k) * (m / (B_die * efficiency) + per_copy),   R = (EP - 1) * (1 - (1 - 1/EP)^k)
+
+R the expected remote dies among k uniformly routed experts, `per_copy` the kernels' own work per token
+copy (DeepEP's normal kernels run on 20 SMs and are bound by them, not by the link, at prefill sizes).
+Fitted by benchmarks/calibrate/run.py to aiconfigurator-core's tables of those kernels (docs/calibration.md).
 """
 
 from __future__ import annotations
@@ -68,9 +79,24 @@ def ep_all_to_all(
         return 0.0, 0.0
     fabric = fabric or fabric_for_group(system, group)
     eff = _efficiency(fabric, op, prefill)
-    volume = tokens * copies_per_token * bytes_per_copy * (1 - 1 / group) * max(1.0, hot_factor)
     bw = die_bandwidth(system, fabric)
+    hot = max(1.0, hot_factor)
+    if prefill and fabric.prefill_latency is not None:
+        sent = tokens * expected_remote_dies(group, copies_per_token) * hot
+        volume = sent * bytes_per_copy
+        return fabric.prefill_latency + volume / (bw * eff) + sent * _per_copy(fabric, op), volume / bw
+    volume = tokens * copies_per_token * bytes_per_copy * (1 - 1 / group) * hot
     return fabric.latency + volume / (bw * eff) + _sync(fabric, group), volume / bw
+
+
+def expected_remote_dies(group: int, copies: float) -> float:
+    """Expected dies other than the sender's among `copies` uniformly routed experts spread evenly over `group`
+    dies: what a kernel that sends each token once per destination die moves."""
+    return (group - 1) * (1.0 - (1.0 - 1.0 / group) ** copies)
+
+
+def _per_copy(fabric: FabricSpec, op: str) -> float:
+    return fabric.prefill_dispatch_per_copy if op == "dispatch" else fabric.prefill_combine_per_copy
 
 
 def _efficiency(fabric: FabricSpec, op: str, prefill: bool) -> float:
@@ -114,11 +140,17 @@ def hierarchical_ep_all_to_all(
     bw_out = die_bandwidth(system, out)
     eff_out = _efficiency(out, op, True)
     out_t = out.latency + vol_out / (bw_out * eff_out) + _sync(out, group)
-    # scale-up: every die forwards (or, in a combine, pre-reduces) top_k copies per token inside its node
-    vol_up = tokens * top_k * (1 - 1 / node_dies) * bytes_per_copy * hot
     bw_up = die_bandwidth(system, up)
     eff_up = _efficiency(up, op, True)
-    in_t = up.latency + vol_up / (bw_up * eff_up) + _sync(up, node_dies)
+    if up.prefill_latency is not None:
+        # the node's throughput kernels forward each token once to every die holding one of its experts
+        sent = tokens * expected_distinct(group, top_k) * (1 - 1 / node_dies) * hot
+        vol_up = sent * bytes_per_copy
+        in_t = up.prefill_latency + vol_up / (bw_up * eff_up) + sent * _per_copy(up, op)
+    else:
+        # every die forwards (or, in a combine, pre-reduces) top_k copies per token inside its node
+        vol_up = tokens * top_k * (1 - 1 / node_dies) * bytes_per_copy * hot
+        in_t = up.latency + vol_up / (bw_up * eff_up) + _sync(up, node_dies)
     out_lim, in_lim = vol_out / bw_out, vol_up / bw_up
     return max(out_t, in_t), max(out_lim, in_lim)
 

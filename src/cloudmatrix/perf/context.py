@@ -57,13 +57,21 @@ class DieContext:
         )
         return self._on_share(sub, share, sum(k * n for k, n in shapes) * weight_copies, dtype)
 
-    def grouped(self, name: str, rows: float, experts: float, shapes: Sequence[tuple[float, float]]) -> OpCost:
-        """MoE experts as a grouped GEMM: `rows` token copies over `experts` experts whose weights are read."""
+    def grouped(
+        self, name: str, rows: float, experts: float, shapes: Sequence[tuple[float, float]], tokens_in: float = 0.0
+    ) -> OpCost:
+        """MoE experts as a grouped GEMM: `rows` token copies over `experts` experts whose weights are read;
+        `tokens_in` the distinct tokens the die's MoE op takes in (kernels.grouped_gemm's token pass)."""
         dtype = self.dtype("experts")
         share = self.stream_share["moe"] if self.stream_share else 1.0
+        elements = tokens_in * self.model.hidden
         if share >= 1.0 or rows <= 0:
-            return kernels.grouped_gemm(rows, experts, shapes, dtype, self.chip, name=name, stream="moe")
-        sub = kernels.grouped_gemm(rows / share, experts, shapes, dtype, self.chip, name=name, stream="moe")
+            return kernels.grouped_gemm(
+                rows, experts, shapes, dtype, self.chip, name=name, stream="moe", token_elements=elements
+            )
+        sub = kernels.grouped_gemm(
+            rows / share, experts, shapes, dtype, self.chip, name=name, stream="moe", token_elements=elements / share
+        )
         return self._on_share(sub, share, sum(k * n for k, n in shapes) * experts, dtype)
 
     def _on_share(self, sub: OpCost, share: float, params: float, dtype: str) -> OpCost:

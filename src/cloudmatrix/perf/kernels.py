@@ -19,6 +19,7 @@ of times per step.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 from cloudmatrix.perf import comm
 from cloudmatrix.perf.op import OpCost, comm_op, compute_op
@@ -79,23 +80,38 @@ def grouped_gemm(
     *,
     name: str = "grouped_gemm",
     stream: str = "moe",
+    token_elements: float = 0.0,
 ) -> OpCost:
     """MoE experts as grouped GEMMs: `rows` token copies spread over `experts` experts whose weights are read
     (pass the expected number of experts that receive tokens, not the slots held), shapes = ((k, n), ...)
     per expert. The efficiency curve is the chip's grouped-GEMM fit for `dtype` with rows per expert as m (or its
-    low-latency kernel's fit where the chip has one and it is faster)."""
+    low-latency kernel's fit where the chip has one and it is faster). `token_elements`: tokens the MoE op takes
+    in x hidden size; a curve fitted to whole MoE ops adds their pass over them (`token_bytes` each, at HBM rate)."""
     if rows <= 0 or experts <= 0:
         return OpCost(name, stream, 1, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
     eff = chip.efficiency
     p = eff.grouped_gemm_by_precision.get(dtype) or eff.grouped_gemm or gemm_params(chip, dtype)
-    op = _gemm_launches(rows / experts, rows, shapes, experts, dtype, chip, p, name, stream)
+    op = _with_token_pass(_gemm_launches(rows / experts, rows, shapes, experts, dtype, chip, p, name, stream), p,
+                          token_elements, chip)  # fmt: skip
     fast = eff.grouped_gemm_low_latency_by_precision.get(dtype)
     if fast is not None and rows / experts <= LOW_LATENCY_MAX_ROWS_PER_EXPERT:
         # the stack's second MoE kernel (TensorRT-LLM's TRTLLM-Gen path): it runs whichever is faster at this size
         alt = _gemm_launches(rows / experts, rows, shapes, experts, dtype, chip, fast, name, stream)
+        alt = _with_token_pass(alt, fast, token_elements, chip)
         if alt.time < op.time:
             return alt
     return op
+
+
+def _with_token_pass(op: OpCost, p: GemmEfficiency, token_elements: float, chip: ChipSpec) -> OpCost:
+    """The MoE op's routing / permutation / finalize pass over the tokens it takes in, after its GEMMs (own
+    kernels, serial with them): token_elements x token_bytes at the die's HBM rate."""
+    if p.token_bytes <= 0 or token_elements <= 0:
+        return op
+    nbytes = token_elements * p.token_bytes
+    t = nbytes / chip.die.hbm_bandwidth
+    return replace(op, bytes=op.bytes + nbytes, compute_time=op.compute_time + t, memory_time=op.memory_time + t,
+                   limit_time=op.limit_time + t)  # fmt: skip
 
 
 def _gemm_launches(

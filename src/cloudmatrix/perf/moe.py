@@ -29,11 +29,18 @@ from cloudmatrix.perf.expert_load import uniform_distinct_per_die
 from cloudmatrix.perf.op import OpCost, comm_op
 from cloudmatrix.specs.hardware import BYTES_PER_ELEMENT
 
+NVFP4_BYTES_PER_ELEMENT = 0.5 + 1 / 16  # E2M1 values + one FP8 scale per 16 (NVFP4 block)
 
-def dispatch_bytes_per_copy(c: DieContext) -> float:
-    """One token's hidden state as sent to one expert die."""
+
+def dispatch_bytes_per_copy(c: DieContext, prefill: bool = False) -> float:
+    """One token's hidden state as sent to one expert die. TensorRT-LLM's prefill with NVFP4 experts quantises
+    the tokens to NVFP4 before they leave the die (CutlassFusedMoE: fp4_quantize, then the all-gather or MNNVL
+    all-to-all of the FP4 tensor and its scales); decode keeps the DeepEP low-latency kernels' FP8, the format
+    its fit was measured in."""
     h = c.model.hidden
     p = c.dep.precision.dispatch
+    if prefill and c.dep.backend == "trtllm" and c.dep.precision.experts == "fp4":
+        return h * NVFP4_BYTES_PER_ELEMENT
     if p == "int8":
         return h + 512.0  # paper §4.2.1: 7,168 B of INT8 + 512 B scale/metadata = 7.5 KB per token
     if p == "fp8":
@@ -63,7 +70,7 @@ def moe_ops(c: DieContext, tokens: float, phase: str) -> tuple[list[OpCost], dic
     hot_rows = mean_rows * imbalance
     inter = m.moe_intermediate / tp
     prefill = phase == "prefill"
-    disp_b = dispatch_bytes_per_copy(c)
+    disp_b = dispatch_bytes_per_copy(c, prefill)
     copies = m.top_k + (1 if dep.shared_expert_dies else 0)
     # the attention TP group is the MoE group and its all-reduce (`attention._tp_exit`) left the group's tokens
     # on every die: no gather, no dispatch, one all-reduce at the end; prefill MLA (SP -> TP -> SP) ends on
@@ -84,7 +91,10 @@ def moe_ops(c: DieContext, tokens: float, phase: str) -> tuple[list[OpCost], dic
     if prefill and not whole_op:
         # gather the received copies into expert-contiguous rows (read + write each copy)
         ops.append(c.vector("token_permute", "moe", hot_rows * h, 2 * disp_b / h))
-    routed = c.grouped("routed_experts", hot_rows, distinct, swiglu_shapes(h, inter))
+    # the distinct tokens the die's MoE op takes in: all it holds when gathered, else those dispatched to it
+    # (a token reaches a die once if any of its top-k experts lives there)
+    tokens_in = send_tokens if gathered else group_tokens * (1.0 - (1.0 - 1.0 / dep.routed_dies) ** m.top_k)
+    routed = c.grouped("routed_experts", hot_rows, distinct, swiglu_shapes(h, inter), tokens_in * imbalance)
     swiglu = None if whole_op else _swiglu(c, "routed_swiglu", hot_rows, inter)
     if dep.shared_expert_dies:
         shared_rows = group_tokens * m.shared_experts / dep.shared_expert_dies

@@ -113,6 +113,9 @@ class GemmEfficiency(_Frozen):
     half_n: float = Field(default=0.0, ge=0)  # n at half of `peak`
     half_k: float = Field(default=0.0, ge=0)  # k at half of `peak`
     latency: Seconds | None = None  # fixed cost per launch; default: the chip's kernel_latency
+    # grouped GEMMs fitted to whole MoE ops: HBM bytes per hidden element of every token the op takes in (its
+    # routing, permutation and finalize pass over all of them, whichever experts they go to); 0: none
+    token_bytes: float = Field(default=0.0, ge=0)
 
 
 class Efficiency(_Frozen):
@@ -239,6 +242,12 @@ class FabricSpec(_Frozen):
     # default: dispatch_efficiency / combine_efficiency.
     prefill_dispatch_efficiency: Fraction | None = None
     prefill_combine_efficiency: Fraction | None = None
+    # The throughput kernels' fixed cost where they were measured on this plane (perf/comm.py: then a token is
+    # sent once per destination die, and this replaces latency + sync); None: the low-latency kernels' formula.
+    prefill_latency: Seconds | None = None
+    # ... and their time per token copy sent (per-token work of kernels that run on a few SMs), per direction
+    prefill_dispatch_per_copy: Seconds = 0.0
+    prefill_combine_per_copy: Seconds = 0.0
     # Plain (NCCL-style) collectives on this plane, perf/kernels.py::collective; default: latency and the
     # combine efficiency.
     collective_latency: Seconds | None = None
