@@ -40,6 +40,7 @@ from dataclasses import dataclass, replace
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from cloudmatrix.errors import CloudMatrixError  # noqa: E402
+from cloudmatrix.validate.silicon import Unfinished, simulate  # noqa: E402
 from cloudmatrix.validate.silicon_csv import Measurement, SiliconRow  # noqa: E402
 from cloudmatrix.validate.silicon_translate import SIM_FAILED, Refused, Translation, translate  # noqa: E402
 
@@ -105,25 +106,14 @@ def scenario(m: Measurement, acceptance: float | None) -> Translation:
 
 
 def predict(m: Measurement, acceptance: float | None) -> Outcome:
-    """Mean TTFT and TPOT over the requests the client counts, as validate/silicon.py `_twin` takes them."""
-    import numpy as np
-
-    from cloudmatrix.sim.simulation import run_scenario
-
+    """Mean TTFT and TPOT over the requests the client counts, taken as validate/silicon.py takes them."""
     try:
-        tr = scenario(m, acceptance)
-        rec = run_scenario(tr.scenario).records
-    except Refused as e:
-        return Outcome(acceptance, refused=str(e))
-    except CloudMatrixError as e:
+        ttft, tpot = simulate(scenario(m, acceptance))
+    except (Refused, CloudMatrixError, Unfinished) as e:
         return Outcome(acceptance, refused=str(e))
     except Exception as e:  # a twin bug on one row: shown, not allowed to sink the run (as validate/silicon.py)
         return Outcome(acceptance, refused=f"{SIM_FAILED}: {type(e).__name__}: {e}")
-    sel = slice(tr.measure_from, tr.measure_to)
-    ttft, tpot = np.asarray(rec.ttft)[sel], np.asarray(rec.tpot)[sel]
-    if np.isnan(ttft).any() or np.isnan(tpot).any():
-        return Outcome(acceptance, refused="some measured requests did not finish")
-    return Outcome(acceptance, float(ttft.mean()), float(tpot.mean()))
+    return Outcome(acceptance, ttft, tpot)
 
 
 def _predict(job: tuple[Measurement, float | None]) -> Outcome:

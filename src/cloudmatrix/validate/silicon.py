@@ -13,7 +13,7 @@ import numpy as np
 from cloudmatrix.errors import CloudMatrixError
 from cloudmatrix.validate.rows import ValidationRow
 from cloudmatrix.validate.silicon_csv import Measurement
-from cloudmatrix.validate.silicon_translate import SIM_FAILED, TWIN_SYSTEMS, Refused, classify, translate
+from cloudmatrix.validate.silicon_translate import SIM_FAILED, TWIN_SYSTEMS, Refused, Translation, classify, translate
 
 
 def slice_of(m: Measurement) -> str:
@@ -63,9 +63,23 @@ def _predict(args: tuple) -> ValidationRow:
     return predict(*args)
 
 
-def _twin(m: Measurement, row: ValidationRow) -> ValidationRow:
+class Unfinished(Exception):
+    """Some request the client counts did not finish in the simulation."""
+
+
+def simulate(tr: Translation) -> tuple[float, float]:
+    """Mean TTFT and TPOT (s) over the requests the client counts; CloudMatrixError from the twin, or Unfinished."""
     from cloudmatrix.sim.simulation import run_scenario
 
+    rec = run_scenario(tr.scenario).records
+    sel = slice(tr.measure_from, tr.measure_to)
+    ttft, tpot = np.asarray(rec.ttft)[sel], np.asarray(rec.tpot)[sel]
+    if np.isnan(ttft).any() or np.isnan(tpot).any():
+        raise Unfinished("some measured requests did not finish")
+    return float(ttft.mean()), float(tpot.mean())
+
+
+def _twin(m: Measurement, row: ValidationRow) -> ValidationRow:
     t0 = time.perf_counter()
     try:
         tr = translate(m)
@@ -74,20 +88,17 @@ def _twin(m: Measurement, row: ValidationRow) -> ValidationRow:
         return row
     row.deployment, row.route = tr.deployment, "simulation"
     try:
-        res = run_scenario(tr.scenario)
+        ttft, tpot = simulate(tr)
     except CloudMatrixError as e:
         row.refused, row.detail = classify(str(e)), str(e)
+        return row
+    except Unfinished as e:
+        row.refused, row.detail = SIM_FAILED, str(e)
         return row
     except Exception as e:  # a twin bug on one row: counted and shown, not allowed to sink the whole suite
         row.refused, row.detail = SIM_FAILED, f"{type(e).__name__}: {e}"
         return row
-    rec = res.records
-    sel = slice(tr.measure_from, tr.measure_to)
-    ttft, tpot = np.asarray(rec.ttft)[sel], np.asarray(rec.tpot)[sel]
-    if np.isnan(ttft).any() or np.isnan(tpot).any():
-        row.refused, row.detail = SIM_FAILED, "some measured requests did not finish"
-        return row
-    row.predicted = {"ttft": float(ttft.mean()), "tpot": float(tpot.mean())}
+    row.predicted = {"ttft": ttft, "tpot": tpot}
     row.wall_s = time.perf_counter() - t0
     return row
 
