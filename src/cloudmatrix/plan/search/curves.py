@@ -20,6 +20,7 @@ from cloudmatrix.perf.memory import memory_per_die, usable_hbm
 from cloudmatrix.plan.search.space import InstanceLayout, Software
 from cloudmatrix.sim.costs import PoolCosts
 from cloudmatrix.sim.scenario import ExpertsSpec
+from cloudmatrix.specs.backend import load_backend
 from cloudmatrix.specs.hardware import System
 from cloudmatrix.specs.model import ModelSpec
 
@@ -194,10 +195,16 @@ def colocated_curve(
     batch = np.arange(1, b_max + 1, dtype=np.float64)
     pts = batch.astype(int).tolist() if exact else sorted({a for a in DECODE_ANCHORS if a <= b_max} | {b_max})
     ctx = isl + osl / 2
+    # the stack's colocated schedule (specs/catalog/backends/*.toml [scheduling]): a mixed step is one forward
+    # over the chunk and the decode tokens (perf/mixed.py); a separate prefill step adds its own forward
+    mixed = load_backend(dep.backend).scheduling.prefill == "mixed"
     times = []
     for b in pts:
         c = max(1, round(lay.dies * b * tps * isl / (osl - 1)))
-        times.append(pc.decode_time(b, ctx) + pc.prefill_time(c, c * (isl + 1) / 2, min(c, isl)))
+        if mixed:
+            times.append(pc.mixed_time(b, ctx, c, c * (isl + 1) / 2, min(c, isl)))
+        else:
+            times.append(pc.decode_time(b, ctx) + pc.prefill_time(c, c * (isl + 1) / 2, min(c, isl)))
     step = np.interp(batch, np.asarray(pts, dtype=np.float64), np.asarray(times))
     chunk = lay.dies * batch * tps * isl / (osl - 1)
     return ColocatedCurve(lay, sw, chunk_per_die, batch, step, step / tps, free - batch * per_seq, chunk, len(pts))
