@@ -289,3 +289,30 @@ def test_trtllm_prefill_dispatches_nvfp4_tokens_with_fp4_experts():
     sgl = DieContext(r1, s, build_deployment(r1, backend="sglang", **kw))
     assert dispatch_bytes_per_copy(trt, prefill=True) == pytest.approx(7168 * (0.5 + 1 / 16))
     assert dispatch_bytes_per_copy(trt) == dispatch_bytes_per_copy(sgl, prefill=True) == pytest.approx(7168 + 224)
+
+
+def test_trtllm_prefill_on_hgx_all_gathers_instead_of_an_all_to_all():
+    from cloudmatrix.perf.deployment import build_deployment
+    from cloudmatrix.perf.prefill import prefill_step
+    from cloudmatrix.specs.model import load_model
+
+    r1 = load_model("deepseek-r1")
+    kw = dict(dies=8, ep=8, attn_tp=1, precision="fp8", shared_expert_dies=0, redundant_experts=0)
+
+    def moe_rows(system, backend):
+        s = load_system(system)
+        dep = build_deployment(r1, backend=backend, system=s, **kw)
+        step = prefill_step(r1, s, dep, 8 * 4096, 4096, check_memory=False)
+        return {r.name: r for r in step.rows if r.group == "moe_layer"}
+
+    hgx_trt, hgx_sgl = moe_rows("hgx-h200", "trtllm"), moe_rows("hgx-h200", "sglang")
+    # TensorRT-LLM on HGX: each die receives all 7 other dies' tokens (an NCCL all-gather) and its fused MoE op
+    # sums its experts' outputs itself (no separate combine sum); SGLang's DeepEP sends each token only where
+    # its experts are (4.6 of 7 dies at top-8)
+    # (`limit` = the bytes on the die's link at full rate)
+    assert hgx_trt["dispatch"].limit == pytest.approx(hgx_sgl["dispatch"].limit / (1 - (7 / 8) ** 8), rel=1e-3)
+    assert "combine_sum" not in hgx_trt and "combine_sum" in hgx_sgl
+    # on an NVL72 domain TensorRT-LLM runs its MNNVL all-to-all: the per-destination volume, as DeepEP
+    nvl_trt, nvl_sgl = moe_rows("gb200-nvl72", "trtllm"), moe_rows("gb200-nvl72", "sglang")
+    assert nvl_trt["dispatch"].limit == pytest.approx(nvl_sgl["dispatch"].limit)
+    assert nvl_trt["dispatch"].time != pytest.approx(nvl_sgl["dispatch"].time)  # each stack's own kernel fit

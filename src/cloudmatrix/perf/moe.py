@@ -76,6 +76,7 @@ def moe_ops(c: DieContext, tokens: float, phase: str) -> tuple[list[OpCost], dic
     # on every die: no gather, no dispatch, one all-reduce at the end; prefill MLA (SP -> TP -> SP) ends on
     # the die's own tokens and gathers / dispatches as usual
     gathered = group_tokens_everywhere(c, phase)
+    all_gather = not gathered and ep > 1 and _gathers_over_ep(c, prefill)
     g = dep.attn_tp if gathered else tp  # dies whose tokens each die holds (and over which shared experts split)
     send_tokens = tokens * g  # after the MoE-TP all-gather each die dispatches its TP group's tokens
 
@@ -85,7 +86,9 @@ def moe_ops(c: DieContext, tokens: float, phase: str) -> tuple[list[OpCost], dic
         ops.append(c.collective("all_gather", tokens * h * ACT_BYTES, tp, "moe_tp_all_gather", "moe"))
     if prefill and BYTES_PER_ELEMENT[dep.precision.dispatch] < ACT_BYTES and ep > 1 and not gathered:
         ops.append(c.vector("dispatch_quant", "moe", send_tokens * h, ACT_BYTES + disp_b / h))
-    if not gathered:
+    if all_gather:
+        ops.append(c.collective("all_gather", send_tokens * disp_b, ep, "dispatch", "moe"))
+    elif not gathered:
         ops.append(_all_to_all(c, "dispatch", send_tokens, copies, disp_b, prefill, imbalance))
     whole_op = moe_op_fitted(c)
     if prefill and not whole_op:
@@ -93,7 +96,10 @@ def moe_ops(c: DieContext, tokens: float, phase: str) -> tuple[list[OpCost], dic
         ops.append(c.vector("token_permute", "moe", hot_rows * h, 2 * disp_b / h))
     # the distinct tokens the die's MoE op takes in: all it holds when gathered, else those dispatched to it
     # (a token reaches a die once if any of its top-k experts lives there)
-    tokens_in = send_tokens if gathered else group_tokens * (1.0 - (1.0 - 1.0 / dep.routed_dies) ** m.top_k)
+    if gathered or all_gather:
+        tokens_in = send_tokens * (ep if all_gather else 1)
+    else:
+        tokens_in = group_tokens * (1.0 - (1.0 - 1.0 / dep.routed_dies) ** m.top_k)
     routed = c.grouped("routed_experts", hot_rows, distinct, swiglu_shapes(h, inter), tokens_in * imbalance)
     swiglu = None if whole_op else _swiglu(c, "routed_swiglu", hot_rows, inter)
     if dep.shared_expert_dies:
@@ -116,7 +122,10 @@ def moe_ops(c: DieContext, tokens: float, phase: str) -> tuple[list[OpCost], dic
                 _swiglu(c, "shared_swiglu", send_tokens, shared_inter),
             ]
     comb_b = h * BYTES_PER_ELEMENT[dep.precision.combine]
-    if not gathered:
+    if all_gather:
+        # each die's partial outputs for every gathered token, summed back onto the tokens' own dies
+        ops.append(c.collective("reduce_scatter", send_tokens * ACT_BYTES * h, ep, "combine", "moe"))
+    elif not gathered:
         ops.append(_all_to_all(c, "combine", send_tokens, copies, comb_b, prefill, imbalance))
     if not dep.shared_expert_dies and m.shared_experts:
         if not prefill and c.chip.efficiency.shared_experts_aux_stream and c.stream_share is None:
@@ -126,12 +135,22 @@ def moe_ops(c: DieContext, tokens: float, phase: str) -> tuple[list[OpCost], dic
         # each die's weighted partial sums over the experts it holds, summed and kept on every die
         ops.append(c.collective("all_reduce", tokens * g * h * ACT_BYTES, g, "moe_all_reduce", "moe"))
         return present(*ops), _loads(dep, m, hot_rows, mean_rows, distinct, imbalance, shared_rows)
-    if prefill:
+    if prefill and not all_gather:  # the all-gather path's fused MoE op sums its experts' outputs (its finalize)
         # weighted sum of each token's top-k expert outputs (+ shared), read BF16, write BF16
         ops.append(c.vector("combine_sum", "moe", send_tokens * h, (copies + 1) * ACT_BYTES))
     if tp > 1:
         ops.append(c.collective("reduce_scatter", tokens * h * ACT_BYTES, tp, "moe_tp_reduce_scatter", "moe"))
     return present(*ops), _loads(dep, m, hot_rows, mean_rows, distinct, imbalance, shared_rows)
+
+
+def _gathers_over_ep(c: DieContext, prefill: bool) -> bool:
+    """TensorRT-LLM's attention-DP prefill on a node without multi-node NVLink (HGX): its CutlassFusedMoE has no
+    all-to-all there; it all-gathers the quantised tokens over the EP group, runs the fused MoE op on all of them
+    and reduce-scatters the outputs (NCCL; `fused_moe_cutlass.py`, `allgather` / `reducescatter`). On an MNNVL
+    domain (NVL72: the NVLink domain spans nodes) it runs its MNNVL all-to-all instead. Decode keeps the
+    low-latency all-to-all fit (DeepEP LL), the only decode EP kernel measured on these planes."""
+    s = c.system.spec
+    return prefill and c.dep.backend == "trtllm" and (s.scale_up.domain_chips or 0) <= s.chips_per_node
 
 
 def _on_aux_stream(main: list[OpCost], aux: list[OpCost]) -> OpCost:
