@@ -15,7 +15,7 @@ from __future__ import annotations
 from cloudmatrix.perf.context import DieContext
 from cloudmatrix.perf.moe import moe_ops
 from cloudmatrix.perf.overlap import comm_cores_for, layer_time
-from cloudmatrix.perf.prefill import _attention, prefill_step
+from cloudmatrix.perf.prefill import prefill_attention, prefill_step
 from cloudmatrix.sim.costs import PoolCosts
 from cloudmatrix.sim.scenario import load_scenario
 
@@ -51,7 +51,7 @@ def deployment(name: str = "paper-prefill-perfect"):
 
 def layer_ops(model, system, dep, tokens: float):
     c = DieContext(model, system, dep)
-    return _attention(c, tokens, PROMPT) + moe_ops(c, tokens, "prefill")[0]
+    return prefill_attention(c, tokens, PROMPT) + moe_ops(c, tokens, "prefill")[0]
 
 
 def physics(model, dep, tokens: float) -> dict[str, tuple[float, float]]:

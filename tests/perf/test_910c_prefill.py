@@ -15,7 +15,7 @@ import pytest
 from cloudmatrix.perf.context import DieContext
 from cloudmatrix.perf.moe import moe_ops
 from cloudmatrix.perf.overlap import comm_cores_for, layer_time
-from cloudmatrix.perf.prefill import _attention
+from cloudmatrix.perf.prefill import prefill_attention
 from cloudmatrix.sim.costs import PoolCosts
 from cloudmatrix.sim.scenario import load_scenario
 
@@ -36,7 +36,7 @@ def setup():
 
 def layer(system, model, dep, tokens):
     c = DieContext(model, system, dep)
-    return _attention(c, tokens, PROMPT) + moe_ops(c, tokens, "prefill")[0]
+    return prefill_attention(c, tokens, PROMPT) + moe_ops(c, tokens, "prefill")[0]
 
 
 def by_name(ops):

@@ -25,7 +25,6 @@ def prefill_attention(c: DieContext, tokens: float, prompt_len: float):
     return gqa_ops(c, tokens, tokens / prompt_len, prompt_len, causal_prefill=True)
 
 
-_attention = prefill_attention  # the name tests/perf/test_910c_prefill.py and a benchmark import
 
 
 def prefill_step(
