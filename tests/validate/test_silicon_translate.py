@@ -220,3 +220,15 @@ def test_a_run_on_the_mtp_configs_image_is_refused_and_never_folded_with_a_plain
         T.translate(ms["mtp"])
     assert e.value.reason == T.MTP_RUN
     T.translate(ms["plain"])  # the plain run is expressible
+
+
+def test_the_report_says_which_layouts_were_read_back_or_are_gpu_totals(tmp_path):
+    from cloudmatrix.validate.silicon import base_row
+
+    inflated = agg("run_tp8_ep8_3", system="b200_sxm", tp=64, dp=1, moe_tp=8, ep=8)
+    assert "read back from the run id" in base_row(point(tmp_path, inflated)).conditions
+    head = "2026_04_06_deepseek_r1_gb200_trtllm_fp4_agg"
+    total = agg(f"{head}_1024x1024_c32_tp36_ep1_11", conc=32, system="gb200", tp=36, dp=1, moe_tp=36, ep=1)
+    with pytest.raises(T.Refused) as e:
+        T.translate(point(tmp_path, total))
+    assert e.value.reason == T.INCOMPLETE and "GPU total" in e.value.detail

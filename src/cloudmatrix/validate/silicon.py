@@ -32,6 +32,7 @@ def base_row(m: Measurement) -> ValidationRow:
         conditions=(
             f"{r.model} {r.precision} {r.isl}/{r.osl} c{r.concurrency} {r.describe_layout()}"
             + (f"; median of {m.repeats} measurements" if m.repeats > 1 else "")
+            + ("; layout read back from the run id (the CSV's copy counts its GPUs twice)" if r.layout_from_id else "")
         ),
         measured={"ttft": m.ttft_s, "tpot": m.tpot_s},
         source=f"aiconfigurator-core silicon_sample.csv ids {', '.join(m.ids)}",

@@ -195,7 +195,8 @@ def check_expressible(row: SiliconRow) -> None:
     if row.concurrency is None:
         raise Refused(NO_CONCURRENCY, row.id)
     if not row.complete:
-        raise Refused(INCOMPLETE, row.describe_layout())
+        total = "; its series records a deployment's GPU total as TP (silicon_csv.unmask_gpu_totals)"
+        raise Refused(INCOMPLETE, row.describe_layout() + (total if row.gpu_total else ""))
     if not row.consistent:
         raise Refused(INCONSISTENT, row.describe_layout())
     if row.mtp_run:
