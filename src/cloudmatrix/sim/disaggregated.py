@@ -9,14 +9,24 @@ specs/backend.py DEFAULT_BACKEND). Whether a prefill step may split a prompt is 
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from cloudmatrix.perf import comm
 from cloudmatrix.serving.prefill_scheduler import PrefillBatch, PrefillScheduler
 from cloudmatrix.serving.router import DecodeRouter
 from cloudmatrix.sim.scenario import Scenario
+from cloudmatrix.sim.scheduling import scheduling_for
 from cloudmatrix.sim.serving_sim import ServingSimulation
 from cloudmatrix.specs.backend import load_backend
+
+
+class _Load(NamedTuple):
+    """A decode instance's load as a router that picks at arrival sees it (serving/router.py reads these two)."""
+
+    running: int
+    queued: int  # waiting for a slot, or routed with its KV still to come
 
 
 class DisaggregatedSimulation(ServingSimulation):
@@ -41,11 +51,42 @@ class DisaggregatedSimulation(ServingSimulation):
             self._pending: list[list[int]] = [[] for _ in self.decoders]  # admitted, first step not yet run
         # a round-robin front end takes prefill instances in turn too (trtllm.toml [handoff] routing: Dynamo)
         self._prefill_rr = DecodeRouter("round_robin", p.instances) if self.handoff.routing == "round_robin" else None
+        if self.handoff.prefill_after_decode_intake:
+            # the decode instance is chosen at arrival; its scheduler takes new requests in at a poll, and only then
+            # may the prefill start the prompt (sglang.toml [handoff] prefill_after_decode_intake)
+            self._decode_of = np.full(self.n, -1, dtype=np.int64)
+            self.decode_intake = np.full(self.n, np.nan)  # when the decode scheduler took each request in
+            self._intake: list[list[tuple[int, int, int]]] = [[] for _ in self.decoders]
+            self._recv_interval = scheduling_for(d).recv_interval
+            self._recv_count = [0] * len(self.decoders)
+            self._reserved = [0] * len(self.decoders)  # routed, KV not yet arrived: a load the router sees
         # the prefill pool's own stack decides whether its steps may split a prompt (its [scheduling] chunked)
         self._chunked = load_backend(p.backend).scheduling.chunked
         self._check_whole_prompts_fit("prefill", p, self._chunked)
 
     def _route(self, r: int, length: int, cached: int, t: float) -> None:
+        if self.handoff.prefill_after_decode_intake:
+            # the router counts a request from the moment it routes it (its prompt may still be in prefill)
+            seen = [_Load(d.running, d.queued + k) for d, k in zip(self.decoders, self._reserved, strict=True)]
+            j = self.router.pick(seen)
+            self._decode_of[r] = j
+            self._reserved[j] += 1
+            if self.decoders[j].busy:  # taken in at the decode scheduler's next poll
+                self._intake[j].append((r, length, cached))
+                return
+        self._to_prefill(r, length, cached, t)  # an idle decode scheduler polls continuously: at once
+
+    def _decode_intake(self, j: int, t: float) -> None:
+        """Decode instance j's scheduler polls: what came since its last poll is taken in, its KV reserved, and
+        the prefill may start those prompts."""
+        self._recv_count[j] = 0
+        waiting, self._intake[j] = self._intake[j], []
+        for item in waiting:
+            self._to_prefill(*item, t)
+
+    def _to_prefill(self, r: int, length: int, cached: int, t: float) -> None:
+        if self.handoff.prefill_after_decode_intake:
+            self.decode_intake[r] = t
         if self._prefill_rr is None:
             q = self.prefill.assign(r, length, cached)  # least queued work
         else:  # in turn, whatever their queues
@@ -92,8 +133,14 @@ class DisaggregatedSimulation(ServingSimulation):
     # ------------------------------------------------------------ decode pool
     def _transfer_done(self, reqs: list[int], t: float) -> None:
         self.kv_ready[reqs] = t
+        if self.handoff.prefill_after_decode_intake:
+            for r in reqs:
+                self._reserved[int(self._decode_of[r])] -= 1
         if len(self.decoders) == 1:  # the common layout: queue them all at once
             self._to_decode_many(self.decoders[0], reqs)
+        elif self.handoff.prefill_after_decode_intake:  # to the instance that reserved its KV at intake
+            for r in reqs:
+                self._to_decode(self.decoders[int(self._decode_of[r])], r)
         else:
             for r in reqs:
                 self._to_decode(self.decoders[self.router.pick(self.decoders)], r)
@@ -108,10 +155,14 @@ class DisaggregatedSimulation(ServingSimulation):
         n = d.running
         if n == 0:
             d.busy = False
+            if self.handoff.prefill_after_decode_intake and self._intake[j]:
+                self._decode_intake(j, t)  # idle: the scheduler polls at once
             return
         if self.handoff.pull_after_admission:
             self._start_pulling_step(j, d, before, n, t)
             return
+        if n > before and self.handoff.prefill_after_decode_intake and self._intake[j]:
+            self._decode_intake(j, t)  # the PREBUILT forward that took them in weighs 1,000: the next loop polls
         dt = self.costs["decode"].decode_time(*d.busiest_die())
         if n > before and self.handoff.first_token_after_step:
             # the admitted requests (the newest live entries) see their first token when this step ends
@@ -152,4 +203,10 @@ class DisaggregatedSimulation(ServingSimulation):
     def _decode_done(self, arg: tuple[int, float], t: float) -> None:
         j, dt = arg
         self._apply_decode_step(self.decoders[j], t, dt)
+        if self.handoff.prefill_after_decode_intake:
+            # SGLang's SchedulerRecvSkipper: a decode forward weighs 1, the poll comes when the sum reaches
+            # --scheduler-recv-interval (1: every step)
+            self._recv_count[j] += 1
+            if self._recv_count[j] >= self._recv_interval:
+                self._decode_intake(j, t)
         self._start_decode(j, t)

@@ -102,6 +102,10 @@ class HandOff(_Strict):
     routing: Literal["least_loaded", "round_robin"]  # picks the decode instance (serving/router.py DECODE_ROUTING)
     first_token_after_step: bool  # the first token reaches the client with the decode worker's first step
     pull_after_admission: bool  # the decode worker pulls a request's KV once it has given it a slot
+    # the prefill starts a prompt only once the decode instance's scheduler has taken the request in (at its next
+    # poll: a step boundary, every `recv_interval` decode steps, at once when idle) and reserved its KV; False: the
+    # prefill does not wait for the decode side (stacks whose decode worker is chosen after the prefill)
+    prefill_after_decode_intake: bool = False
 
 
 class BackendProfile(_Frozen):
