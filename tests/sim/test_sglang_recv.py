@@ -7,27 +7,12 @@ import numpy as np
 from cloudmatrix.sim.scenario import load_scenario
 from cloudmatrix.sim.simulation import build_simulation
 
-SCENARIO = """
-name = "sglang-recv"
-system = "hgx-h200"
-model = "deepseek-r1"
-mode = "colocated"
-[precision]
-weights = "fp8"
-kv_cache = "fp8"
-[experts]
-placement = "none"
-[colocated]
-instances = 1
-dies = 8
-ep = 8
-microbatches = 1
-shared_expert_dies = 0
-redundant_experts = 0
-tokens_per_die = 1024
-batch_per_die = 8
-backend = "sglang"
-recv_interval = {interval}
+from .h200_colocated import h200_colocated
+
+SCENARIO = h200_colocated(
+    "sglang-recv", instances=1, dies=8, ep=8, microbatches=1, shared_expert_dies=0, redundant_experts=0,
+    tokens_per_die=1024, batch_per_die=8, backend="sglang",
+) + """recv_interval = {interval}
 [workload]
 kind = "trace"
 trace = "t.csv"
@@ -59,3 +44,21 @@ def test_without_an_interval_that_prompt_runs_right_after_the_prefill(tmp_path):
     starts = np.asarray(sim.step_start["colocated"])
     # polled at every launch: received while the first decode step is formed, prefilled after that one step
     assert ((starts >= sim.prefill_end[0]) & (starts < sim.prefill_start[1])).sum() == 1
+
+
+def test_the_skipper_polls_when_the_weights_reach_the_interval_and_restarts():
+    from cloudmatrix.sim.scheduling import RecvSkipper
+
+    s = RecvSkipper(3)
+    s.add(prefill=False)
+    s.add(prefill=False)
+    assert not s.due
+    s.add(prefill=False)
+    assert s.due
+    s.polled()
+    assert not s.due
+    s.add(prefill=True)  # any forward that is not a decode step passes the interval at once
+    assert s.due
+    s.polled()
+    s.force()  # an idle scheduler polls at its next check
+    assert s.due

@@ -9,11 +9,8 @@ from __future__ import annotations
 from cloudmatrix.serving.prefill_scheduler import PrefillBatch, PrefillQueue
 from cloudmatrix.serving.router import pick_colocated_instance
 from cloudmatrix.sim.scenario import PoolSpec, Scenario
-from cloudmatrix.sim.scheduling import scheduling_for
+from cloudmatrix.sim.scheduling import RecvSkipper, scheduling_for
 from cloudmatrix.sim.serving_sim import ServingSimulation
-
-# SGLang's SchedulerRecvSkipper weight of a forward that is not a decode step: polling follows at once
-_AFTER_PREFILL = 1000
 
 
 class ColocatedSimulation(ServingSimulation):
@@ -29,7 +26,8 @@ class ColocatedSimulation(ServingSimulation):
         self.queues = [PrefillQueue(budget, pool.policy) for _ in range(pool.instances)]
         # prompts that reached an instance but that its scheduler has not taken in yet
         self.inbox: list[list[tuple[int, int, int]]] = [[] for _ in range(pool.instances)]
-        self.recv_count = [s.recv_interval] * pool.instances  # the first poll takes what is there
+        # the first poll takes what is there
+        self.recv = [RecvSkipper(s.recv_interval, count=s.recv_interval) for _ in range(pool.instances)]
         self._decode_tokens = 1 + scenario.mtp.depth  # budget tokens one decoding sequence takes in a mixed step
         self._ranks = pool.dies // pool.attn_tp  # attention-DP ranks of an instance
         self.held_steps = [0] * pool.instances  # steps prompts have been held for attention-DP balance
@@ -49,9 +47,9 @@ class ColocatedSimulation(ServingSimulation):
     def _receive(self, i: int) -> None:
         """The scheduler polls for new requests when the interval allows (the count restarts at every poll,
         whether anything came or not): the inbox joins the prefill queue."""
-        if self.recv_count[i] < self.sched.recv_interval:
+        if not self.recv[i].due:
             return
-        self.recv_count[i] = 0
+        self.recv[i].polled()
         q = self.queues[i]
         for item in self.inbox[i]:
             q.enqueue(*item)
@@ -81,12 +79,12 @@ class ColocatedSimulation(ServingSimulation):
             # SGLang's skipper weighs the forward launched last, the one the GPU runs at the poll (0.5.9 / 0.5.10.post1
             # scheduler.py event_loop_overlap + recv_requests): this step counts before its own poll
             if batch is not None or decoding:
-                self.recv_count[i] += _AFTER_PREFILL if batch is not None else 1
+                self.recv[i].add(prefill=batch is not None)
             self._receive(i)
         if not decoding and batch is None:
             d.busy = False
             if retry and (self.inbox[i] or len(q)):  # idle: the scheduler keeps polling, takes what came at once
-                self.recv_count[i] = s.recv_interval
+                self.recv[i].force()
                 self._receive(i)
                 self._start_step(i, t, retry=False)
             return
@@ -140,7 +138,7 @@ class ColocatedSimulation(ServingSimulation):
         # the poll that follows: a decode step counts 1 towards the interval, any other forward passes it (under
         # overlap the step was counted at its launch, in _start_step)
         if not self.sched.overlap:
-            self.recv_count[i] += _AFTER_PREFILL if batch is not None else 1
+            self.recv[i].add(prefill=batch is not None)
         if decoded:
             self._apply_decode_step(d, t, dt)
         if batch is not None:

@@ -17,7 +17,7 @@ from cloudmatrix.perf import comm
 from cloudmatrix.serving.prefill_scheduler import PrefillBatch, PrefillScheduler
 from cloudmatrix.serving.router import DecodeRouter
 from cloudmatrix.sim.scenario import Scenario
-from cloudmatrix.sim.scheduling import scheduling_for
+from cloudmatrix.sim.scheduling import RecvSkipper, scheduling_for
 from cloudmatrix.sim.serving_sim import ServingSimulation
 from cloudmatrix.specs.backend import load_backend
 
@@ -57,8 +57,7 @@ class DisaggregatedSimulation(ServingSimulation):
             self._decode_of = np.full(self.n, -1, dtype=np.int64)
             self.decode_intake = np.full(self.n, np.nan)  # when the decode scheduler took each request in
             self._intake: list[list[tuple[int, int, int]]] = [[] for _ in self.decoders]
-            self._recv_interval = scheduling_for(d).recv_interval
-            self._recv_count = [0] * len(self.decoders)
+            self._recv = [RecvSkipper(scheduling_for(d).recv_interval) for _ in self.decoders]
             self._reserved = [0] * len(self.decoders)  # routed, KV not yet arrived: a load the router sees
         # the prefill pool's own stack decides whether its steps may split a prompt (its [scheduling] chunked)
         self._chunked = load_backend(p.backend).scheduling.chunked
@@ -79,7 +78,7 @@ class DisaggregatedSimulation(ServingSimulation):
     def _decode_intake(self, j: int, t: float) -> None:
         """Decode instance j's scheduler polls: what came since its last poll is taken in, its KV reserved, and
         the prefill may start those prompts."""
-        self._recv_count[j] = 0
+        self._recv[j].polled()
         waiting, self._intake[j] = self._intake[j], []
         for item in waiting:
             self._to_prefill(*item, t)
@@ -183,7 +182,7 @@ class DisaggregatedSimulation(ServingSimulation):
         per_die, ctx = d.busiest_die()
         if per_die == 0:  # every sequence is still receiving its KV: wake when the first transfer lands
             d.busy = True
-            self.loop.at(float(d.ready_at[:n].min()), self._start_decode_at, j)
+            self.loop.at(float(d.ready_at[:n].min()), self._start_decode, j)
             return
         dt = self.costs["decode"].decode_time(per_die, ctx)
         if pending:
@@ -197,16 +196,11 @@ class DisaggregatedSimulation(ServingSimulation):
         self._book_step("decode", d, n, dt, t)
         self.loop.at(t + dt, self._decode_done, (j, dt))
 
-    def _start_decode_at(self, j: int, t: float) -> None:
-        self._start_decode(j, t)
-
     def _decode_done(self, arg: tuple[int, float], t: float) -> None:
         j, dt = arg
         self._apply_decode_step(self.decoders[j], t, dt)
         if self.handoff.prefill_after_decode_intake:
-            # SGLang's SchedulerRecvSkipper: a decode forward weighs 1, the poll comes when the sum reaches
-            # --scheduler-recv-interval (1: every step)
-            self._recv_count[j] += 1
-            if self._recv_count[j] >= self._recv_interval:
+            self._recv[j].add(prefill=False)  # a decode forward
+            if self._recv[j].due:
                 self._decode_intake(j, t)
         self._start_decode(j, t)

@@ -31,7 +31,7 @@ from cloudmatrix.specs.backend import Scheduling, load_backend
 if TYPE_CHECKING:
     from cloudmatrix.sim.scenario import PoolSpec
 
-__all__ = ["Scheduling", "scheduling_for"]
+__all__ = ["RecvSkipper", "Scheduling", "scheduling_for"]
 
 
 def scheduling_for(pool: PoolSpec) -> Scheduling:
@@ -41,3 +41,30 @@ def scheduling_for(pool: PoolSpec) -> Scheduling:
             "recv_interval": pool.recv_interval, "balance_timeout": pool.balance_timeout,
             "batch_wait_iters": pool.batch_wait_iters, "batch_wait_ratio": pool.batch_wait_ratio}  # fmt: skip
     return s.model_copy(update={k: v for k, v in keys.items() if v is not None})
+
+
+class RecvSkipper:
+    """SGLang's SchedulerRecvSkipper (managers/scheduler_recv_skipper.py, 0.5.9 / 0.5.10.post1): each forward adds its
+    weight, a decode forward 1 and any other (a prefill, a PREBUILT batch) 1,000; the scheduler polls for new
+    requests when the sum reaches `interval` (--scheduler-recv-interval; 1: every step), and the sum restarts at
+    every poll, whether anything came or not. One per scheduler (colocated instance, disaggregated decode worker)."""
+
+    PREFILL_WEIGHT = 1000
+
+    def __init__(self, interval: int, count: int = 0):
+        self.interval, self.count = interval, count
+
+    def add(self, prefill: bool) -> None:
+        """A forward ran (or, under SGLang's overlap loop, was launched): its weight counts."""
+        self.count += self.PREFILL_WEIGHT if prefill else 1
+
+    @property
+    def due(self) -> bool:
+        return self.count >= self.interval
+
+    def polled(self) -> None:
+        self.count = 0
+
+    def force(self) -> None:
+        """An idle scheduler polls continuously: the next check polls."""
+        self.count = self.interval
