@@ -11,6 +11,7 @@ from cloudmatrix.sim.scenario import ExpertsSpec, load_scenario
 from cloudmatrix.sim.simulation import build_simulation
 from cloudmatrix.specs.hardware import load_system
 from cloudmatrix.specs.model import load_model
+from sim.h200_colocated import h200_colocated  # tests/sim, on the path pytest gives the tests
 
 R1 = load_model("deepseek-r1")
 H200 = load_system("hgx-h200")
@@ -90,33 +91,19 @@ def test_pool_costs_mixed_time_against_its_prefill_and_decode_times():
     assert costs.decode_time(12, 2500) == dec  # decode-only steps keep their own cost
 
 
-COLOC = """
-name = "coloc"
-system = "hgx-h200"
-model = "deepseek-r1"
-mode = "colocated"
-[precision]
-weights = "fp8"
-kv_cache = "fp8"
-[experts]
-placement = "none"
-[colocated]
-instances = 1
-dies = 8
-ep = 8
-microbatches = 1
-shared_expert_dies = 0
-redundant_experts = 0
-tokens_per_die = 1024
-batch_per_die = 8
-backend = "{backend}"
-[workload]
+WORKLOAD = """[workload]
 kind = "closed"
 concurrency = 8
 num_requests = 24
-input_len = {{ kind = "uniform", lo = 800, hi = 1024 }}
-output_len = {{ kind = "uniform", lo = 20, hi = 40 }}
+input_len = { kind = "uniform", lo = 800, hi = 1024 }
+output_len = { kind = "uniform", lo = 20, hi = 40 }
 """
+
+
+def _coloc(backend: str) -> str:
+    pool = {"instances": 1, "dies": 8, "ep": 8, "microbatches": 1, "shared_expert_dies": 0, "redundant_experts": 0,
+            "tokens_per_die": 1024, "batch_per_die": 8, "backend": backend}  # fmt: skip
+    return h200_colocated(**pool) + WORKLOAD
 
 
 def _costed_steps(tmp_path, monkeypatch, backend):
@@ -131,7 +118,7 @@ def _costed_steps(tmp_path, monkeypatch, backend):
             return t
 
         monkeypatch.setattr(PoolCosts, name, wrapped)
-    (tmp_path / "s.toml").write_text(COLOC.format(backend=backend))
+    (tmp_path / "s.toml").write_text(_coloc(backend))
     sim = build_simulation(load_scenario(tmp_path / "s.toml"))
     sim.run()
     return calls, list(sim.step_dt["colocated"])

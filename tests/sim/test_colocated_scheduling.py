@@ -11,24 +11,9 @@ from cloudmatrix.sim.scheduling import scheduling_for
 from cloudmatrix.sim.simulation import build_simulation
 from cloudmatrix.specs.backend import load_backend
 
-BASE = """
-name = "coloc"
-system = "hgx-h200"
-model = "deepseek-r1"
-mode = "colocated"
-[precision]
-weights = "fp8"
-kv_cache = "fp8"
-[experts]
-placement = "none"
-[colocated]
-instances = 1
-dies = 8
-ep = 8
-microbatches = 1
-shared_expert_dies = 0
-redundant_experts = 0
-"""
+from .h200_colocated import h200_colocated, toml_value
+
+BASE = h200_colocated(instances=1, dies=8, ep=8, microbatches=1, shared_expert_dies=0, redundant_experts=0)
 CLOSED = """[workload]
 kind = "closed"
 concurrency = 8
@@ -43,7 +28,7 @@ def run(tmp_path):
     def go(workload: str = CLOSED, trace: str | None = None, **pool):
         pool.setdefault("tokens_per_die", 1024)
         pool.setdefault("batch_per_die", 8)
-        text = BASE + "".join(f"{k} = {_toml(v)}\n" for k, v in pool.items()) + workload
+        text = BASE + "".join(f"{k} = {toml_value(v)}\n" for k, v in pool.items()) + workload
         if trace is not None:
             (tmp_path / "t.csv").write_text(trace)
         (tmp_path / "s.toml").write_text(text)
@@ -52,10 +37,6 @@ def run(tmp_path):
         return sim
 
     return go
-
-
-def _toml(v):
-    return str(v).lower() if isinstance(v, bool) else f'"{v}"' if isinstance(v, str) else str(v)
 
 
 def _steps(sim):

@@ -9,27 +9,12 @@ from cloudmatrix.sim.simulation import build_simulation
 from cloudmatrix.validate.silicon_csv import PoolLayout, SiliconRow
 from cloudmatrix.validate.silicon_recipes import serving_config
 
-BASE = """
-name = "coloc"
-system = "hgx-h200"
-model = "deepseek-r1"
-mode = "colocated"
-[precision]
-weights = "fp8"
-kv_cache = "fp8"
-[experts]
-placement = "none"
-[colocated]
-instances = 1
-microbatches = 1
-shared_expert_dies = 0
-redundant_experts = 0
-backend = "trtllm"
-chunked_prefill = false
-overlap = false
-tokens_per_die = 1024
-batch_per_die = 8
-"""
+from .h200_colocated import h200_colocated
+
+BASE = h200_colocated(
+    instances=1, microbatches=1, shared_expert_dies=0, redundant_experts=0, backend="trtllm", chunked_prefill=False,
+    overlap=False, tokens_per_die=1024, batch_per_die=8,
+)
 TRACE = """[workload]
 kind = "trace"
 trace = "t.csv"
