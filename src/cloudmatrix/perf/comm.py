@@ -89,10 +89,15 @@ def ep_all_to_all(
     return fabric.latency + volume / (bw * eff) + _sync(fabric, group), volume / bw
 
 
+def hit_probability(bins: float, draws: float) -> float:
+    """Chance that one given bin of `bins` is hit by `draws` independent uniform draws."""
+    return 1.0 - (1.0 - 1.0 / bins) ** draws
+
+
 def expected_remote_dies(group: int, copies: float) -> float:
     """Expected dies other than the sender's among `copies` uniformly routed experts spread evenly over `group`
     dies: what a kernel that sends each token once per destination die moves."""
-    return (group - 1) * (1.0 - (1.0 - 1.0 / group) ** copies)
+    return (group - 1) * hit_probability(group, copies)
 
 
 def _per_copy(fabric: FabricSpec, op: str) -> float:
@@ -111,7 +116,7 @@ def _efficiency(fabric: FabricSpec, op: str, prefill: bool) -> float:
 
 def expected_distinct(bins: float, draws: float) -> float:
     """Expected distinct bins hit by `draws` independent uniform draws over `bins` bins."""
-    return bins * (1.0 - (1.0 - 1.0 / bins) ** draws) if bins > 0 else 0.0
+    return bins * hit_probability(bins, draws) if bins > 0 else 0.0
 
 
 def hierarchical_ep_all_to_all(

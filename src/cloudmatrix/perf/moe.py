@@ -99,7 +99,7 @@ def moe_ops(c: DieContext, tokens: float, phase: str) -> tuple[list[OpCost], dic
     if gathered or all_gather:
         tokens_in = send_tokens * (ep if all_gather else 1)
     else:
-        tokens_in = group_tokens * (1.0 - (1.0 - 1.0 / dep.routed_dies) ** m.top_k)
+        tokens_in = group_tokens * comm.hit_probability(dep.routed_dies, m.top_k)
     routed = c.grouped("routed_experts", hot_rows, distinct, swiglu_shapes(h, inter), tokens_in * imbalance)
     swiglu = None if whole_op else _swiglu(c, "routed_swiglu", hot_rows, inter)
     if dep.shared_expert_dies:
