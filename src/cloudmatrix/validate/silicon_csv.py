@@ -238,8 +238,6 @@ def _layout(r: dict[str, str], prefix: str) -> PoolLayout:
 
 
 _CONCURRENCY = re.compile(r"silicon_concurrency=(\d+)")
-# InferenceMAX names a run after its worker: `..._tp{T}_ep{E}_{n}` (another dump writes `tp8_0_ep8_0`):
-# T GPUs, the routed experts spread over E of them (its scripts' TP and EP_SIZE).
 # Images only InferenceMAX's MTP configs ran: from 2026-02-05/06 (.github/configs/nvidia-master.yaml at 5d517074 and
 # 0aae52d4, mirror github.com/ajith-sirra-amd/InferenceMAX_Rocm_Team) dsr1-fp8-b200-trt-mtp and dsr1-fp4-b200-trt-mtp
 # (dsr1_fp*_b200_trt_mtp.sh: speculative_config MTP, num_nextn_predict_layers 3, or 1 with DP attention) run
@@ -249,7 +247,13 @@ _CONCURRENCY = re.compile(r"silicon_concurrency=(\d+)")
 MTP_IMAGES = (("trtllm", "b200_sxm", "1.2.0rc6.post3"),)
 # GPUs of one node of the HGX systems, where InferenceMAX's aggregated runs are single-node
 SINGLE_NODE_GPUS = {"h100_sxm": 8, "h200_sxm": 8, "b200_sxm": 8, "b300_sxm": 8}
-_RUN_WORKER = re.compile(r"_tp(\d+)(?:_0)?_ep(\d+)(?:_0)?_\d+$")
+# InferenceMAX's run ids: `<head>_{agg|disagg}_<ISL>x<OSL>_c<conc>_tp<T>_ep<E>_<n>`, head = date, model, system,
+# backend, precision (another dump writes `tp8_0_ep8_0`): T GPUs in the worker, the routed experts over E of them
+# (its scripts' TP and EP_SIZE)
+# (the worker suffix alone is enough where only T and E are needed)
+_RUN_ID = re.compile(
+    r"(?:^(?P<head>.+)_(?P<mode>agg|disagg)_\d+x\d+_c\d+)?_tp(?P<tp>\d+)(?:_0)?_ep(?P<ep>\d+)(?:_0)?_\d+$"
+)
 
 
 def read_inflated_worker(layout: PoolLayout, row_id: str, system: str) -> PoolLayout | None:
@@ -267,10 +271,10 @@ def read_inflated_worker(layout: PoolLayout, row_id: str, system: str) -> PoolLa
     if None in (layout.tp, layout.attention_dp, layout.moe_tp, layout.moe_ep):
         return None
     tp, dp, moe_tp, ep = layout.tp, layout.attention_dp, layout.moe_tp, layout.moe_ep
-    m = _RUN_WORKER.search(row_id)
+    m = _RUN_ID.search(row_id)
     if m is not None:
-        gpus = int(m.group(1))
-        if int(m.group(2)) != ep:
+        gpus = int(m["tp"])
+        if int(m["ep"]) != ep:
             return None
     elif tp * dp > SINGLE_NODE_GPUS.get(system, tp * dp) and moe_tp > 1:  # type: ignore[operator]
         gpus = moe_tp  # type: ignore[assignment]
@@ -377,8 +381,6 @@ def fold_repeats(kept: list[tuple[SiliconRow, list[SiliconRow]]]) -> list[Measur
     return out
 
 
-# a run id: `<date>_<model>_<system>_<backend>_<precision>_{agg|disagg}_<ISL>x<OSL>_c<conc>_tp<N>_ep<E>_<n>`
-_RUN_ID = re.compile(r"^(?P<head>.+)_agg_\d+x\d+_c\d+_tp(?P<tp>\d+)_ep1_\d+$")
 DEEPSEEK_HEADS = 128  # num_attention_heads of DeepSeek-V3/R1 (config.json)
 
 
@@ -393,14 +395,18 @@ def unmask_gpu_totals(rows: list[SiliconRow]) -> list[SiliconRow]:
     10.10 ms disagg). A series with one such N is read as totals throughout: its rows become incomplete
     (refused as such, on the twin's side and on aiconfigurator's). Series whose every N divides the heads
     (the HGX tp4/tp8 runs) are left as recorded."""
+    def tp_n_ep1(r: SiliconRow) -> re.Match | None:
+        m = _RUN_ID.search(r.id) if r.mode == "agg" else None
+        return m if m is not None and m["mode"] == "agg" and m["ep"] == "1" else None
+
     series: dict[str, set[int]] = {}
     for r in rows:
-        if r.mode == "agg" and (m := _RUN_ID.match(r.id)):
+        if m := tp_n_ep1(r):
             series.setdefault(m["head"], set()).add(int(m["tp"]))
     totals = {head for head, tps in series.items() if any(DEEPSEEK_HEADS % n for n in tps)}
     out = []
     for r in rows:
-        m = _RUN_ID.match(r.id) if r.mode == "agg" and r.agg is not None else None
+        m = tp_n_ep1(r) if r.agg is not None else None
         if m is not None and m["head"] in totals:
             r = replace(r, agg=replace(r.agg, workers=None), gpu_total=True)  # type: ignore[arg-type]
         out.append(r)
