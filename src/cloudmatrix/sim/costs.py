@@ -21,6 +21,9 @@ from cloudmatrix.specs.hardware import System
 from cloudmatrix.specs.model import ModelSpec
 
 _CTX_ROUND = 16
+# the host dispatch a mixed step pays: a batch holding a context request runs as a prefill step does (eager in
+# TensorRT-LLM: backends/trtllm.toml [phases]); the profiles have no phase of their own for it
+MIXED_PHASE = "prefill"
 _PREFILL_ROUND = 64
 # ops of a prefill step that work on what the EP group's dies receive (the instance's mean load),
 # as perf names them; every other op runs on the die's own tokens
@@ -64,9 +67,6 @@ class PoolCosts:
         self._decode: dict[tuple[int, int], float] = {}
         self._prefill: dict[tuple[int, int, int], float] = {}
         self._mixed: dict[tuple, float] = {}
-        # the host dispatch a mixed step pays: a batch holding a context request runs as a prefill step does
-        # (eager in TensorRT-LLM: backends/trtllm.toml [phases]); the profile has no phase of its own for it yet
-        self.mixed_phase = "prefill"
         self.disp_bytes = dispatch_bytes_per_copy(DieContext(model, system, dep)) if model.is_moe else 0.0
 
     def imbalance(self, tokens_per_die: float) -> float:
@@ -137,7 +137,7 @@ class PoolCosts:
         t = self._mixed.get(key)
         if t is None:
             dep = self.dep.with_(imbalance=self.imbalance(mean + per_die * (1 + self.dep.mtp_depth)))
-            m, s, phase = self.model, self.system, self.mixed_phase
+            m, s, phase = self.model, self.system, MIXED_PHASE
 
             def step(at: int):
                 return mixed_step(m, s, dep, at, eff_len, per_die, ctx, host_phase=phase, check_memory=False)
