@@ -69,12 +69,13 @@ LAYER_SCENARIO = "paper-decode"  # EP320: 256 routed + 32 shared-expert + 32 red
 # The decode MLA kernel's KV loads and cube work do not overlap on the 910C (a structural assumption, no
 # parameter; docs/calibration.md "Ascend 910C layer times" gives the evidence): the fit is made with it.
 DECODE_ATTENTION_SERIAL = True
-LATENCY_KEYS = ("kernel_latency", "attention_latency", "vector_latency", "attention_prefill_latency")
+# prefill attention has its own launch latency (fit_fa), so a decode refit leaves it alone
+LATENCY_KEYS = ("kernel_latency", "attention_latency", "vector_latency")
 
 
 def chip_with(updates: dict[str, float]):
     """The 910C system with these [efficiency] keys replaced; a `kernel_latency` also sets the latencies that
-    default to it in the TOML (attention, vector, prefill attention), as loading the written file would."""
+    default to it in the TOML (attention, vector), as loading the written file would."""
     from cloudmatrix.specs.hardware import System, load_system
 
     base = load_system("cloudmatrix384")
@@ -139,38 +140,103 @@ def fit_kernel_latency(
     }
 
 
-# Prefill attention. No 910C prefill-attention (FlashAttention) figure is published; the paper's MLA figure
-# (65.4%) is its absorbed decode kernel. TRANSFERRED from CANN's FlashAttention (torch_npu) measured on an Ascend
-# 910B2, whose AI cores are the 910C die's (dav-c220, 24 cube cores): hw-native-sys/pto-isa,
-# kernels/manual/common/flash_atten/README.md (commit 9e05035), "910B2 Multi-Core Comparison", full-sequence
-# FA, head 128, FP16, one head: (sequence length, torch_npu time in us, MOps = S x S x 128 x 4 / 1e6).
-FA_910B2_ROWS = ((16384, 1118.462, 137438.95), (32768, 3646.173, 549755.81))
-# the same table's torch_npu row at 32K: 150.78 TFLOPS is "42.60%" utilisation, so its peak is 354 TFLOPS
-FA_910B2_PEAK = 150.78e12 / 0.4260
+# Prefill attention: CANN's fused FlashAttention measured on the 910C's own die. hw-native-sys/pto-isa (commit
+# 3186c381, 2026-08-21) kernels/python/flash_atten/README.md, "Performance": torch_npu.npu_fused_infer_attention_score
+# on an "Ascend A3-class" target (dav-2201, 24 cube cores: the Atlas A3 = 910C die), one head, head 128, FP16
+# (run.py), non-causal (next_tokens=65535), S0 = S1: (sequence length, torch_npu time in us). Event timing up to 8K,
+# host-synchronised from 16K (the README's "Timing" column).
+FA_A3_ROWS = ((1024, 54.0), (2048, 73.0), (4096, 139.0), (8192, 291.0), (16384, 985.0), (32768, 3184.0),
+              (65536, 12158.0), (131072, 48135.0))  # fmt: skip
+# The same operator family on an Ascend 910B2 (same dav-c220 cores; TRANSFERRED, cross-check only):
+# kernels/manual/common/flash_atten/README.md "910B2 Multi-Core Comparison", torch_npu column, head 128, FP16.
+FA_910B2_ROWS = ((1024, 58.461), (2048, 70.801), (4096, 118.302), (8192, 353.147), (16384, 1118.462),
+                 (32768, 3646.173))  # fmt: skip
+FA_HEAD = 128
+FA_BLOCK_ROWS = 128  # query rows per FA work unit (the PTO kernels' CUBE_S0; the 128-row fit is the best of 64-512)
+FA_CORES = 24
+
+
+def fa_time(latency: float, block: float, per_key: float, s: float, rows: int = FA_BLOCK_ROWS) -> float:
+    """One head of S x S attention: the S / rows query blocks run in waves over the 24 cube cores; a block costs
+    `block` (its fixed prologue / epilogue) + `per_key` per key; `latency` once per launch (seconds)."""
+    waves = math.ceil(s / rows / FA_CORES)
+    return latency + waves * (block + s * per_key * rows / FA_BLOCK_ROWS)
+
+
+def _fa_columns(s: float, rows: int = FA_BLOCK_ROWS) -> tuple[float, float, float]:
+    """fa_time is linear in (latency, block, per_key): its coefficients at sequence length s."""
+    waves = math.ceil(s / rows / FA_CORES)
+    return 1.0, float(waves), waves * s * rows / FA_BLOCK_ROWS
+
+
+def fit_fa(rows_table=FA_A3_ROWS, rows: int = FA_BLOCK_ROWS, block: float | None = None) -> dict:
+    """latency, block cost and per-key cost of the fused FA kernel, least squares on the relative errors of every
+    row of the table (linear: numpy only, no bound is active on the A3 rows; a negative block cost is refitted
+    at 0, as a bounded fit would). `block` fixes the block cost (seconds; sensitivity checks). The twin's form
+    (perf/kernels.py mla_prefill): efficiency = attention_prefill * c / (c + half_context) at c keys per query,
+    with attention_prefill the per-key rate over the peak and half_context = block / per_key (a block's fixed
+    cost in keys): exact for this model, causal or not."""
+    import numpy as np
+
+    from cloudmatrix.specs.hardware import load_system
+
+    s = [r[0] for r in rows_table]
+    t = np.array([r[1] * 1e-6 for r in rows_table])
+    a = np.array([_fa_columns(si, rows) for si in s]) / t[:, None]
+    target = np.ones(len(s))
+    if block is not None:
+        target, a = target - a[:, 1] * block, a[:, [0, 2]]
+    x = np.linalg.lstsq(a, target, rcond=None)[0]
+    if block is None and x[1] < 0:
+        block, x = 0.0, np.linalg.lstsq(a[:, [0, 2]], target, rcond=None)[0]
+    if block is not None:
+        x = np.array([x[0], block, x[1]])
+    lat, block, per_key = (float(v) for v in x)
+    rate = 4 * FA_BLOCK_ROWS * FA_HEAD / per_key * FA_CORES  # QK^T + PV: 4 x rows x head ops per key per block
+    peak = load_system("cloudmatrix384").chip.peak("bf16")
+    fun = [fa_time(lat, block, per_key, si, rows) / ti - 1 for si, ti in zip(s, t, strict=True)]
+    return {
+        "latency": lat,
+        "block": block,
+        "per_key": per_key,
+        "rate": rate,
+        "attention_prefill": rate / peak,
+        "half_context": block / per_key,
+        "residual": dict(zip(s, fun, strict=True)),
+        "rms": math.sqrt(sum(v * v for v in fun) / len(fun)),
+    }
 
 
 def fit_prefill_attention() -> float:
-    """attention_prefill: the marginal FA throughput between the table's two longest rows, as a fraction of the
-    910B2's peak. The difference cancels the kernel's fixed costs (launch, pipeline ramp), which the twin keeps
-    in attention_prefill_latency; at the longest rows the 24 cores are busy (128 and 256 query blocks)."""
-    (_, t0, ops0), (_, t1, ops1) = FA_910B2_ROWS
-    rate = (ops1 - ops0) * 1e6 / ((t1 - t0) * 1e-6)
-    return rate / FA_910B2_PEAK
+    """attention_prefill: the A3 FA kernel's per-key rate (all cores busy, block costs apart) over the twin's BF16
+    peak; its block cost is attention_prefill_half_context (fit_fa)."""
+    return fit_fa()["attention_prefill"]
 
 
 def prefill_attention_lines() -> list[str]:
     """The 910C [efficiency] lines for the prefill attention core, with their provenance."""
-    eff = fit_prefill_attention()
-    (s0, _, _), (s1, _, _) = FA_910B2_ROWS
+    f, b2 = fit_fa(), fit_fa(FA_910B2_ROWS)
+    worst = max(abs(v) for v in f["residual"].values())
+    worst_b2 = max(abs(v) for v in b2["residual"].values())
+    ctx = (4096 + 1) / 2
+    at4k = f["attention_prefill"] * ctx / (ctx + f["half_context"])
     return [
-        "# attention_prefill (benchmarks/calibrate/ascend_910c.py fit_prefill_attention): prefill MLA core (128-head",
-        "#   MHA, causal). No 910C figure: TRANSFERRED from CANN's FlashAttention (torch_npu) on an Ascend 910B2 (the",
-        "#   910C die's dav-c220 cores), hw-native-sys/pto-isa kernels/manual/common/flash_atten/README.md (9e05035):",
-        f"#   its {s0:,} -> {s1:,} full-sequence rows (head 128, FP16) add work at "
-        f"{eff * FA_910B2_PEAK / 1e12:.0f} TFLOPS, {eff:.1%} of the",
-        "#   354 TFLOPS peak its utilisation column implies. Not in the figure: head dims 192/128, the causal diagonal",
-        "#   tiles, any saturation with context. Replaces the decode MLA kernel's 65.4% (a different kernel).",
-        f"attention_prefill = {eff:.3f}",
+        "# attention_prefill (benchmarks/calibrate/ascend_910c.py fit_fa): prefill MLA core (128-head MHA, causal).",
+        "#   CANN's fused FA (torch_npu.npu_fused_infer_attention_score) measured on the A3 (910C) die itself:",
+        "#   hw-native-sys/pto-isa kernels/python/flash_atten/README.md (3186c381), one head, head 128, FP16,",
+        f"#   S = 1K-128K. Fit (8 rows, max residual {worst:.1%}): {f['latency'] * 1e6:.1f} us per launch + per "
+        f"128-row query block {f['block'] * 1e6:.1f} us",
+        f"#   + {f['per_key'] * 1e9:.2f} ns per key, i.e. {f['rate'] / 1e12:.0f} TFLOPS once the blocks are long "
+        f"({f['attention_prefill']:.1%} of 376) and half",
+        f"#   that at {f['half_context']:,.0f} keys per query (a 4K causal prompt: {at4k:.1%} of 376).",
+        f"#   Cross-check: the 910B2 torch_npu rows (common/flash_atten) fit {b2['rate'] / 1e12:.0f} TFLOPS with a "
+        f"{b2['block'] * 1e6:.0f} us block,",
+        f"#   residuals up to {worst_b2:.0%}: too noisy to resolve a block cost.",
+        "#   Not in the figure: head dims 192/128 (the block cost is taken to scale with the per-key cost), causal",
+        "#   diagonal tiles and masks, consecutive blocks of many heads overlapping their prologues.",
+        f"attention_prefill = {f['attention_prefill']:.3f}",
+        f"attention_prefill_half_context = {f['half_context']:.1f}",
+        f'attention_prefill_latency = "{f["latency"] * 1e6:.2f} us"',
     ]
 
 
@@ -181,7 +247,11 @@ def write_prefill_attention(path) -> None:
 
     text = path.read_text()
     new = "\n".join(prefill_attention_lines()) + "\n"
-    old = re.compile(r"^# attention_prefill \(.*?^attention_prefill = [^\n]*\n", re.M | re.S)
+    old = re.compile(
+        r"^# attention_prefill \(.*?^attention_prefill = [^\n]*\n(?:attention_prefill_half_context = [^\n]*\n)?"
+        r"(?:attention_prefill_latency = [^\n]*\n)?",
+        re.M | re.S,
+    )
     if old.search(text):
         text = old.sub(lambda _: new, text, count=1)
     else:
@@ -190,6 +260,65 @@ def write_prefill_attention(path) -> None:
             raise ValueError(f"{path}: no place for the attention_prefill lines")
         text = text[: at.start()] + new + text[at.start() :]
     path.write_text(text)
+
+
+# ---------------------------------------------------------------- pto-isa A3 kernel figures the twin is checked on
+#
+# hw-native-sys/pto-isa at 3186c381. Each row: what was measured on the A3 (910C die: 24 cube + 48 vector cores),
+# and the twin's own cost of the same work. Nothing below is fitted; `main` prints the ratios.
+#
+# kernels/manual/a2a3/gemm_performance/README.md "Measured Performance": dense FP16 GEMM (FP32 out), m = k = n,
+# 24 cores, PTO's manual kernel: (m, ms).
+A3_FP16_GEMM = ((1536, 0.0388), (3072, 0.2067), (6144, 1.5060), (7680, 3.1680))
+# kernels/manual/a2a3/dispatch_mega_combine: the fused MoE (dispatch + INT8 GMM1 + SwiGLU + INT8 GMM2 + combine +
+# unpermute) at DeepSeek's expert shapes: K = 7,168, N = 4,096 (gate + up), topK 8, 16 experts per rank, EP16
+# (256 experts), M = 2,048 tokens per rank, routes round-robin: 1,024 rows per expert. The per-stage windows (us)
+# are printed in overview.md's timeline (docs/figures/megamoe/2048_16rank_overlap_pipeline.png, the baseline
+# kernel: one expert at a time on all 24 AICs).
+MEGAMOE = {
+    "tokens": 2048, "top_k": 8, "experts": 16, "hidden": 7168, "inter": 2048,
+    "gmm1": (475.0, 2047.0, 15),  # E1..E15 back to back (E0 waits for the first dispatch)
+    "gmm2_alone": (2140.0, 2197.0, 1),  # E0, before the combine starts at 2232
+    "gmm2_with_combine": (2292.0, 3655.0, 14),  # E2..E15, the 8-AIV combine running beside them
+    "dispatch": (256.0, 1258.0, 16),  # D0..D15, 16 AIVs pulling INT8 rows (7,168 B + 32 B scale) from 16 ranks
+    "combine": (2232.0, 3987.0, 16),  # C0..C15, 8 AIVs writing BF16 rows back to their source ranks
+    "unpermute": (3987.0, 4403.0, 1),  # 48 AIVs: top-k weighted sum of the returned rows, after the last combine
+}  # fmt: skip
+# overview_v1.md "A3 EP16": the same case end to end, kernel time (us) of the baseline and of the v1 schedule
+MEGAMOE_TOTAL_US = {"baseline": 4380.82, "v1": 3714.16}
+
+
+def _window(key: str) -> float:
+    a, b, n = MEGAMOE[key]
+    return (b - a) * 1e-6 / n
+
+
+def pto_checks(system=None) -> list[tuple[str, float, float, str]]:
+    """(what, measured, twin, unit) for every A3 kernel figure above, the twin's side from its own kernel costs."""
+    from cloudmatrix.perf.kernels import gemm, grouped_gemm, vector_op
+    from cloudmatrix.specs.hardware import load_system
+
+    chip = (system or load_system("cloudmatrix384")).chip
+    rows = []
+    for m, ms in A3_FP16_GEMM:
+        f = 2.0 * m**3
+        rows.append((f"FP16 GEMM {m}^3", f / (ms * 1e-3) / 1e12, f / gemm(m, m, m, "fp16", chip).time / 1e12, "TFLOPS"))
+    mm = MEGAMOE
+    per_expert = mm["tokens"] * mm["top_k"] / mm["experts"]
+    h, i = mm["hidden"], mm["inter"]
+    for key, (k, n) in (("gmm1", (h, 2 * i)), ("gmm2_alone", (i, h)), ("gmm2_with_combine", (i, h))):
+        f = 2.0 * per_expert * k * n
+        twin = grouped_gemm(per_expert, 1, ((k, n),), "int8", chip).time
+        rows.append((f"INT8 {key} {per_expert:.0f} x {k} -> {n}", f / _window(key) / 1e12, f / twin / 1e12, "TOPS"))
+    copies = mm["tokens"] * mm["top_k"]
+    disp = per_expert * (h + 32)
+    rows.append(("dispatch pull per die (UB)", disp / _window("dispatch") / 1e9, float("nan"), "GB/s"))
+    rows.append(("combine write per die (UB)", per_expert * h * 2 / _window("combine") / 1e9, float("nan"), "GB/s"))
+    # the twin's combine_sum: read the top-k BF16 copies, write the token (perf/moe.py)
+    total = copies * h * 2 + mm["tokens"] * h * 2
+    twin = vector_op(mm["tokens"] * h, (mm["top_k"] + 1) * 2, chip).time
+    rows.append(("unpermute = combine_sum, 48 AIVs", total / _window("unpermute") / 1e12, total / twin / 1e12, "TB/s"))
+    return rows
 
 
 _GEMM_KEYS = {"gemm": "peak", "gemm_half_rows": "half_rows", "gemm_half_n": "half_n", "gemm_half_k": "half_k"}
@@ -206,7 +335,7 @@ def latency_lines(fit: dict) -> list[str]:
         "#   which leaves the twin ~33% slow at 4 seqs/die (docs/calibration.md, 'Ascend 910C layer times').",
         f"attention_decode_serial = {'true' if DECODE_ATTENTION_SERIAL else 'false'}",
         "# kernel_latency (benchmarks/calibrate/ascend_910c.py fit_kernel_latency): fixed cost per kernel (launch,",
-        "#   prologue, tail; attention, vector and prefill-attention kernels default to it), fitted so that one",
+        "#   prologue, tail; attention and vector kernels default to it), fitted so that one",
         "#   MoE decode layer of the twin's own step (EP320, 48 seqs/die, KV 4K, INT8, two microbatches) matches",
         "#   [paper]'s MTP ablation, 874 us (no MTP) and 1,260 us (one MTP token; ablation section, read via a",
         f"#   public reading note): model {t[0] * 1e6:,.0f} / {t[1] * 1e6:,.0f} us, residuals {r[0]:+.1%} / {r[1]:+.1%}"
@@ -251,8 +380,25 @@ def main(argv: list[str] | None = None) -> int:
                 f"  MTP {m}: paper {fig * 1e6:6.0f} us  model {f['model'][m] * 1e6:6.0f} us  "
                 f"residual {f['residual'][m]:+.1%}  (latency 0: {f['model_without'][m] * 1e6:.0f} us)"
             )
-    eff = fit_prefill_attention()
-    print(f"ascend-910c attention_prefill (transferred from CANN FlashAttention on a 910B2): {eff:.3f}")
+    for name, table in (("A3 (910C die)", FA_A3_ROWS), ("910B2, cross-check", FA_910B2_ROWS)):
+        f = fit_fa(table)
+        res = " ".join(f"{s // 1024}K {r:+.1%}" for s, r in f["residual"].items())
+        print(
+            f"torch_npu FA on the {name}: {f['latency'] * 1e6:.1f} us/launch + {f['block'] * 1e6:.1f} us/block + "
+            f"{f['per_key'] * 1e9:.2f} ns/key = {f['rate'] / 1e12:.0f} TFLOPS ({f['attention_prefill']:.3f} of 376), "
+            f"half at {f['half_context']:,.0f} keys; residuals {res}"
+        )
+    f = fit_fa()
+    ctx = (4096 + 1) / 2
+    print(
+        f"ascend-910c attention_prefill {f['attention_prefill']:.3f}, half_context {f['half_context']:.0f}: at a 4K "
+        f"causal prompt ({ctx:.0f} keys per query) {f['attention_prefill'] * ctx / (ctx + f['half_context']):.1%} "
+        "of the BF16 peak"
+    )
+    print("pto-isa A3 kernel figures against the twin's own kernel costs (nothing fitted):")
+    for what, meas, twin, unit in pto_checks():
+        ratio = f"twin/measured {twin / meas:.2f}" if twin == twin else "(no twin op of this kernel)"
+        print(f"  {what:44s} measured {meas:7.3g} {unit:6s} twin {twin:7.3g}  {ratio}")
     if args.write:
         p = Path(__file__).parents[2] / "src" / "cloudmatrix" / "specs" / "catalog" / "hardware" / "ascend-910c.toml"
         write_latency(p, fits[2])

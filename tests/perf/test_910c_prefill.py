@@ -119,12 +119,19 @@ def test_two_microbatches_hide_at_most_the_transfers(setup):
     assert two >= compute_halves
 
 
-def test_prefill_attention_runs_at_the_transferred_flashattention_figure(setup):
-    """The prefill attention core is costed at the FlashAttention figure transferred from the 910B2
-    (ascend_910c.fit_prefill_attention, written into the TOML), in BF16, not at the decode MLA kernel's 65.4%."""
+def test_prefill_attention_runs_at_the_a3_flashattention_fit(setup):
+    """The prefill attention core is costed at the fused-FA figure measured on the A3 die (ascend_910c.fit_fa,
+    written into the TOML): per-key rate and per-query-block cost, the latter as a fall-off with the keys each
+    query sees, in BF16, not at the decode MLA kernel's 65.4%."""
     system, m, dep, t = setup
     eff = system.chip.efficiency
-    assert eff.attention_prefill == pytest.approx(round(ascend_910c.fit_prefill_attention(), 3), abs=1e-12)
+    fit = ascend_910c.fit_fa()
+    assert eff.attention_prefill == pytest.approx(round(fit["attention_prefill"], 3), abs=1e-12)
+    assert eff.attention_prefill_half_context == pytest.approx(round(fit["half_context"], 1), abs=1e-9)
+    assert eff.attention_prefill_latency == pytest.approx(round(fit["latency"] * 1e6, 2) * 1e-6, rel=1e-9)
     assert eff.attention_prefill < eff.attention_compute
     core = by_name(layer(system, m, dep.with_(microbatches=1), t))["attention_core"]
-    assert core.compute_time == pytest.approx(core.flops / (system.chip.peak("bf16") * eff.attention_prefill), rel=1e-9)
+    ctx = (PROMPT + 1) / 2
+    rate = system.chip.peak("bf16") * eff.attention_prefill * ctx / (ctx + eff.attention_prefill_half_context)
+    assert core.compute_time == pytest.approx(core.flops / rate, rel=1e-9)
+    assert core.latency == pytest.approx(eff.attention_prefill_latency, rel=1e-12)
