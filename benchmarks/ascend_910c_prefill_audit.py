@@ -12,12 +12,18 @@ published evidence it is compared with. Nothing here is fitted; end-to-end figur
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 from cloudmatrix.perf.context import DieContext
 from cloudmatrix.perf.moe import moe_ops
 from cloudmatrix.perf.overlap import comm_cores_for, layer_time
 from cloudmatrix.perf.prefill import prefill_attention, prefill_step
 from cloudmatrix.sim.costs import PoolCosts
 from cloudmatrix.sim.scenario import load_scenario
+
+sys.path.insert(0, str(Path(__file__).parent / "calibrate"))
+import ascend_910c  # noqa: E402  (the pto-isa A3 kernel tables and the FA fit)
 
 PROMPT = 4096
 # paper (Zuo et al., arXiv 2506.12708, prefill microbatch ablation, via helper P's reading note): two
@@ -138,12 +144,38 @@ def microbatch_gain(model, system, dep, tokens: float) -> tuple[float, float]:
     return one, two
 
 
+def pto_evidence(system) -> None:
+    """The A3 (910C die) kernel tables of hw-native-sys/pto-isa (3186c381) against the twin: the FA fit that sets
+    the prefill attention core and its sensitivity, and the figures checked without a fit."""
+    f = ascend_910c.fit_fa()
+    ctx = (PROMPT + 1) / 2
+    scale = (192 + 128) / (2 * ascend_910c.FA_HEAD)  # DeepSeek's per-key work over the measured head-128 kernel's
+    print("\npto-isa A3 kernel tables (benchmarks/calibrate/ascend_910c.py; kernel-level, nothing end-to-end)")
+    print(
+        f"fused FA, A3, one head 128, non-causal: {f['latency'] * 1e6:.1f} us/launch + {f['block'] * 1e6:.1f} us per "
+        f"128-row block + {f['per_key'] * 1e9:.2f} ns/key (rms {f['rms']:.1%}; without a block cost "
+        f"{ascend_910c.fit_fa(block=0.0)['rms']:.1%})"
+    )
+    at = {
+        "as costed (block cost scales with the per-key cost)": f["half_context"],
+        "block cost fixed in time (192/128 dims: more keys per block cost)": f["half_context"] / scale,
+        "no block cost (the long-sequence rate only)": 0.0,
+    }
+    for what, half in at.items():
+        e = f["attention_prefill"] * ctx / (ctx + half)
+        print(f"  4K causal ({ctx:.0f} keys/query), {what}: {e:.1%} of 376 TFLOPS")
+    for what, meas, twin, unit in ascend_910c.pto_checks(system):
+        ratio = f"twin/measured {twin / meas:.2f}" if twin == twin else "no twin op of this kernel"
+        print(f"  {what:44s} measured {meas:7.3g} {unit:6s} twin {twin:7.3g}  {ratio}")
+
+
 def main() -> None:
     sc, system, model, dep = deployment()
     tokens = sc.prefill.tokens_per_die
     print(f"scenario {sc.name}: {dep.dies} dies, EP{dep.ep_degree}, attn_tp {dep.attn_tp}, {tokens:,} tokens/die")
     print(f"precisions: {dep.precision}\n")
     audit_table(model, system, dep, tokens)
+    pto_evidence(system)
 
     one, two = microbatch_gain(model, system, dep, tokens)
     print(f"\nlayer, 1 vs 2 microbatches: {one * 1e3:.2f} -> {two * 1e3:.2f} ms ({two / one - 1:+.1%}; paper ~-24%)")
