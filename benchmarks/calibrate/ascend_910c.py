@@ -284,6 +284,10 @@ MEGAMOE = {
     "combine": (2232.0, 3987.0, 16),  # C0..C15, 8 AIVs writing BF16 rows back to their source ranks
     "unpermute": (3987.0, 4403.0, 1),  # 48 AIVs: top-k weighted sum of the returned rows, after the last combine
 }  # fmt: skip
+# the baseline timeline's SwiGLU (+ dynamic INT8 quant) windows on 16 AIVs: S0 = experts 0-13, S1 = 14-15 (us);
+# S0 runs beside GMM1's last experts until 2,047
+MEGAMOE_SWIGLU_US = ((1836.0, 2138.0), (2140.0, 2214.0))
+MEGAMOE_SWIGLU_AIVS = 16
 # overview_v1.md, the v1 schedule's timeline (docs/figures/megamoe/v1_2048_overlap_pipeline.png: EP8, rank 0, same
 # shapes, 1,024 rows per expert): the AICs are busy from GMM1 E0's start to GMM2 E15's end, GMM1 on 16 and GMM2 on 8
 # of them until GMM1 is done, every AIV transfer beside them ("Comm hidden behind compute: 77.4%")
@@ -295,6 +299,82 @@ MEGAMOE_TOTAL_US = {"baseline": 4380.82, "v1": 3714.16}
 def _window(key: str) -> float:
     a, b, n = MEGAMOE[key]
     return (b - a) * 1e-6 / n
+
+
+# overview_v1.md's v1 timeline: "Unpermute work 3195-3709" (us), the same 2,048 tokens x top-8 rows, partly beside the
+# last combines (C14, C15 end at 3,495): a cross-check, not clean
+MEGAMOE_V1_UNPERMUTE_US = (3195.0, 3709.0)
+
+
+def unpermute_bytes() -> float:
+    """HBM bytes of MegaMoE's unpermute, as the twin's combine_sum counts them (perf/moe.py): the top-k BF16 expert
+    rows of every token read, the token written (the top-k weights and row indices are ~0.1% more, not counted)."""
+    mm = MEGAMOE
+    return (mm["tokens"] * mm["top_k"] + mm["tokens"]) * mm["hidden"] * 2.0
+
+
+def swiglu_rate() -> tuple[float, float]:
+    """(bytes, bytes/s on 16 AIVs) of the baseline timeline's SwiGLU + dynamic quant, S0 start to S1 end."""
+    mm = MEGAMOE
+    (a0, _), (_, b1) = MEGAMOE_SWIGLU_US
+    nbytes = mm["tokens"] * mm["top_k"] * (2 * mm["inter"] * 2 + mm["inter"])  # read FP16 gate + up, write INT8
+    return nbytes, nbytes / ((b1 - a0) * 1e-6)
+
+
+def fit_vector_reduce(system=None) -> dict:
+    """vector_reduce: the HBM fraction of the top-k gather-reduce, from MegaMoE's baseline unpermute on the A3 die
+    (all 48 AIVs, after the last combine and the last GMM2: nothing else runs beside it). One kernel inside a fused
+    kernel: no launch in the window, so no latency is taken off it."""
+    from cloudmatrix.specs.hardware import load_system
+
+    bw = (system or load_system("cloudmatrix384")).chip.die.hbm_bandwidth
+    rate = unpermute_bytes() / _window("unpermute")
+    a, b = MEGAMOE_V1_UNPERMUTE_US
+    v1 = unpermute_bytes() / ((b - a) * 1e-6)
+    return {"rate": rate, "vector_reduce": rate / bw, "v1_rate": v1, "v1_fraction": v1 / bw, "bytes": unpermute_bytes()}
+
+
+def vector_reduce_lines() -> list[str]:
+    """The 910C [efficiency] line for the gather-reduce vector kernels (combine_sum), with its provenance."""
+    from cloudmatrix.specs.hardware import load_system
+
+    f = fit_vector_reduce()
+    a, b, _ = MEGAMOE["unpermute"]
+    va, vb = MEGAMOE_V1_UNPERMUTE_US
+    sw16 = swiglu_rate()[1]
+    bw = load_system("cloudmatrix384").chip.die.hbm_bandwidth
+    return [
+        "# vector_reduce (benchmarks/calibrate/ascend_910c.py fit_vector_reduce): the combine sum (each token's top-k",
+        "#   expert rows gathered, weighted, summed). Measured on the A3 (910C) die: hw-native-sys/pto-isa (3186c381)",
+        "#   kernels/manual/a2a3/dispatch_mega_combine, baseline timeline (docs/figures/megamoe/",
+        "#   2048_16rank_overlap_pipeline.png), unpermute of 2,048 tokens x top-8 BF16 rows of 7,168 on all 48 AIVs,",
+        f"#   {a:,.0f}-{b:,.0f} us with nothing beside it: {f['bytes'] / 1e6:.0f} MB = {f['rate'] / 1e12:.3f} TB/s "
+        f"({f['vector_reduce']:.1%} of HBM). Cross-check: the v1",
+        f"#   schedule's unpermute, {va:,.0f}-{vb:,.0f} us partly beside the last combines: {f['v1_rate'] / 1e12:.3f} "
+        f"TB/s ({f['v1_fraction']:.1%}).",
+        f"#   SwiGLU + quantisation there: {sw16 / 1e12:.2f} TB/s on 16 of 48 AIVs, partly beside GMM1 "
+        f"({sw16 * 3 / 1e12:.2f} TB/s scaled to 48,",
+        f"#   {sw16 * 3 / bw:.1%} of HBM): consistent with `vector`, which the element-wise kernels keep.",
+        f"vector_reduce = {f['vector_reduce']:.3f}",
+    ]
+
+
+def write_vector_reduce(path) -> None:
+    """Put `vector_reduce_lines()` into the 910C's generated [efficiency] section: replace them where they are, else
+    insert them after the `memory` line."""
+    import re
+
+    text = path.read_text()
+    new = "\n".join(vector_reduce_lines()) + "\n"
+    old = re.compile(r"^# vector_reduce \(.*?^vector_reduce = [^\n]*\n", re.M | re.S)
+    if old.search(text):
+        text = old.sub(lambda _: new, text, count=1)
+    else:
+        at = re.search(r"^memory = [^\n]*\n", text, re.M)
+        if at is None:
+            raise ValueError(f"{path}: no place for the vector_reduce lines")
+        text = text[: at.end()] + new + text[at.end() :]
+    path.write_text(text)
 
 
 def pto_checks(system=None) -> list[tuple[str, float, float, str]]:
@@ -324,10 +404,25 @@ def pto_checks(system=None) -> list[tuple[str, float, float, str]]:
     disp = per_expert * (h + 32)
     rows.append(("dispatch pull per die (UB)", disp / _window("dispatch") / 1e9, float("nan"), "GB/s"))
     rows.append(("combine write per die (UB)", per_expert * h * 2 / _window("combine") / 1e9, float("nan"), "GB/s"))
-    # the twin's combine_sum: read the top-k BF16 copies, write the token (perf/moe.py)
-    total = copies * h * 2 + mm["tokens"] * h * 2
-    twin = vector_op(mm["tokens"] * h, (mm["top_k"] + 1) * 2, chip).time
-    rows.append(("unpermute = combine_sum, 48 AIVs", total / _window("unpermute") / 1e12, total / twin / 1e12, "TB/s"))
+    # the twin's combine_sum (perf/moe.py): read the top-k BF16 copies, write the token, at `vector_reduce`; this
+    # row sets that fraction (fit_vector_reduce), so it differs from 1 by the kernel latency only
+    total = unpermute_bytes()
+    eff = chip.efficiency
+    twin = eff.vector_latency + total / (chip.die.hbm_bandwidth * eff.vector_reduce)
+    rows.append(
+        (
+            "unpermute = combine_sum (sets vector_reduce)",
+            total / _window("unpermute") / 1e12,
+            total / twin / 1e12,
+            "TB/s",
+        )
+    )
+    # the element-wise kernels at `vector`: SwiGLU + quant (read FP16 2 x 2,048, write INT8 2,048 per row), S0 and
+    # S1 of the baseline timeline on 16 AIVs, scaled to the 48 the twin's kernels use (if it scaled linearly)
+    sw, rate16 = swiglu_rate()
+    sw_twin = vector_op(mm["tokens"] * mm["top_k"] * i, 2 * 2 + 1, chip).time
+    rate48 = rate16 * 48 / MEGAMOE_SWIGLU_AIVS
+    rows.append(("SwiGLU + quant, x 48 / 16 AIVs (at `vector`)", rate48 / 1e12, sw / sw_twin / 1e12, "TB/s"))
     return rows
 
 
@@ -375,7 +470,9 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(description=main.__doc__)
     ap.add_argument(
-        "--write", action="store_true", help="rewrite kernel_latency and attention_prefill in ascend-910c.toml"
+        "--write",
+        action="store_true",
+        help="rewrite kernel_latency, attention_prefill and vector_reduce in ascend-910c.toml",
     )
     args = ap.parse_args(argv)
     fits = {mb: fit_kernel_latency(microbatches=mb) for mb in (2, 1)}
@@ -409,10 +506,16 @@ def main(argv: list[str] | None = None) -> int:
     for what, meas, twin, unit in pto_checks():
         ratio = f"twin/measured {twin / meas:.2f}" if twin == twin else "(no twin op of this kernel)"
         print(f"  {what:44s} measured {meas:7.3g} {unit:6s} twin {twin:7.3g}  {ratio}")
+    v = fit_vector_reduce()
+    print(
+        f"ascend-910c vector_reduce {v['vector_reduce']:.3f}: MegaMoE baseline unpermute {v['rate'] / 1e12:.3f} TB/s "
+        f"on 48 AIVs (v1 schedule, partly beside the combine: {v['v1_rate'] / 1e12:.3f} TB/s)"
+    )
     if args.write:
         p = Path(__file__).parents[2] / "src" / "cloudmatrix" / "specs" / "catalog" / "hardware" / "ascend-910c.toml"
         write_latency(p, fits[2])
         write_prefill_attention(p)
+        write_vector_reduce(p)
         print(f"wrote {p}")
     return 0
 

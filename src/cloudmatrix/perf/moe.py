@@ -22,6 +22,8 @@ permutation and SwiGLU are inside that fit and are not costed again (`moe_op_fit
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from cloudmatrix.perf import comm
 from cloudmatrix.perf.attention import group_tokens_everywhere
 from cloudmatrix.perf.context import ACT_BYTES, DieContext, present, swiglu_shapes
@@ -137,7 +139,7 @@ def moe_ops(c: DieContext, tokens: float, phase: str) -> tuple[list[OpCost], dic
         return present(*ops), _loads(dep, m, hot_rows, mean_rows, distinct, imbalance, shared_rows)
     if prefill and not all_gather:  # the all-gather path's fused MoE op sums its experts' outputs (its finalize)
         # weighted sum of each token's top-k expert outputs (+ shared), read BF16, write BF16
-        ops.append(c.vector("combine_sum", "moe", send_tokens * h, (copies + 1) * ACT_BYTES))
+        ops.append(_combine_sum(c, send_tokens * h, (copies + 1) * ACT_BYTES))
     if tp > 1:
         ops.append(c.collective("reduce_scatter", tokens * h * ACT_BYTES, tp, "moe_tp_reduce_scatter", "moe"))
     return present(*ops), _loads(dep, m, hot_rows, mean_rows, distinct, imbalance, shared_rows)
@@ -203,6 +205,17 @@ def _swiglu(c: DieContext, name: str, rows: float, inter: float) -> OpCost:
     """SiLU(gate) * up: read the two BF16 halves, write the down-projection's input (quantised with it)."""
     out = min(ACT_BYTES, BYTES_PER_ELEMENT[c.dtype("experts")])
     return c.vector(name, "moe", rows * inter, 2 * ACT_BYTES + out)
+
+
+def _combine_sum(c: DieContext, elements: float, bytes_per_element: float) -> OpCost:
+    """The combine sum as its own kernel class, a gather-reduce: each token's expert rows gathered from where the
+    combine left them, weighted and summed (FP32 accumulation) at the chip's `vector_reduce` HBM fraction, which
+    defaults to `vector` (the 910C's is measured, specs/catalog/hardware/ascend-910c.toml)."""
+    op = c.vector("combine_sum", "moe", elements, bytes_per_element)
+    eff = c.chip.efficiency
+    if eff.vector_reduce == eff.vector:
+        return op
+    return replace(op, memory_time=op.memory_time * eff.vector / eff.vector_reduce)
 
 
 def _all_to_all(

@@ -138,6 +138,9 @@ class Efficiency(_Frozen):
     attention_prefill_latency: Seconds  # fixed cost per prefill attention kernel; default: attention_latency
     memory: Fraction  # streaming weights / activations from HBM
     vector: Fraction  # element-wise vector kernels (quantise, activation, permute), HBM fraction; default: memory
+    # gather-reduce vector kernels (the MoE combine sum: each token's top-k expert rows read, weighted and summed),
+    # HBM fraction; default: vector
+    vector_reduce: Fraction
     kernel_latency: Seconds = 0.0  # fixed cost per GEMM / memory kernel: launch, prologue, tail wave
     attention_latency: Seconds  # fixed cost per attention-core kernel; default: kernel_latency
     # decode MLA kernel loads each KV tile, then computes on it (no overlap of the two): time = compute + memory
@@ -174,6 +177,8 @@ class Efficiency(_Frozen):
                 data["attention_prefill"] = data["attention_compute"]
             if "vector" not in data and "memory" in data:
                 data["vector"] = data["memory"]
+            if "vector_reduce" not in data and "vector" in data:
+                data["vector_reduce"] = data["vector"]
             for key in ("attention_latency", "vector_latency"):
                 data.setdefault(key, data.get("kernel_latency", 0.0))
             data.setdefault("attention_prefill_latency", data["attention_latency"])
