@@ -144,6 +144,64 @@ def microbatch_gain(model, system, dep, tokens: float) -> tuple[float, float]:
     return one, two
 
 
+def layer_with_contention(ops, slowdown: dict[str, float]) -> float:
+    """The two-microbatch layer of perf/overlap.py's comm-compute mode (910C: transfers serialise with the vector
+    kernels and the attention core) with the cube GEMMs of a window running at `slowdown[transfer]` of their speed
+    while that transfer runs beside them: window = c + X_vector + max(0, X_cube - f c) (f = 1: overlap.py's
+    max(X, X_vector + c)). A sensitivity of the twin, not a model: the factor is not one the measurements fix."""
+    segs, comms, names = [[0.0, 0.0]], [], []  # per segment: (vector-core time, cube time)
+    prev = False
+    for op in ops:
+        if op.kind == "comm":
+            if prev:
+                comms[-1] += op.comm_time
+                names[-1] += "+" + op.name
+            else:
+                comms.append(op.comm_time)
+                names.append(op.name)
+                segs.append([0.0, 0.0])
+            prev = True
+            continue
+        prev = False
+        segs[-1][0 if (op.flops == 0 or op.name == "attention_core") else 1] += op.time
+    tail = segs.pop()
+    segs[0] = [x + y for x, y in zip(tail, segs[0], strict=True)]
+    n = len(comms)
+
+    def window(seg, c, name):
+        f = min(slowdown.get(part, 1.0) for part in name.split("+"))
+        return c + seg[0] + max(0.0, seg[1] - f * c)
+
+    layer = sum(
+        window(segs[j - 1], comms[j - 1], names[j - 1]) + window(segs[j % n], comms[j - 1], names[j - 1])
+        for j in range(1, n + 1)
+    )
+    return max(layer, 2 * sum(op.memory_time for op in ops if op.kind != "comm"))
+
+
+def contention_sensitivity(model, system, dep, tokens: float) -> None:
+    """The measured AIC/AIV contention (benchmarks/calibrate/ascend_910c.py contention_evidence) and what the twin's
+    microbatch gain would be if the GEMMs beside its combine slowed as in each MegaMoE schedule (dispatch: x1.00)."""
+    ev = ascend_910c.contention_evidence()
+    print("\nAIC/AIV contention measured in pto-isa's MegaMoE on the A3 (GEMM rate beside / without the transfer)")
+    for n, (what, ratio, traffic) in enumerate(ev["cases"], 1):
+        pred = ev["predicted"].get(n)
+        bw = ev["shared_bandwidth"] / 1e12
+        tail = "" if pred is None else f"; a die bandwidth shared as case 1 implies ({bw:.2f} TB/s): x{pred:.2f}"
+        print(f"  {n}. {what}: x{ratio:.3f}, die traffic {traffic / 1e12:.2f} TB/s{tail}")
+    one = layer_time(layer_ops(model, system, dep.with_(microbatches=1), tokens), 1, "comm-compute", 1.0)[0]
+    half = layer_ops(model, system, dep.with_(microbatches=2), tokens / 2)
+    modelled = layer_time(half, 2, "comm-compute", 1.0, comm_cores_for(system.chip))[0]
+    check = layer_with_contention(half, {})
+    print(
+        f"  sensitivity of the twin's two-microbatch layer (no contention: {modelled * 1e3:.2f} ms, re-derived "
+        f"{check * 1e3:.2f} ms), one microbatch {one * 1e3:.2f} ms:"
+    )
+    for what, f in (("v1-like (case 2)", ev["cases"][1][1]), ("baseline-like (case 1)", ev["cases"][0][1])):
+        t = layer_with_contention(half, {"combine": f})
+        print(f"    GEMMs beside the combine at x{f:.3f}, {what}: {t * 1e3:.2f} ms ({t / one - 1:+.1%}; paper ~-24%)")
+
+
 def pto_evidence(system) -> None:
     """The A3 (910C die) kernel tables of hw-native-sys/pto-isa (3186c381) against the twin: the FA fit that sets
     the prefill attention core and its sensitivity, and the figures checked without a fit."""
@@ -176,6 +234,8 @@ def main() -> None:
     print(f"precisions: {dep.precision}\n")
     audit_table(model, system, dep, tokens)
     pto_evidence(system)
+
+    contention_sensitivity(model, system, dep, tokens)
 
     one, two = microbatch_gain(model, system, dep, tokens)
     print(f"\nlayer, 1 vs 2 microbatches: {one * 1e3:.2f} -> {two * 1e3:.2f} ms ({two / one - 1:+.1%}; paper ~-24%)")

@@ -292,6 +292,13 @@ MEGAMOE_SWIGLU_AIVS = 16
 # shapes, 1,024 rows per expert): the AICs are busy from GMM1 E0's start to GMM2 E15's end, GMM1 on 16 and GMM2 on 8
 # of them until GMM1 is done, every AIV transfer beside them ("Comm hidden behind compute: 77.4%")
 MEGAMOE_V1_AIC_US = (303.0, 3172.0)
+# The same v1 timeline, per-expert windows (us) printed in it: GMM2 on the 8 AICs of physical cores 16-23, E0-E2 before
+# the combine starts (C0 at 1,147), E3-E11 beside it (the combine on the AIVs of those same cores), before the 24-AIC
+# join; GMM1 on the 16 AICs of cores 0-15 (E3-E15); SwiGLU (16 AIVs of cores 0-15) and the combine, whole lanes
+MEGAMOE_V1 = {
+    "gmm2_alone": (635.0, 1143.0, 3), "gmm2_with_combine": (1180.0, 2811.0, 9), "gmm1": (796.0, 2877.0, 13),
+    "swiglu": (462.0, 2947.0, 16), "combine": (1147.0, 3495.0, 16),
+}  # fmt: skip
 # overview_v1.md "A3 EP16": the same case end to end, kernel time (us) of the baseline and of the v1 schedule
 MEGAMOE_TOTAL_US = {"baseline": 4380.82, "v1": 3714.16}
 
@@ -426,6 +433,57 @@ def pto_checks(system=None) -> list[tuple[str, float, float, str]]:
     return rows
 
 
+def _v1_window(key: str) -> float:
+    a, b, n = MEGAMOE_V1[key]
+    return (b - a) * 1e-6 / n
+
+
+def megamoe_bytes() -> dict[str, float]:
+    """Compulsory HBM bytes per expert (1,024 rows) of each MegaMoE stage on one die: GEMM weights + input + output
+    (GMM1 writes FP16 for SwiGLU, GMM2 BF16); SwiGLU reads FP16 gate + up, writes INT8; a transfer touches this die's
+    HBM twice in a symmetric EP group: its own side (dispatch: write the pulled rows; combine: read the rows it
+    sends) and the peers' side (their pulls of our rows, their rows landing here)."""
+    mm = MEGAMOE
+    rows, h, i = mm["tokens"] * mm["top_k"] / mm["experts"], mm["hidden"], mm["inter"]
+    return {
+        "gmm1": h * 2 * i + rows * h + rows * 2 * i * 2,
+        "gmm2": i * h + rows * i + rows * h * 2,
+        "swiglu": rows * (2 * i * 2 + i),
+        "dispatch": 2 * rows * (h + 32),
+        "combine": 2 * rows * h * 2,
+    }
+
+
+def contention_evidence() -> dict:
+    """AIC/AIV contention on the A3 die, measured in MegaMoE's two timelines: each GEMM's rate with an AIV transfer
+    beside it over its rate without, and the die's compulsory HBM traffic in that window (TB/s). Then the one
+    mechanism the twin could carry, a die-level bandwidth the GEMM and the transfer share: the bandwidth case 1
+    implies (the GEMM getting what the transfer leaves) and what it predicts for cases 2 and 3."""
+    b = megamoe_bytes()
+    base_gmm2 = _window("gmm2_alone") / _window("gmm2_with_combine")
+    comb = b["combine"] / _window("combine")
+    traffic1 = b["gmm2"] / _window("gmm2_with_combine") + comb
+    # GMM1 E1-E7 run while the dispatch does (475-1210), E9-E15 after it ended at 1,258 (1310-2047)
+    gmm1_with, gmm1_after = (1210.0 - 475.0) / 7, (2047.0 - 1310.0) / 7
+    disp = b["dispatch"] / _window("dispatch")
+    traffic3 = b["gmm1"] / (gmm1_with * 1e-6) + disp
+    v1 = _v1_window("gmm2_alone") / _v1_window("gmm2_with_combine")
+    traffic2 = sum(b[k.split("_")[0]] / _v1_window(k) for k in ("gmm2_with_combine", "gmm1", "swiglu", "combine"))
+    shared = traffic1  # the GEMM slowed to exactly what the transfer left it
+    pred3 = min(1.0, (shared - disp) / (b["gmm1"] / (gmm1_after * 1e-6)))
+    v1_others = traffic2 - b["gmm2"] / _v1_window("gmm2_with_combine")
+    pred2 = max(0.0, (shared - v1_others) / (b["gmm2"] / _v1_window("gmm2_alone")))
+    return {
+        "cases": [
+            ("baseline EP16: GMM2 on 24 AICs, 8-AIV combine beside it", base_gmm2, traffic1),
+            ("v1 EP8: GMM2 on 8 AICs, the combine on the same cores' AIVs", v1, traffic2),
+            ("baseline EP16: GMM1 on 24 AICs, 16-AIV dispatch beside it", gmm1_after / gmm1_with, traffic3),
+        ],
+        "shared_bandwidth": shared,
+        "predicted": {2: pred2, 3: pred3},
+    }
+
+
 _GEMM_KEYS = {"gemm": "peak", "gemm_half_rows": "half_rows", "gemm_half_n": "half_n", "gemm_half_k": "half_k"}
 
 
@@ -468,6 +526,8 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     from pathlib import Path
 
+    from cloudmatrix.specs.hardware import load_system
+
     ap = argparse.ArgumentParser(description=main.__doc__)
     ap.add_argument(
         "--write",
@@ -506,6 +566,17 @@ def main(argv: list[str] | None = None) -> int:
     for what, meas, twin, unit in pto_checks():
         ratio = f"twin/measured {twin / meas:.2f}" if twin == twin else "(no twin op of this kernel)"
         print(f"  {what:44s} measured {meas:7.3g} {unit:6s} twin {twin:7.3g}  {ratio}")
+    ev = contention_evidence()
+    print("AIC/AIV contention in MegaMoE (GEMM rate beside an AIV transfer / without; die's compulsory HBM traffic):")
+    for n, (what, ratio, traffic) in enumerate(ev["cases"], 1):
+        pred = ev["predicted"].get(n)
+        tail = f"; a shared die bandwidth set by case 1 predicts x{pred:.2f}" if pred is not None else ""
+        print(f"  {n}. {what}: x{ratio:.3f} at {traffic / 1e12:.2f} TB/s{tail}")
+    print(
+        f"  case 1 as a shared bandwidth: {ev['shared_bandwidth'] / 1e12:.2f} TB/s "
+        f"({ev['shared_bandwidth'] / load_system('cloudmatrix384').chip.die.hbm_bandwidth:.0%} of HBM): "
+        "cases 2 and 3 run more traffic than that with their GEMMs near full speed, so it is not the mechanism"
+    )
     v = fit_vector_reduce()
     print(
         f"ascend-910c vector_reduce {v['vector_reduce']:.3f}: MegaMoE baseline unpermute {v['rate'] / 1e12:.3f} TB/s "
