@@ -612,8 +612,10 @@ def ascend_block(curve_from: str, transferred: dict[str, float]) -> str:
             "# [paper] MLA attention: compute-bound utilisation 65.4%; memory-bound 1,346 of 1,600 GB/s.",
             f"attention_compute = {MLA_COMPUTE_UTILISATION['ascend-910c']}",
             f"attention_memory = {hbm:.3f}",
-            "# assumption: weight streaming and vector kernels reach the MLA kernel's HBM fraction (no own figure)",
+            "# assumption: weight streaming and vector kernels reach the MLA kernel's HBM fraction (no own figure for",
+            "#   weight streaming; SwiGLU + quantisation measured on the A3 agree, x0.97: see vector_reduce below)",
             f"memory = {hbm:.3f}",
+            *ascend_910c.vector_reduce_lines(),  # the combine sum's own measured fraction, with its provenance
             *ascend_910c.prefill_attention_lines(),  # transferred FA figure, with its provenance
             # the paper's per-layer decode times set it, through the twin's step with this GEMM fit
             *ascend_910c.latency_lines(ascend_910c.fit_kernel_latency(f)),
