@@ -111,3 +111,13 @@ def test_every_run_ends_with_a_verdict_and_markup_is_not_interpreted(tmp_path):
 
 def test_a_scalar_key_cannot_take_a_subkey():
     _one_line_error(run("simulate", "--set", "name.x.y=1"), "not a section")
+
+
+def test_a_broken_inline_table_is_named_not_passed_on_as_text():
+    # a table split over lines is not TOML: the error names --set and the value, not a schema field
+    out = run("simulate", "--set", 'workload={kind="poisson",\n rate=150.0}')
+    _one_line_error(out, "--set workload")
+    assert "not a valid TOML value" in out.stderr
+    # a bare word is still a string (the scenario then says whether that key takes one)
+    out = run("simulate", "--set", "name=my-run", "--duration", "5", "--quiet", "--set", "workload.num_requests=50")
+    assert out.returncode == 0, out.stderr

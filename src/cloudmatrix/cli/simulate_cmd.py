@@ -45,7 +45,13 @@ def parse_sets(sets: list[str]) -> dict[str, Any]:
             raise CloudMatrixError(f"--set expects KEY=VALUE (e.g. workload.concurrency=8000), got {item!r}")
         try:
             value = tomllib.loads(f"v = {raw}")["v"]
-        except tomllib.TOMLDecodeError:
+        except tomllib.TOMLDecodeError as e:
+            if raw.lstrip()[:1] in ("{", "[", '"', "'"):
+                # meant as a TOML table, array or string: say what is wrong with it, don't pass it on as text
+                raise CloudMatrixError(
+                    f"--set {key.strip()}: {raw.strip()[:60]!r} is not a valid TOML value ({e}); "
+                    "write inline tables on one line, e.g. workload={kind=\"poisson\", rate=150.0}"
+                ) from None
             value = raw  # a bare word is a string
         out[key.strip()] = value
     return out
