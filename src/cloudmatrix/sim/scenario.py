@@ -147,14 +147,22 @@ class Scenario(_Section):
             "prefill_mode", "chunked_prefill", "overlap", "recv_interval", "balance_timeout", "batch_wait_iters",
             "batch_wait_ratio",
         )  # fmt: skip
+        # recv_interval is the decode intake's polling (sim/disaggregated.py, checked in _recv_interval_polls)
+        decode_unused = tuple(k for k in colocated_only if k != "recv_interval")
         unused = {
             "prefill": ("batch_per_die", "batch_per_rank", *colocated_only),
-            "decode": ("tokens_per_die", "policy", *colocated_only),
+            "decode": ("tokens_per_die", "policy", *decode_unused),
         }
         for pool_name, keys in unused.items() if self.mode == "disaggregated" else ():
             pool = getattr(self, pool_name)
             for key in keys:
                 if pool is not None and key in pool.model_fields_set:
+                    if (pool_name, key) == ("prefill", "recv_interval"):
+                        raise ValueError(
+                            "[prefill] recv_interval does nothing in a prefill pool: a prefill forward weighs 1,000 in "
+                            "SGLang's recv skipper, so a prefill server polls after every step whatever the interval; "
+                            "remove it (set it on [decode])"
+                        )
                     raise ValueError(f"[{pool_name}] {key} does nothing in a {pool_name} pool; remove it")
         if self.mode == "disaggregated":
             if self.prefill is None or self.decode is None:
@@ -188,6 +196,21 @@ class Scenario(_Section):
                 raise ValueError(f"[{name}] backend: {e}") from None
             if ref != pool.backend:
                 object.__setattr__(self, name, pool.model_copy(update={"backend": str(Path(ref).resolve())}))
+        return self
+
+    @model_validator(mode="after")
+    def _recv_interval_polls(self) -> Scenario:
+        """A disaggregated decode pool's recv_interval is the interval of its scheduler's polling for new requests,
+        which only a stack whose prefill waits for the decode intake has (its [handoff] prefill_after_decode_intake)."""
+        d = self.decode
+        if self.mode != "disaggregated" or d is None or d.recv_interval is None:
+            return self
+        profile = load_backend(d.backend)
+        if not profile.handoff.prefill_after_decode_intake:
+            raise ValueError(
+                f"[decode] recv_interval needs a backend whose decode scheduler polls for new requests (sglang); "
+                f"backend {profile.name!r} takes them in without polling: remove recv_interval or set backend"
+            )
         return self
 
     # ------------------------------------------------------------ resolution
