@@ -18,9 +18,21 @@ it; the CSV's batch stands. What a script leaves unset is the backend's document
 - TensorRT-LLM LLM API (PyTorch backend): `enable_chunked_prefill` False, so a prompt runs whole in
   one step within `max_num_tokens`, which the scripts size to hold CONC decode tokens plus one prompt.
 
-Disaggregated rows are Dynamo runs whose recipes the CSV does not name; they take aiconfigurator's
-own convention, FP8 KV for FP8/FP8-block/NVFP4 checkpoints (aiconfigurator_core/sdk/models/helpers.py,
-the `fmha_quant_mode` / `kvcache_quant_mode` override), and the twin's pool defaults otherwise.
+Disaggregated SGLang rows are InferenceMAX Dynamo runs. The same nvidia-master.yaml @6026f214 lists, per multi-node
+config (`dsr1-<precision>-<system>-dynamo-sglang`, its image, and per search-space entry the concurrencies, the
+prefill/decode worker counts and tp/ep/dp-attn), the srt-slurm recipe it ran (`CONFIG_FILE=recipes/...`, in
+github.com/NVIDIA/srt-slurm at branch sa-submission-q2-2026, deb1dfd9; the recipes used here last changed there in
+5063eb43, 2026-03-03; a `file.yaml:override_x` / `:zip_override_x[i]` selector is that file's `base` merged with the
+named override, srtctl's rule). A row takes an entry when its system, precision, image version (the CSV's backend
+version), ISL/OSL and layout (workers, attention TP or DP, EP of each pool) match and its concurrency is in the
+entry's list (PD_RECIPES). From the recipe the twin takes what it can express: each server's
+`scheduler-recv-interval` (default 1) and `kv-cache-dtype` (fp8_e4m3 -> FP8; unset = "auto" = BF16 for the FP8
+checkpoint). Not applied: `max-running-requests` and `cuda-graph-max-bs` (the CSV's recorded batch is the decode
+pool's and fits under both wherever a row matched), `chunked-prefill-size` (the CSV's prefill batch, one prompt per
+rank, stands), the Dynamo frontend (the twin's front-end costs stand). Rows that match no entry (images 0.5.5.post2,
+which 6026f214 no longer lists, and B200 FP8 layouts it does not list) and every TRT-LLM disaggregated row take
+aiconfigurator's own convention, FP8 KV for FP8/FP8-block/NVFP4 checkpoints (aiconfigurator_core/sdk/models/
+helpers.py, the `fmha_quant_mode` / `kvcache_quant_mode` override), and the twin's pool defaults otherwise.
 """
 
 from __future__ import annotations
@@ -28,7 +40,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from cloudmatrix.validate.silicon_csv import SiliconRow
+from cloudmatrix.validate.silicon_csv import PoolLayout, SiliconRow
 
 RECIPES = "InferenceMAX benchmarks/single_node @6026f214"
 # SGLang's documented default when a script sets no --max-prefill-tokens (server_args.max_prefill_tokens)
@@ -48,16 +60,128 @@ class ServingConfig:
     balance_timeout: int = 0  # TRT-LLM attention_dp_config timeout_iters with enable_balance (0: not set)
     batch_wait_iters: int = 0  # TRT-LLM batch_wait_timeout_iters (delayed batching; 0: not set)
     batch_wait_ratio: float = 0.0  # TRT-LLM batch_wait_max_tokens_ratio (0: not set)
+    # SGLang PD: the prefill server's --scheduler-recv-interval. Recorded, not simulated: every prefill forward
+    # weighs 1,000 in SGLang's recv skipper, so a prefill server polls after each step (and whenever idle) anyway
+    prefill_recv_interval: int = 1
 
     def describe(self) -> str:
         step = "" if self.step_tokens is None else f", {self.step_tokens:,} tokens/step/rank"
         chunk = "" if self.step_tokens is None else (", chunked" if self.chunked else ", whole prompts")
         recv = f", recv every {self.recv_interval} decode steps" if self.recv_interval > 1 else ""
+        if self.prefill_recv_interval > 1:
+            recv += f", prefill server recv interval {self.prefill_recv_interval} (polls every prefill step)"
         bal = f", attention-DP balance up to {self.balance_timeout} steps" if self.balance_timeout else ""
         wait = ""
         if self.batch_wait_iters:
             wait = f", prompts wait up to {self.batch_wait_iters} steps for {self.batch_wait_ratio:g} x the step tokens"
         return f"{self.kv_cache.upper()} KV{step}{chunk}{recv}{bal}{wait} ({self.source})"
+
+
+PD_SOURCE = "InferenceMAX nvidia-master.yaml @6026f214 + NVIDIA/srt-slurm sa-submission-q2-2026 (deb1dfd9)"
+
+
+@dataclass(frozen=True)
+class PdRecipe:
+    """One search-space entry of an InferenceMAX multi-node SGLang config and what its srt-slurm recipe sets."""
+
+    system: str  # AIC system name
+    precision: str
+    image: str  # lmsysorg/sglang image version the config pins (the CSV's backend_version)
+    isl_osl: tuple[int, int]
+    concurrencies: tuple[int, ...]  # the entry's conc-list
+    prefill: tuple[int, int, int, int]  # workers, attention TP, attention DP, EP (AIC's naming)
+    decode: tuple[int, int, int, int]
+    recipe: str  # CONFIG_FILE in srt-slurm
+    kv_cache: str  # decode server's kv-cache-dtype: fp8_e4m3 -> "fp8", unset ("auto") -> "bf16" (FP8 checkpoint)
+    prefill_recv: int  # scheduler-recv-interval of the prefill server (unset: 1)
+    decode_recv: int  # and of the decode server
+
+
+# Every non-MTP entry of nvidia-master.yaml @6026f214 that a complete measured row matches (a dp-attn entry's tp is
+# its attention-DP size: tp 8, ep 8, dp-attn true -> (workers, 1, 8, 8)); values read from the resolved recipe.
+# fmt: off
+PD_RECIPES: tuple[PdRecipe, ...] = (
+    PdRecipe("gb200", "fp8", "0.5.8.post1", (1024, 1024), (4, 8), (1, 4, 1, 1), (1, 4, 1, 1),
+             "recipes/gb200-fp8/1k1k/low-latency.yaml", "fp8", 10, 10),  # dsr1-fp8-gb200-dynamo-sglang
+    PdRecipe("gb200", "fp8", "0.5.8.post1", (1024, 1024), (1024, 2048, 4096, 6144), (2, 1, 8, 8), (1, 1, 32, 32),
+             "recipes/gb200-fp8/1k1k/max-tpt.yaml", "fp8", 1, 1),  # dsr1-fp8-gb200-dynamo-sglang
+    PdRecipe("gb200", "fp8", "0.5.8.post1", (1024, 1024), (4096,), (1, 1, 8, 8), (1, 1, 8, 8),
+             "recipes/gb200-fp8/1k1k/ultra-tpt.yaml", "fp8", 1, 1),  # dsr1-fp8-gb200-dynamo-sglang
+    PdRecipe("gb200", "fp8", "0.5.8.post1", (8192, 1024), (4, 8, 16), (1, 8, 1, 1), (1, 8, 1, 1),
+             "recipes/gb200-fp8/8k1k/low-latency.yaml", "fp8", 10, 10),  # dsr1-fp8-gb200-dynamo-sglang
+    PdRecipe("gb200", "fp8", "0.5.8.post1", (8192, 1024), (512, 1024, 2048, 6144), (5, 1, 8, 8), (1, 1, 32, 32),
+             "recipes/gb200-fp8/8k1k/mid-curve.yaml", "fp8", 1, 1),  # dsr1-fp8-gb200-dynamo-sglang
+    PdRecipe("gb300", "fp8", "0.5.8.post1", (1024, 1024), (4, 8, 16, 32), (1, 4, 1, 1), (4, 4, 1, 1),
+             "recipes/gb300-fp8/1k1k/stp/low-latency.yaml", "fp8", 10, 1),  # dsr1-fp8-gb300-dynamo-sglang
+    PdRecipe("gb300", "fp8", "0.5.8.post1", (1024, 1024), (1024, 2048, 4096, 6144), (2, 1, 8, 8), (1, 1, 32, 32),
+             "recipes/gb300-fp8/1k1k/stp/mid.yaml", "fp8", 1, 1),  # dsr1-fp8-gb300-dynamo-sglang
+    PdRecipe("gb300", "fp8", "0.5.8.post1", (1024, 1024), (4096, 7168, 7680), (1, 1, 8, 8), (1, 1, 8, 8),
+             "recipes/gb300-fp8/1k1k/stp/max.yaml", "fp8", 1, 1),  # dsr1-fp8-gb300-dynamo-sglang
+    PdRecipe("gb300", "fp8", "0.5.8.post1", (8192, 1024), (4, 8), (1, 4, 1, 1), (1, 4, 1, 1),
+             "recipes/gb300-fp8/8k1k/stp/low-latency.yaml", "fp8", 10, 1),  # dsr1-fp8-gb300-dynamo-sglang
+    PdRecipe("gb300", "fp8", "0.5.8.post1", (8192, 1024), (128, 256, 512, 1024), (5, 1, 8, 8), (1, 1, 32, 32),
+             "recipes/gb300-fp8/8k1k/stp/mid.yaml", "fp8", 1, 1),  # dsr1-fp8-gb300-dynamo-sglang
+    PdRecipe("gb200", "fp4", "0.5.8", (1024, 1024), (4, 8, 32), (1, 4, 1, 1), (2, 4, 1, 1),
+             "recipes/gb200-fp4/1k1k/low-latency.yaml", "fp8", 10, 10),  # dsr1-fp4-gb200-dynamo-sglang
+    PdRecipe("gb200", "fp4", "0.5.8", (1024, 1024), (512, 2048, 4096, 8192), (4, 1, 4, 4), (1, 1, 32, 32),
+             "recipes/gb200-fp4/1k1k/mid-curve.yaml", "fp8", 1, 1),  # dsr1-fp4-gb200-dynamo-sglang
+    PdRecipe("gb200", "fp4", "0.5.8", (8192, 1024), (4, 8), (1, 4, 1, 1), (4, 4, 1, 1),
+             "recipes/gb200-fp4/8k1k/low-latency.yaml", "fp8", 10, 10),  # dsr1-fp4-gb200-dynamo-sglang
+    PdRecipe("gb200", "fp4", "0.5.8", (8192, 1024), (2048,), (10, 4, 1, 1), (1, 1, 32, 32),
+             "recipes/gb200-fp4/8k1k/max-tpt.yaml", "fp8", 1, 1),  # dsr1-fp4-gb200-dynamo-sglang
+    PdRecipe("gb300", "fp4", "0.5.8.post1", (1024, 1024), (4, 8, 32), (1, 4, 1, 1), (2, 4, 1, 1),
+             "recipes/gb300-fp4/1k1k/low_latency.yaml", "fp8", 10, 10),  # dsr1-fp4-gb300-dynamo-sglang
+    PdRecipe("gb300", "fp4", "0.5.8.post1", (1024, 1024), (512, 2048, 4096, 8192), (4, 1, 4, 4), (1, 1, 32, 32),
+             "recipes/gb300-fp4/1k1k/mid_curve.yaml", "fp8", 1, 1),  # dsr1-fp4-gb300-dynamo-sglang
+    PdRecipe("gb300", "fp4", "0.5.8.post1", (8192, 1024), (4, 8, 32, 64), (1, 4, 1, 1), (4, 4, 1, 1),
+             "recipes/gb300-fp4/8k1k/low_latency.yaml", "fp8", 10, 10),  # dsr1-fp4-gb300-dynamo-sglang
+    PdRecipe("gb300", "fp4", "0.5.8.post1", (8192, 1024), (2048,), (10, 4, 1, 1), (1, 1, 32, 32),
+             "recipes/gb300-fp4/8k1k/max_tpt.yaml", "fp8", 1, 1),  # dsr1-fp4-gb300-dynamo-sglang
+    PdRecipe("h200_sxm", "fp8", "0.5.8.post1", (8192, 1024), (64, 128, 256), (1, 8, 1, 1), (1, 1, 8, 8),
+             "recipes/h200/8k1k/bs128-1p1d-dep.yaml", "bf16", 1, 1),  # dsr1-fp8-h200-dynamo-sglang
+    PdRecipe("b200_sxm", "fp4", "0.5.8.post1", (1024, 1024), (512,), (1, 1, 4, 4), (1, 1, 8, 8),
+             "recipes/b200-fp4/1k1k.yaml:zip_override_stp_maxtpt[0]", "fp8", 1, 1),  # dsr1-fp4-b200-dynamo-sglang
+    PdRecipe("b200_sxm", "fp4", "0.5.8.post1", (1024, 1024), (512,), (1, 1, 4, 4), (2, 1, 8, 8),
+             "recipes/b200-fp4/1k1k.yaml:zip_override_stp_maxtpt[1]", "fp8", 1, 1),  # dsr1-fp4-b200-dynamo-sglang
+    PdRecipe("b200_sxm", "fp4", "0.5.8.post1", (8192, 1024), (64, 128), (1, 1, 4, 4), (1, 8, 1, 8),
+             "recipes/b200-fp4/8k1k.yaml:zip_override_stp_lowlat[0]", "fp8", 1, 1),  # dsr1-fp4-b200-dynamo-sglang
+    PdRecipe("b200_sxm", "fp4", "0.5.8.post1", (8192, 1024), (4, 8, 16, 64), (1, 4, 1, 1), (1, 8, 1, 1),
+             "recipes/b200-fp4/8k1k.yaml:override_stp_tp4", "fp8", 1, 1),  # dsr1-fp4-b200-dynamo-sglang
+    PdRecipe("b200_sxm", "fp4", "0.5.8.post1", (8192, 1024), (1024, 2048), (7, 1, 4, 4), (2, 1, 8, 8),
+             "recipes/b200-fp4/8k1k.yaml:override_stp_maxtpt_7p2d", "fp8", 1, 1),  # dsr1-fp4-b200-dynamo-sglang
+    PdRecipe("b200_sxm", "fp8", "0.5.8.post1", (1024, 1024), (4,), (1, 8, 1, 8), (1, 8, 1, 8),
+             "recipes/b200-fp8/1k1k.yaml:zip_override_stp_lowlat[0]", "fp8", 1, 1),  # dsr1-fp8-b200-dynamo-sglang
+    PdRecipe("b200_sxm", "fp8", "0.5.8.post1", (8192, 1024), (128,), (1, 1, 8, 1), (4, 8, 1, 1),
+             "recipes/b200-fp8/8k1k_stp_lowlat_1.yaml", "fp8", 1, 1),  # dsr1-fp8-b200-dynamo-sglang
+    PdRecipe("b200_sxm", "fp8", "0.5.8.post1", (8192, 1024), (288,), (1, 1, 8, 1), (2, 1, 8, 8),
+             "recipes/b200-fp8/8k1k_stp_maxtpt_0.yaml", "fp8", 1, 1),  # dsr1-fp8-b200-dynamo-sglang
+    PdRecipe("b200_sxm", "fp8", "0.5.8.post1", (8192, 1024), (160, 288), (1, 1, 8, 1), (1, 1, 8, 8),
+             "recipes/b200-fp8/8k1k_stp_maxtpt_1.yaml", "fp8", 1, 1),  # dsr1-fp8-b200-dynamo-sglang
+    PdRecipe("b200_sxm", "fp8", "0.5.8.post1", (8192, 1024), (512,), (2, 1, 8, 1), (1, 1, 8, 8),
+             "recipes/b200-fp8/8k1k_stp_maxtpt_2.yaml", "fp8", 1, 1),  # dsr1-fp8-b200-dynamo-sglang
+    PdRecipe("b200_sxm", "fp8", "0.5.8.post1", (8192, 1024), (1024,), (3, 1, 8, 1), (1, 1, 8, 8),
+             "recipes/b200-fp8/8k1k_stp_maxtpt_3.yaml", "fp8", 1, 1),  # dsr1-fp8-b200-dynamo-sglang
+)
+# fmt: on
+
+
+def _layout(p: PoolLayout | None) -> tuple[int | None, ...]:
+    return (None,) * 4 if p is None else (p.workers, p.tp, p.attention_dp, p.moe_ep)
+
+
+def pd_recipe(row: SiliconRow) -> PdRecipe | None:
+    """The InferenceMAX entry (and srt-slurm recipe) a disaggregated SGLang row ran, or None if none matches."""
+    if row.backend != "sglang" or row.mode != "disagg":
+        return None
+    for e in PD_RECIPES:
+        if (
+            (e.system, e.precision, e.image, e.isl_osl) == (row.system, row.precision, row.backend_version,
+                                                          (row.isl, row.osl))
+            and row.concurrency in e.concurrencies
+            and (e.prefill, e.decode) == (_layout(row.prefill), _layout(row.decode))
+        ):  # fmt: skip
+            return e
+    return None
 
 
 def _aic_kv(row: SiliconRow) -> str:
@@ -84,7 +208,11 @@ def _trt_delay_batching(row: SiliconRow, conc: int) -> bool:
 def serving_config(row: SiliconRow) -> ServingConfig:
     """The configuration row `row` was measured with (see the module docstring for every source)."""
     if row.mode != "agg" or row.agg is None:
-        return ServingConfig(_aic_kv(row), None, True, 1, "aiconfigurator's KV convention")
+        pd = pd_recipe(row)
+        if pd is None:
+            return ServingConfig(_aic_kv(row), None, True, 1, "aiconfigurator's KV convention")
+        src = f"{PD_SOURCE} {pd.recipe}"
+        return ServingConfig(pd.kv_cache, None, True, pd.decode_recv, src, prefill_recv_interval=pd.prefill_recv)
     conc = row.concurrency or 1
     dp = row.agg.attention_dp or 1
     gpus = (row.agg.tp or 1) * dp

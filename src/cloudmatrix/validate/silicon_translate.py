@@ -159,6 +159,8 @@ def _pool(layout: PoolLayout, role: str, isl: int, cfg: ServingConfig) -> tuple[
         pool["moe_tp"] = layout.moe_tp  # refused by the scenario until the twin has MoE TP
     if role in ("decode", "colocated"):
         pool["batch_per_die"] = max(1, math.ceil(seqs / dies))
+    if role == "decode" and cfg.recv_interval > 1:
+        pool["recv_interval"] = cfg.recv_interval  # the PD recipe's decode server polls every N decode steps
     if role == "prefill":
         pool["tokens_per_die"] = max(1, math.ceil(isl * seqs / dies))
     if role == "colocated":

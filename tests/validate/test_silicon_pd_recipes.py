@@ -1,0 +1,56 @@
+"""Disaggregated SGLang rows -> the InferenceMAX multi-node entry and srt-slurm recipe they ran, and what the twin
+takes from it (silicon_recipes.PD_RECIPES)."""
+
+from silicon_rows import disagg, write
+
+from cloudmatrix.validate import silicon_translate as T
+from cloudmatrix.validate.silicon_csv import deduplicate, read_rows
+from cloudmatrix.validate.silicon_recipes import pd_recipe
+
+
+def point(tmp_path, row):
+    (m,) = deduplicate(read_rows(write(tmp_path / "s.csv", [row])))
+    return m
+
+
+def gb200_low_latency(conc=4, version="0.5.8.post1", **kw):
+    """dsr1_gb200_sglang_fp8_disagg_1024x1024_c4_cfg502's layout: 1 prefill and 1 decode worker at TP4."""
+    row = disagg("ll", conc=conc, p_workers=1, p=(4, 1, 4, 1), d_workers=1, d=(4, 1, 4, 1), d_batch=conc, **kw)
+    row.update(system="gb200", backend_version=version)
+    return row
+
+
+def test_a_gb200_low_latency_row_runs_its_recipes_decode_recv_interval(tmp_path):
+    m = point(tmp_path, gb200_low_latency())
+    recipe = pd_recipe(m.row)
+    assert recipe is not None and recipe.recipe == "recipes/gb200-fp8/1k1k/low-latency.yaml"
+    tr = T.translate(m)
+    assert tr.scenario.decode.recv_interval == 10  # scheduler-recv-interval: 10 on the decode server
+    assert tr.scenario.prefill.recv_interval is None  # the prefill server's 10 is recorded, not simulated
+    assert tr.scenario.precision.kv_cache == "fp8"  # kv-cache-dtype: fp8_e4m3
+    assert "low-latency.yaml" in tr.deployment and "recv every 10 decode steps" in tr.deployment
+
+
+def test_a_row_outside_the_entry_keeps_the_default_intake(tmp_path):
+    for row in (gb200_low_latency(conc=16), gb200_low_latency(version="0.5.5.post2")):  # not in conc-list / image
+        m = point(tmp_path, row)
+        assert pd_recipe(m.row) is None
+        assert T.translate(m).scenario.decode.recv_interval is None
+
+
+def test_a_recipe_that_polls_every_step_on_decode_sets_nothing(tmp_path):
+    # gb300-fp8 1k1k stp low-latency: scheduler-recv-interval 10 on the prefill server, 1 on the decode server
+    row = disagg("g3", conc=8, p_workers=1, p=(4, 1, 4, 1), d_workers=4, d=(4, 1, 4, 1), d_batch=2)
+    row.update(system="gb300", backend_version="0.5.8.post1")
+    m = point(tmp_path, row)
+    assert pd_recipe(m.row).recipe == "recipes/gb300-fp8/1k1k/stp/low-latency.yaml"
+    assert T.translate(m).scenario.decode.recv_interval is None
+
+
+def test_the_h200_recipe_leaves_kv_at_auto(tmp_path):
+    # recipes/h200/8k1k/bs128-1p1d-dep.yaml sets no kv-cache-dtype: SGLang's auto = BF16 for the FP8 checkpoint
+    row = disagg("h", conc=64, p_workers=1, p=(8, 1, 8, 1), d_workers=1, d=(1, 8, 1, 8), d_batch=8, isl=8192)
+    row.update(backend_version="0.5.8.post1")
+    m = point(tmp_path, row)
+    assert pd_recipe(m.row) is not None
+    assert T.translate(m).scenario.precision.kv_cache == "bf16"
