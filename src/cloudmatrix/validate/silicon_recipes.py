@@ -24,15 +24,17 @@ prefill/decode worker counts and tp/ep/dp-attn), the srt-slurm recipe it ran (`C
 github.com/NVIDIA/srt-slurm at branch sa-submission-q2-2026, deb1dfd9; the recipes used here last changed there in
 5063eb43, 2026-03-03; a `file.yaml:override_x` / `:zip_override_x[i]` selector is that file's `base` merged with the
 named override, srtctl's rule). A row takes an entry when its system, precision, image version (the CSV's backend
-version), ISL/OSL and layout (workers, attention TP or DP, EP of each pool) match and its concurrency is in the
-entry's list (PD_RECIPES). From the recipe the twin takes what it can express: each server's
-`scheduler-recv-interval` (default 1) and `kv-cache-dtype` (fp8_e4m3 -> FP8; unset = "auto" = BF16 for the FP8
-checkpoint). Not applied: `max-running-requests` and `cuda-graph-max-bs` (the CSV's recorded batch is the decode
-pool's and fits under both wherever a row matched), `chunked-prefill-size` (the CSV's prefill batch, one prompt per
-rank, stands), the Dynamo frontend (the twin's front-end costs stand). Rows that match no entry (images 0.5.5.post2,
-which 6026f214 no longer lists, and B200 FP8 layouts it does not list) and every TRT-LLM disaggregated row take
-aiconfigurator's own convention, FP8 KV for FP8/FP8-block/NVFP4 checkpoints (aiconfigurator_core/sdk/models/
-helpers.py, the `fmha_quant_mode` / `kvcache_quant_mode` override), and the twin's pool defaults otherwise.
+version), ISL/OSL and layout (workers, attention TP or DP, EP of each pool) match and its concurrency is in the entry's
+list (PD_RECIPES). From the recipe the twin takes what it can express: each server's `scheduler-recv-interval` (default
+1) and `kv-cache-dtype` (fp8_e4m3 -> FP8; unset = "auto" = BF16 for the FP8 checkpoint). Not applied:
+`max-running-requests` and `cuda-graph-max-bs` (the CSV's recorded batch is the decode pool's; it fits under both on
+every matched row but B200 FP8 8k/1k c288, whose decode servers hold 256 running requests in all (8k1k_stp_maxtpt_1.yaml
+one of 256, _0 two of 128) for 288 clients), `chunked-prefill-size` (the CSV's prefill batch, one prompt per rank,
+stands), the Dynamo frontend (the twin's front-end costs stand). Rows that match no entry (images 0.5.5.post2, which
+6026f214 no longer lists, all with DP-attention decode, where SGLang's skipper allows only interval 1; and B200 FP8
+layouts it does not list) and every TRT-LLM disaggregated row take
+aiconfigurator's own convention, FP8 KV for FP8/FP8-block/NVFP4 checkpoints (aiconfigurator_core/sdk/models/helpers.py,
+the `fmha_quant_mode` / `kvcache_quant_mode` override), and the twin's pool defaults otherwise.
 """
 
 from __future__ import annotations
