@@ -240,26 +240,36 @@ def prefill_attention_lines() -> list[str]:
     ]
 
 
-def write_prefill_attention(path) -> None:
-    """Put `prefill_attention_lines()` into the 910C's generated [efficiency] section: replace them where they are,
-    else insert them before the decode-attention / latency lines."""
+def _put_lines(path, lines: list[str], block: str, anchor: str, before: bool, what: str) -> None:
+    """Put a generated block of TOML lines into the 910C's [efficiency] section: replace the block (regex `block`)
+    where it is, else insert it before / after the first match of `anchor`."""
     import re
 
     text = path.read_text()
-    new = "\n".join(prefill_attention_lines()) + "\n"
-    old = re.compile(
-        r"^# attention_prefill \(.*?^attention_prefill = [^\n]*\n(?:attention_prefill_half_context = [^\n]*\n)?"
-        r"(?:attention_prefill_latency = [^\n]*\n)?",
-        re.M | re.S,
-    )
+    new = "\n".join(lines) + "\n"
+    old = re.compile(block, re.M | re.S)
     if old.search(text):
         text = old.sub(lambda _: new, text, count=1)
     else:
-        at = re.search(r"^# (?:No per-kernel latency figure|attention_decode_serial: )", text, re.M)
+        at = re.search(anchor, text, re.M)
         if at is None:
-            raise ValueError(f"{path}: no place for the attention_prefill lines")
-        text = text[: at.start()] + new + text[at.start() :]
+            raise ValueError(f"{path}: no place for the {what} lines")
+        cut = at.start() if before else at.end()
+        text = text[:cut] + new + text[cut:]
     path.write_text(text)
+
+
+def write_prefill_attention(path) -> None:
+    """`prefill_attention_lines()` in place, else before the decode-attention / latency lines."""
+    _put_lines(
+        path,
+        prefill_attention_lines(),
+        r"^# attention_prefill \(.*?^attention_prefill = [^\n]*\n(?:attention_prefill_half_context = [^\n]*\n)?"
+        r"(?:attention_prefill_latency = [^\n]*\n)?",
+        r"^# (?:No per-kernel latency figure|attention_decode_serial: )",
+        before=True,
+        what="attention_prefill",
+    )
 
 
 # ---------------------------------------------------------------- pto-isa A3 kernel figures the twin is checked on
@@ -367,21 +377,15 @@ def vector_reduce_lines() -> list[str]:
 
 
 def write_vector_reduce(path) -> None:
-    """Put `vector_reduce_lines()` into the 910C's generated [efficiency] section: replace them where they are, else
-    insert them after the `memory` line."""
-    import re
-
-    text = path.read_text()
-    new = "\n".join(vector_reduce_lines()) + "\n"
-    old = re.compile(r"^# vector_reduce \(.*?^vector_reduce = [^\n]*\n", re.M | re.S)
-    if old.search(text):
-        text = old.sub(lambda _: new, text, count=1)
-    else:
-        at = re.search(r"^memory = [^\n]*\n", text, re.M)
-        if at is None:
-            raise ValueError(f"{path}: no place for the vector_reduce lines")
-        text = text[: at.end()] + new + text[at.end() :]
-    path.write_text(text)
+    """`vector_reduce_lines()` in place, else after the `memory` line."""
+    _put_lines(
+        path,
+        vector_reduce_lines(),
+        r"^# vector_reduce \(.*?^vector_reduce = [^\n]*\n",
+        r"^memory = [^\n]*\n",
+        before=False,
+        what="vector_reduce",
+    )
 
 
 def pto_checks(system=None) -> list[tuple[str, float, float, str]]:
