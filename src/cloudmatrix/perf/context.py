@@ -92,9 +92,12 @@ class DieContext:
         vals[_I["limit_time"]] = max(flops / self.chip.peak(dtype), nbytes / self.chip.die.hbm_bandwidth)
         return OpCost(*vals)
 
-    def vector(self, name: str, stream: str, elements: float, bytes_per_element: float) -> OpCost:
-        """An element-wise vector kernel moving `bytes_per_element` bytes of HBM traffic per element."""
-        return kernels.vector_op(elements, bytes_per_element, self.chip, name=name, stream=stream)
+    def vector(
+        self, name: str, stream: str, elements: float, bytes_per_element: float, fraction: float | None = None
+    ) -> OpCost:
+        """An element-wise vector kernel moving `bytes_per_element` bytes of HBM traffic per element (at `fraction`
+        of HBM when given, else the chip's `vector`)."""
+        return kernels.vector_op(elements, bytes_per_element, self.chip, name=name, stream=stream, fraction=fraction)
 
     def quantise(self, name: str, stream: str, elements: float, op_class: str) -> OpCost | None:
         """Per-token dynamic quantisation of a matmul's BF16 input (read BF16, write the narrow type),

@@ -227,15 +227,23 @@ def memory_op(nbytes: float, chip: ChipSpec, *, name: str = "memory", stream: st
 
 
 def vector_op(
-    elements: float, bytes_per_element: float, chip: ChipSpec, *, name: str = "vector", stream: str = "attn"
+    elements: float,
+    bytes_per_element: float,
+    chip: ChipSpec,
+    *,
+    name: str = "vector",
+    stream: str = "attn",
+    fraction: float | None = None,
 ) -> OpCost:
     """An element-wise vector kernel (quantise, SwiGLU, RoPE, permute) moving `bytes_per_element` bytes of HBM
-    traffic (reads + writes) per element, at the chip's vector-kernel HBM fraction."""
+    traffic (reads + writes) per element, at the chip's vector-kernel HBM fraction (`fraction`: another class's,
+    e.g. `vector_reduce` for gather-reduce kernels)."""
     eff = chip.efficiency
     bw = chip.die.hbm_bandwidth
     nbytes = elements * bytes_per_element
+    frac = eff.vector if fraction is None else fraction
     return OpCost(
-        name, stream, 1, 0.0, nbytes, 0.0, nbytes / (bw * eff.vector), 0.0, nbytes / bw, "compute", eff.vector_latency
+        name, stream, 1, 0.0, nbytes, 0.0, nbytes / (bw * frac), 0.0, nbytes / bw, "compute", eff.vector_latency
     )
 
 

@@ -22,8 +22,6 @@ permutation and SwiGLU are inside that fit and are not costed again (`moe_op_fit
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from cloudmatrix.perf import comm
 from cloudmatrix.perf.attention import group_tokens_everywhere
 from cloudmatrix.perf.context import ACT_BYTES, DieContext, present, swiglu_shapes
@@ -211,11 +209,7 @@ def _combine_sum(c: DieContext, elements: float, bytes_per_element: float) -> Op
     """The combine sum as its own kernel class, a gather-reduce: each token's expert rows gathered from where the
     combine left them, weighted and summed (FP32 accumulation) at the chip's `vector_reduce` HBM fraction, which
     defaults to `vector` (the 910C's is measured, specs/catalog/hardware/ascend-910c.toml)."""
-    op = c.vector("combine_sum", "moe", elements, bytes_per_element)
-    eff = c.chip.efficiency
-    if eff.vector_reduce == eff.vector:
-        return op
-    return replace(op, memory_time=op.memory_time * eff.vector / eff.vector_reduce)
+    return c.vector("combine_sum", "moe", elements, bytes_per_element, fraction=c.chip.efficiency.vector_reduce)
 
 
 def _all_to_all(

@@ -25,8 +25,6 @@ def prefill_attention(c: DieContext, tokens: float, prompt_len: float):
     return gqa_ops(c, tokens, tokens / prompt_len, prompt_len, causal_prefill=True)
 
 
-
-
 def prefill_step(
     model: ModelSpec,
     system: System,
