@@ -45,8 +45,10 @@ def step(
     kv_precision: Annotated[str, typer.Option(help="KV cache precision")] = "bf16",
     backend: Annotated[
         str | None,
-        typer.Option(help="Serving stack: trtllm, sglang, vllm, cloudmatrix-infer, engine or a profile .toml "
-                     "(its kernel curves, graphed/eager phases, host cost per op); default: cloudmatrix-infer"),
+        typer.Option(
+            help="Serving stack: trtllm, sglang, vllm, cloudmatrix-infer, engine or a profile .toml "
+            "(its kernel curves, graphed/eager phases, host cost per op); default: cloudmatrix-infer"
+        ),
     ] = None,
     imbalance: Annotated[
         float | None,
@@ -141,7 +143,7 @@ def derived_expert_load(mdl, dep: Deployment, popularity: str, zipf_s: float, pl
     """Expert load statistics of the redundant-expert placement of a popularity (None: dense or no EP)."""
     from pathlib import Path
 
-    from cloudmatrix.serving.eplb import ExpertPlacement
+    from cloudmatrix.serving.eplb import build_placement
     from cloudmatrix.serving.eplb import popularity as make_popularity
 
     if not mdl.is_moe or dep.ep_degree <= 1:
@@ -150,7 +152,7 @@ def derived_expert_load(mdl, dep: Deployment, popularity: str, zipf_s: float, pl
         pop = make_popularity(popularity, mdl.routed_experts, s=zipf_s)
     else:
         pop = make_popularity("file", mdl.routed_experts, path=str(Path(popularity)))
-    pl = ExpertPlacement.build(pop, dep.routed_dies, dep.slots_per_routed_die(mdl), placement)
+    pl = build_placement(pop, dep.routed_dies, dep.slots_per_routed_die(mdl), placement)
     return pl.expert_load(mdl.top_k)
 
 

@@ -19,7 +19,7 @@ from cloudmatrix.specs.hardware import BYTES_PER_ELEMENT, System
 from cloudmatrix.specs.model import ModelSpec
 
 if TYPE_CHECKING:
-    from cloudmatrix.perf.expert_load import ExpertLoad
+    from cloudmatrix.perf.expert_load import ExpertLoad, LayeredExpertLoad
 
 # (id(model), id(system), deployment) of combinations that passed validation -> (model, system)
 _VALIDATED: dict[tuple[int, int, object], tuple[object, object]] = {}
@@ -69,7 +69,7 @@ class Deployment:
     hbm_reserve: float = 0.05  # fraction of HBM kept free for the runtime and fragmentation (assumption)
     # the placement's load statistics: when set, the step takes imbalance and distinct experts per die
     # at each microbatch's own tokens from it (and ignores `imbalance`)
-    expert_load: ExpertLoad | None = field(default=None, compare=False, repr=False)
+    expert_load: ExpertLoad | LayeredExpertLoad | None = field(default=None, compare=False, repr=False)
     # the serving stack (specs/backend.py: its kernel curves, graphed/eager phases, host cost per op):
     # "sglang", "vllm", "trtllm", "engine", "cloudmatrix-infer" or a profile's .toml path; None: the twin's default
     backend: str | None = None
@@ -265,7 +265,7 @@ def build_deployment(
     imbalance: float = 1.0,
     precision: Precisions | str = "int8",
     kv_cache: str = "bf16",
-    expert_load: ExpertLoad | None = None,
+    expert_load: ExpertLoad | LayeredExpertLoad | None = None,
     backend: str | None = None,
     system: System | None = None,
 ) -> Deployment:

@@ -152,3 +152,35 @@ def expert_load_for(model, dep, popularity: np.ndarray, slots: np.ndarray, *, pe
     ex = slots[rk, sl]
     np.add.at(share, (ex, rk), 1.0 / replicas[ex])
     return ExpertLoad(popularity, share, model.top_k, perfect=perfect)
+
+
+class LayeredExpertLoad:
+    """Load statistics of a model whose MoE layers each have their own popularity and placement (a measured
+    per-layer expert distribution: serving/eplb.py `LayeredPlacement`). Every layer's dispatch and combine
+    waits for that layer's busiest die, and a step's time is the sum over its layers, so the step's straggler
+    factor is the mean of the layers' (the expert time is affine in it); the same holds for the experts hit."""
+
+    def __init__(self, layers: list[ExpertLoad]):
+        if not layers:
+            raise CloudMatrixError("a per-layer expert load needs at least one MoE layer.")
+        self.layers = layers
+        self._cache: dict[tuple[str, float], float] = {}  # the cost model asks the same token counts often
+
+    @property
+    def ranks(self) -> int:
+        return self.layers[0].ranks
+
+    def distinct_per_die(self, tokens: float) -> float:
+        key = ("distinct", float(tokens))
+        if key not in self._cache:
+            self._cache[key] = float(np.mean([x.distinct_per_die(tokens) for x in self.layers]))
+        return self._cache[key]
+
+    def imbalance(self, tokens: float) -> float:
+        key = ("imbalance", float(tokens))
+        if key not in self._cache:
+            self._cache[key] = float(np.mean([x.imbalance(tokens) for x in self.layers]))
+        return self._cache[key]
+
+    def imbalance_at(self, tokens: int) -> float:
+        return float(np.mean([x.imbalance_at(tokens) for x in self.layers]))

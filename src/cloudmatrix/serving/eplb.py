@@ -12,6 +12,12 @@ Modes: "none" (one replica per expert, contiguous id ranges per rank, as a
 default static layout), "eplb" (extra slots replicate the hottest experts, then
 longest-processing-time-first packing), "perfect" (the idealised balance the paper
 projects: both imbalances are exactly 1.0).
+
+A popularity may be one vector for every MoE layer or one per layer (a measured expert
+distribution, e.g. SGLang's `logical_count` dump); a per-layer one gets a placement per layer
+(`LayeredPlacement`), as EPLB places each layer on its own. A placement may be computed from one
+distribution and serve another (`build_placement(..., served=)`): statistics recorded on other
+traffic than the one served, the way a deployed placement goes stale.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from typing import Literal
 import numpy as np
 
 from cloudmatrix.errors import CloudMatrixError
-from cloudmatrix.perf.expert_load import ExpertLoad
+from cloudmatrix.perf.expert_load import ExpertLoad, LayeredExpertLoad
 
 PlacementMode = Literal["none", "eplb", "perfect"]
 _MODES = ("none", "eplb", "perfect")
@@ -44,7 +50,8 @@ def popularity(
 
     kind: "uniform"; "zipf" (weight of the i-th hottest expert ∝ 1/i**s; with `seed`
     the hot experts get random ids, without it expert 0 is the hottest); "file"
-    (weights read from `path`, CSV or JSON, see `read_popularity`).
+    (weights read from `path`, CSV or JSON, see `read_popularity`: one row per MoE layer when the file
+    holds per-layer counts).
     """
     if n_experts < 1:
         raise CloudMatrixError(f"n_experts must be >= 1, got {n_experts}.")
@@ -61,9 +68,10 @@ def popularity(
         if path is None:
             raise CloudMatrixError("popularity kind 'file' needs path= (a CSV or JSON of per-expert weights).")
         w = read_popularity(path)
-        if w.size != n_experts:
+        if w.shape[-1] != n_experts:
             raise CloudMatrixError(
-                f"{path}: has {w.size} expert weights but the model has {n_experts} routed experts; "
+                f"{path}: has {w.shape[-1]} expert weights{' per layer' if w.ndim == 2 else ''} but the model has "
+                f"{n_experts} routed experts; "
                 "give one weight per routed expert."
             )
         return w
@@ -74,8 +82,12 @@ def read_popularity(path: str | Path) -> np.ndarray:
     """Read per-expert weights (normalised to sum 1).
 
     CSV: one weight per row, or a header row with a `weight` column (an `expert`
-    column, if present, must list 0..n-1 in order). JSON: a list of numbers, or an
-    object with a "weights" list.
+    column, if present, must list 0..n-1 in order). JSON: a list of numbers, an
+    object with a "weights" list, or SGLang's expert-distribution dump, an object whose
+    "logical_count" is one list of per-expert token counts per layer (what
+    `/eplb_save_expert_distribution` writes and `--init-expert-location` reads). Per-layer
+    counts come back as a (MoE layers, experts) array, each row normalised; layers whose
+    counts are all zero (the dense layers) are dropped.
     """
     p = Path(path)
     if not p.is_file():
@@ -83,6 +95,8 @@ def read_popularity(path: str | Path) -> np.ndarray:
     suffix = p.suffix.lower()
     if suffix == ".json":
         weights = _read_json_weights(p)
+        if isinstance(weights, np.ndarray):  # per layer
+            return weights
     elif suffix == ".csv":
         weights = _read_csv_weights(p)
     else:
@@ -90,11 +104,13 @@ def read_popularity(path: str | Path) -> np.ndarray:
     return _check_weights(np.asarray(weights, dtype=np.float64), str(p))
 
 
-def _read_json_weights(p: Path) -> list[float]:
+def _read_json_weights(p: Path) -> list[float] | np.ndarray:
     try:
         data = json.loads(p.read_text())
     except json.JSONDecodeError as e:
         raise CloudMatrixError(f"{p}:{e.lineno}: invalid JSON ({e.msg}).") from None
+    if isinstance(data, dict) and "logical_count" in data:
+        return _per_layer_counts(data["logical_count"], p)
     if isinstance(data, dict):
         if "weights" not in data:
             raise CloudMatrixError(f'{p}: a JSON object must have a "weights" list; found keys {sorted(data)}.')
@@ -102,6 +118,21 @@ def _read_json_weights(p: Path) -> list[float]:
     if not isinstance(data, list) or not all(isinstance(x, int | float) and not isinstance(x, bool) for x in data):
         raise CloudMatrixError(f"{p}: expected a JSON list of numbers (one weight per expert).")
     return [float(x) for x in data]
+
+
+def _per_layer_counts(counts, p: Path) -> np.ndarray:
+    """SGLang's `logical_count` (layers x experts token counts) -> (MoE layers, experts), rows summing to 1."""
+    ok = isinstance(counts, list) and counts and all(isinstance(r, list) for r in counts)
+    if not ok or len({len(r) for r in counts}) != 1:
+        raise CloudMatrixError(f'{p}: "logical_count" must be a list of equally long per-layer lists of counts.')
+    try:
+        c = np.asarray(counts, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise CloudMatrixError(f'{p}: "logical_count" holds something that is not a number.') from None
+    c = c[np.any(c != 0, axis=1)]  # the dense layers count nothing
+    if c.shape[0] == 0:
+        raise CloudMatrixError(f'{p}: every layer of "logical_count" is all zeros; no expert was counted.')
+    return np.stack([_check_weights(row, f"{p} MoE layer {i}") for i, row in enumerate(c)])
 
 
 def _read_csv_weights(p: Path) -> list[float]:
@@ -272,6 +303,20 @@ class ExpertPlacement:
         load = self.expert_load(top_k, samples=samples, seed=seed, points_per_octave=points_per_octave)
         return load.imbalance(tokens)
 
+    def serving(self, popularity: np.ndarray) -> ExpertPlacement:
+        """The same replicas and slots serving traffic of another popularity (a placement computed from
+        statistics of other traffic than the one it serves)."""
+        p = _check_weights(np.asarray(popularity, dtype=np.float64).ravel(), "served expert popularity")
+        if p.size != self.n_experts:
+            raise CloudMatrixError(
+                f"served popularity has {p.size} experts but the placement holds {self.n_experts}; "
+                "both distributions must be of the same model."
+            )
+        rank_load = _slot_share(p, self.replicas, self.slots).sum(axis=1)
+        if self.mode == "perfect":
+            rank_load = np.full(self.ranks, 1.0 / self.ranks)
+        return ExpertPlacement(p, self.replicas, self.slots, rank_load, self.mode)
+
     def _expert_to_rank(self) -> np.ndarray:
         """(experts, ranks) matrix: the share of an expert's tokens each rank serves."""
         if self._share is not None:
@@ -293,6 +338,90 @@ class ExpertPlacement:
             "max_replicas": int(self.replicas.max()),
             "static_imbalance": self.static_imbalance,
         }
+
+
+class LayeredPlacement:
+    """One placement per MoE layer (a per-layer popularity): the interface of `ExpertPlacement` the cost
+    model and the simulator use, each figure the mean over the layers (a step sums its layers, and each
+    layer's dispatch / combine waits for that layer's busiest die)."""
+
+    def __init__(self, layers: list[ExpertPlacement]):
+        if not layers:
+            raise CloudMatrixError("a per-layer placement needs at least one MoE layer.")
+        self.layers = layers
+        self.mode = layers[0].mode
+        self._loads: dict[tuple[int, int, int, int], LayeredExpertLoad] = {}
+
+    @property
+    def ranks(self) -> int:
+        return self.layers[0].ranks
+
+    @property
+    def static_imbalance(self) -> float:
+        return float(np.mean([x.static_imbalance for x in self.layers]))
+
+    def expert_load(
+        self, top_k: int, *, samples: int = 256, seed: int = 0, points_per_octave: int = 4
+    ) -> LayeredExpertLoad:
+        key = (int(top_k), int(samples), int(seed), int(points_per_octave))
+        if key not in self._loads:
+            self._loads[key] = LayeredExpertLoad(
+                [
+                    x.expert_load(top_k, samples=samples, seed=seed, points_per_octave=points_per_octave)
+                    for x in self.layers
+                ]
+            )
+        return self._loads[key]
+
+    def step_imbalance(
+        self, tokens: int, top_k: int, *, samples: int = 256, seed: int = 0, points_per_octave: int = 4
+    ) -> float:
+        if tokens < 1:
+            raise CloudMatrixError(f"step imbalance needs tokens >= 1, got {tokens}.")
+        return self.expert_load(top_k, samples=samples, seed=seed, points_per_octave=points_per_octave).imbalance(
+            tokens
+        )
+
+    def summary(self) -> dict[str, object]:
+        out = self.layers[0].summary()
+        out.update(
+            layers=len(self.layers),
+            static_imbalance=self.static_imbalance,
+            static_imbalance_max=max(x.static_imbalance for x in self.layers),
+            max_replicas=max(int(x.replicas.max()) for x in self.layers),
+        )
+        return out
+
+
+def build_placement(
+    popularity: np.ndarray,
+    ranks: int,
+    slots_per_rank: int,
+    mode: PlacementMode = "eplb",
+    *,
+    served: np.ndarray | None = None,
+) -> ExpertPlacement | LayeredPlacement:
+    """The placement of `popularity` (one vector, or one row per MoE layer) on `ranks` x `slots_per_rank`
+    slots. `served`: the popularity of the traffic it serves when that is not the one it was computed from
+    (same shape; a single vector on either side applies to every layer of the other)."""
+    place = np.asarray(popularity, dtype=np.float64)
+    serve = place if served is None else np.asarray(served, dtype=np.float64)
+    if place.ndim == 1 and serve.ndim == 1:
+        pl = ExpertPlacement.build(place, ranks, slots_per_rank, mode)
+        return pl if served is None else pl.serving(serve)
+    if place.ndim == 2 and serve.ndim == 2 and place.shape[0] != serve.shape[0]:
+        raise CloudMatrixError(
+            f"the placement's statistics have {place.shape[0]} MoE layers and the served traffic's "
+            f"{serve.shape[0]}; give per-layer files of the same model."
+        )
+    n = max(place.shape[0] if place.ndim == 2 else 1, serve.shape[0] if serve.ndim == 2 else 1)
+    layers = []
+    for i in range(n):
+        p_i = place[i] if place.ndim == 2 else place
+        s_i = serve[i] if serve.ndim == 2 else serve
+        pl = ExpertPlacement.build(p_i, ranks, slots_per_rank, mode)
+        layers.append(pl if served is None else pl.serving(s_i))
+    return LayeredPlacement(layers)
 
 
 def _assign_replicas(p: np.ndarray, n_slots: int, ranks: int) -> np.ndarray:

@@ -15,7 +15,7 @@ from cloudmatrix.perf import Deployment, decode_step, prefill_step
 from cloudmatrix.perf.layers import DieContext, dispatch_bytes_per_copy
 from cloudmatrix.perf.memory import check_fit, kv_capacity_tokens_per_die, memory_per_die
 from cloudmatrix.perf.mixed import mixed_step
-from cloudmatrix.serving.eplb import ExpertPlacement, popularity
+from cloudmatrix.serving.eplb import ExpertPlacement, LayeredPlacement, build_placement, popularity
 from cloudmatrix.sim.scenario import ExpertsSpec
 from cloudmatrix.specs.hardware import System
 from cloudmatrix.specs.model import ModelSpec
@@ -51,7 +51,7 @@ class PoolCosts:
 
     def __init__(self, model: ModelSpec, system: System, dep: Deployment, experts: ExpertsSpec, base_dir: str = "."):
         self.model, self.system, self.dep = model, system, dep
-        self.placement: ExpertPlacement | None = None
+        self.placement: ExpertPlacement | LayeredPlacement | None = None
         if model.is_moe and dep.ep_degree > 1:
             pop = popularity(
                 experts.popularity,
@@ -60,8 +60,16 @@ class PoolCosts:
                 path=None if experts.path is None else str(Path(base_dir) / experts.path),  # absolute paths stay
                 seed=experts.seed,
             )
+            placed_from = None
+            if experts.placement_path is not None:
+                placed_from = popularity(
+                    "file", model.routed_experts, path=str(Path(base_dir) / experts.placement_path)
+                )
             slots = dep.slots_per_routed_die(model)
-            self.placement = ExpertPlacement.build(pop, dep.routed_dies, slots, experts.placement)
+            if placed_from is None:
+                self.placement = build_placement(pop, dep.routed_dies, slots, experts.placement)
+            else:
+                self.placement = build_placement(placed_from, dep.routed_dies, slots, experts.placement, served=pop)
             # the cost model takes the imbalance and experts hit at each microbatch's tokens from the placement
             self.dep = dep.with_(expert_load=self.placement.expert_load(model.top_k))
         self._decode: dict[tuple[int, int], float] = {}

@@ -70,9 +70,22 @@ class PrecisionSpec(_Section):
 class ExpertsSpec(_Section):
     popularity: Literal["uniform", "zipf", "file"] = "uniform"
     zipf_s: float = Field(default=1.0, ge=0)
+    # popularity "file": the served traffic's expert popularity (CSV/JSON weights, or SGLang's per-layer
+    # `logical_count` dump: serving/eplb.py read_popularity); relative paths against the scenario's folder
     path: str | None = None
     placement: Literal["eplb", "none", "perfect"] = "eplb"
+    # statistics the placement was computed from, when not the served traffic's own (a stale placement);
+    # same formats as `path`
+    placement_path: str | None = None
     seed: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _files_named(self) -> ExpertsSpec:
+        if self.popularity == "file" and self.path is None:
+            raise ValueError('popularity = "file" needs path = "<CSV or JSON of expert weights>"')
+        if self.popularity != "file" and self.path is not None:
+            raise ValueError(f'path is read only with popularity = "file" (popularity is {self.popularity!r})')
+        return self
 
 
 class CachingSpec(_Section):
