@@ -108,3 +108,28 @@ def test_backend_picks_the_serving_stack_and_an_unknown_one_is_a_one_line_error(
     out = run("--system", "hgx-b200", "--ep", "8", "--dies", "8", "--backend", "trt")
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "unknown backend 'trt'" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+def _sglang_dump(path, seed: int, layers: int = 3) -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    counts = [[0.0] * 256] + [list(rng.lognormal(0.0, 1.0, 256) * 1e4) for _ in range(layers)]
+    path.write_text(json.dumps({"logical_count": counts}))
+
+
+def test_placement_from_other_statistics_raises_the_imbalance(tmp_path):
+    served, other = tmp_path / "served.json", tmp_path / "other.json"
+    _sglang_dump(served, 1)
+    _sglang_dump(other, 2)
+    base = ("--phase", "prefill", "--ep", "32", "--dies", "32", "--tokens-per-die", "8192", "--prompt-len", "4096")
+    base += ("--json", "--popularity", str(served))
+    own = run(*base)
+    stale = run(*base, "--placement-from", str(other))
+    assert own.returncode == 0 and stale.returncode == 0, own.stderr + stale.stderr
+    imb_own = json.loads(own.stdout)["expert_load"]["imbalance"]
+    imb_stale = json.loads(stale.stdout)["expert_load"]["imbalance"]
+    assert imb_own < 1.05 < imb_stale
+    assert json.loads(stale.stdout)["tokens_per_s_per_chip"] < json.loads(own.stdout)["tokens_per_s_per_chip"]
+    both = run(*base, "--placement-from", str(other), "--imbalance", "1.2")
+    assert both.returncode == 2 and "leave out --imbalance" in both.stderr and "Traceback" not in both.stderr

@@ -57,6 +57,13 @@ def step(
     popularity: Annotated[str, typer.Option(help="Expert popularity: uniform, zipf, or a CSV/JSON file")] = "uniform",
     zipf_s: Annotated[float, typer.Option(help="Zipf exponent for --popularity zipf")] = 1.0,
     placement: Annotated[str, typer.Option(help="Expert placement: eplb, none or perfect")] = "eplb",
+    placement_from: Annotated[
+        str | None,
+        typer.Option(
+            help="Expert statistics (CSV/JSON, or SGLang's per-layer dump) the placement was computed from, when "
+            "not the served traffic's (--popularity)"
+        ),
+    ] = None,
     nodes: Annotated[int | None, typer.Option(help="Node count for clusters sold by the node (HGX)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables")] = False,
 ) -> None:
@@ -102,7 +109,9 @@ def step(
     )
     if imbalance is None:
         # the placement's load statistics: the step takes the imbalance at each microbatch's tokens
-        dep = dep.with_(expert_load=derived_expert_load(mdl, dep, popularity, zipf_s, placement))
+        dep = dep.with_(expert_load=derived_expert_load(mdl, dep, popularity, zipf_s, placement, placement_from))
+    elif placement_from is not None:
+        raise CloudMatrixError("--placement-from derives the imbalance; leave out --imbalance, or --placement-from")
     else:
         dep = dep.with_(imbalance=imbalance)
     if phase == "decode":
@@ -139,8 +148,11 @@ def check_flags(**flags: float | None) -> None:
             finite(f"--{name.replace('_', '-')}", flags[name], minimum=0)
 
 
-def derived_expert_load(mdl, dep: Deployment, popularity: str, zipf_s: float, placement: str):
-    """Expert load statistics of the redundant-expert placement of a popularity (None: dense or no EP)."""
+def derived_expert_load(
+    mdl, dep: Deployment, popularity: str, zipf_s: float, placement: str, placement_from: str | None = None
+):
+    """Expert load statistics of the redundant-expert placement of a popularity (None: dense or no EP);
+    `placement_from`: a file of the statistics the placement was computed from, serving `popularity`."""
     from pathlib import Path
 
     from cloudmatrix.serving.eplb import build_placement
@@ -152,7 +164,12 @@ def derived_expert_load(mdl, dep: Deployment, popularity: str, zipf_s: float, pl
         pop = make_popularity(popularity, mdl.routed_experts, s=zipf_s)
     else:
         pop = make_popularity("file", mdl.routed_experts, path=str(Path(popularity)))
-    pl = build_placement(pop, dep.routed_dies, dep.slots_per_routed_die(mdl), placement)
+    slots = dep.slots_per_routed_die(mdl)
+    if placement_from is None:
+        pl = build_placement(pop, dep.routed_dies, slots, placement)
+    else:
+        placed = make_popularity("file", mdl.routed_experts, path=str(Path(placement_from)))
+        pl = build_placement(placed, dep.routed_dies, slots, placement, served=pop)
     return pl.expert_load(mdl.top_k)
 
 
