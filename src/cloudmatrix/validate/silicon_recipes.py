@@ -30,11 +30,13 @@ list (PD_RECIPES). From the recipe the twin takes what it can express: each serv
 `max-running-requests` and `cuda-graph-max-bs` (the CSV's recorded batch is the decode pool's; it fits under both on
 every matched row but B200 FP8 8k/1k c288, whose decode servers hold 256 running requests in all (8k1k_stp_maxtpt_1.yaml
 one of 256, _0 two of 128) for 288 clients), `chunked-prefill-size` (the CSV's prefill batch, one prompt per rank,
-stands), the Dynamo frontend (the twin's front-end costs stand). Rows that match no entry (images 0.5.5.post2, which
-6026f214 no longer lists, all with DP-attention decode, where SGLang's skipper allows only interval 1; and B200 FP8
-layouts it does not list) and every TRT-LLM disaggregated row take
-aiconfigurator's own convention, FP8 KV for FP8/FP8-block/NVFP4 checkpoints (aiconfigurator_core/sdk/models/helpers.py,
-the `fmha_quant_mode` / `kvcache_quant_mode` override), and the twin's pool defaults otherwise.
+stands), the Dynamo frontend (the twin's front-end costs stand). Disaggregated TensorRT-LLM rows take their
+context server's step limits from the same two sources (validate/silicon_trtllm_recipes.py). Rows that match no
+entry (images 0.5.5.post2, which 6026f214 no longer lists, all with DP-attention decode, where SGLang's skipper
+allows only interval 1; B200 FP8 layouts it does not list; TensorRT-LLM rows of configs or images it does not list)
+take aiconfigurator's own convention, FP8 KV for FP8/FP8-block/NVFP4 checkpoints
+(aiconfigurator_core/sdk/models/helpers.py, the `fmha_quant_mode` / `kvcache_quant_mode` override), and the twin's
+pool defaults otherwise.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ import math
 from dataclasses import dataclass
 
 from cloudmatrix.validate.silicon_csv import PoolLayout, SiliconRow
+from cloudmatrix.validate.silicon_trtllm_recipes import TRT_PD_SOURCE, trtllm_pd_recipe
 
 RECIPES = "InferenceMAX benchmarks/single_node @6026f214"
 # SGLang's documented default when a script sets no --max-prefill-tokens (server_args.max_prefill_tokens)
@@ -65,6 +68,9 @@ class ServingConfig:
     # SGLang PD: the prefill server's --scheduler-recv-interval. Recorded, not simulated: every prefill forward
     # weighs 1,000 in SGLang's recv skipper, so a prefill server polls after each step (and whenever idle) anyway
     prefill_recv_interval: int = 1
+    # TensorRT-LLM PD: prompt tokens one context-server rank holds per step (its recipe's max_num_tokens, or
+    # max_batch_size whole prompts); None: the row's prefill batch (aiconfigurator's convention)
+    prefill_step_tokens: int | None = None
 
     def describe(self) -> str:
         step = "" if self.step_tokens is None else f", {self.step_tokens:,} tokens/step/rank"
@@ -72,6 +78,8 @@ class ServingConfig:
         recv = f", recv every {self.recv_interval} decode steps" if self.recv_interval > 1 else ""
         if self.prefill_recv_interval > 1:
             recv += f", prefill server recv interval {self.prefill_recv_interval} (polls every prefill step)"
+        if self.prefill_step_tokens is not None:
+            recv += f", context steps of up to {self.prefill_step_tokens:,} prompt tokens per rank"
         bal = f", attention-DP balance up to {self.balance_timeout} steps" if self.balance_timeout else ""
         wait = ""
         if self.batch_wait_iters:
@@ -210,6 +218,10 @@ def _trt_delay_batching(row: SiliconRow, conc: int) -> bool:
 def serving_config(row: SiliconRow) -> ServingConfig:
     """The configuration row `row` was measured with (see the module docstring for every source)."""
     if row.mode != "agg" or row.agg is None:
+        trt = trtllm_pd_recipe(row)
+        if trt is not None:
+            src = f"{TRT_PD_SOURCE} {trt.recipe}"
+            return ServingConfig(trt.kv_cache, None, True, 1, src, prefill_step_tokens=trt.step_tokens(row.isl))
         pd = pd_recipe(row)
         if pd is None:
             return ServingConfig(_aic_kv(row), None, True, 1, "aiconfigurator's KV convention")

@@ -162,7 +162,9 @@ def _pool(layout: PoolLayout, role: str, isl: int, cfg: ServingConfig) -> tuple[
     if role == "decode" and cfg.recv_interval > 1:
         pool["recv_interval"] = cfg.recv_interval  # the PD recipe's decode server polls every N decode steps
     if role == "prefill":
-        pool["tokens_per_die"] = max(1, math.ceil(isl * seqs / dies))
+        # the recipe's context-server step (per attention-DP rank) where known, else the row's batch of prompts
+        rank_tokens = cfg.prefill_step_tokens if cfg.prefill_step_tokens is not None else isl * batch
+        pool["tokens_per_die"] = max(1, math.ceil(rank_tokens * dp / dies))
     if role == "colocated":
         # the recipe's tokens per step are per attention-DP rank (each rank schedules its own steps)
         pool["tokens_per_die"] = max(1, math.ceil((cfg.step_tokens or 1) * dp / dies))

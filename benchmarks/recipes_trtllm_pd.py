@@ -1,0 +1,110 @@
+"""Print validate/silicon_trtllm_recipes.py's TRTLLM_PD_RECIPES table from the two public sources it is read from.
+
+InferenceMAX's `.github/configs/nvidia-master.yaml` lists, per multi-node TensorRT-LLM config
+(`dsr1-<precision>-<gpu>-dynamo-trt`), its Dynamo image and per search-space entry the concurrencies, the
+prefill/decode worker counts, tp/ep/dp-attn and the srt-slurm recipe it ran (`CONFIG_FILE=recipes/trtllm/...`).
+Each recipe's `backend.trtllm_config.prefill` is the context server's LLM-API configuration. This script joins
+the two and prints one table row per non-MTP entry, with what the twin takes from the context server:
+`max_batch_size` (prompts per rank per step), `max_num_tokens` (tokens per rank per step) and the KV-cache dtype.
+Only entries that a complete measured row of the installed silicon set matches are printed (the table's rule).
+
+    python benchmarks/recipes_trtllm_pd.py MIRROR_OF_INFERENCEMAX COMMIT MIRROR_OF_SRT_SLURM BRANCH
+
+The mirrors are git directories (`git show COMMIT:path` is how files are read), e.g. the table in the repo was
+printed from github.com/ajith-sirra-amd/InferenceMAX_Rocm_Team at 6026f214 and github.com/NVIDIA/srt-slurm at
+sa-submission-q2-2026 (deb1dfd9). Needs PyYAML (not a dependency of the twin: this is a maintainer's tool).
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+
+# InferenceMAX GPU names -> aiconfigurator's system names (the CSV's)
+SYSTEMS = {
+    "b200": "b200_sxm",
+    "b300": "b300_sxm",
+    "h100": "h100_sxm",
+    "h200": "h200_sxm",
+    "gb200": "gb200",
+    "gb300": "gb300",
+}
+
+
+def show(repo: str, rev: str, path: str) -> str:
+    out = subprocess.run(["git", "-C", repo, "show", f"{rev}:{path}"], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"error: cannot read {path} at {rev} in {repo}: {out.stderr.strip()}")
+    return out.stdout
+
+
+def layout(pool: dict) -> tuple[int, int, int, int]:
+    """(workers, attention TP, attention DP, EP) in aiconfigurator's naming: a dp-attn entry's tp is its DP size."""
+    if pool["dp-attn"]:
+        return (pool["num-worker"], 1, pool["tp"], pool["ep"])
+    return (pool["num-worker"], pool["tp"], 1, pool["ep"])
+
+
+def measured_keys() -> set[tuple]:
+    """(system, precision, image, (isl, osl), concurrency, prefill layout, decode layout) of every complete
+    TensorRT-LLM disaggregated row of the installed silicon set."""
+    from cloudmatrix.validate.silicon_csv import load_silicon_set
+
+    def lay(p):
+        return (p.workers, p.tp, p.attention_dp, p.moe_ep)
+
+    out = set()
+    for m in load_silicon_set().measurements:
+        r = m.row
+        if r.backend == "trtllm" and r.mode == "disagg" and r.complete:
+            out.add(
+                (r.system, r.precision, r.backend_version, (r.isl, r.osl), r.concurrency, lay(r.prefill), lay(r.decode))
+            )
+    return out
+
+
+def main() -> int:
+    import yaml
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("inferencemax")
+    ap.add_argument("commit")
+    ap.add_argument("srt_slurm")
+    ap.add_argument("branch")
+    a = ap.parse_args()
+    master = yaml.safe_load(show(a.inferencemax, a.commit, ".github/configs/nvidia-master.yaml"))
+    measured = measured_keys()
+    for name, cfg in master.items():
+        if not (name.startswith("dsr1-") and name.endswith("-dynamo-trt")):
+            continue
+        _, precision, gpu, *_ = name.split("-")
+        image = cfg["image"].split(":")[-1]
+        for entries in cfg["scenarios"].values():
+            for e in entries:
+                if "isl" not in e:
+                    continue
+                for s in e["search-space"]:
+                    if s.get("spec-decoding", "none") != "none":
+                        continue  # MTP runs: refused by validate (the CSV records no acceptance)
+                    p, d = layout(s["prefill"]), layout(s["decode"])
+                    if not any((SYSTEMS[gpu], precision, image, (e["isl"], e["osl"]), c, p, d) in measured
+                               for c in s["conc-list"]):  # fmt: skip
+                        continue
+                    files = [
+                        x.split("=", 1)[1] for x in s["prefill"].get("additional-settings", []) if "CONFIG_FILE" in x
+                    ]
+                    if not files:
+                        continue
+                    ctx = yaml.safe_load(show(a.srt_slurm, a.branch, files[0]))["backend"]["trtllm_config"]["prefill"]
+                    kv = (ctx.get("kv_cache_config") or {}).get("dtype", "auto")
+                    print(
+                        f'    TrtPdRecipe("{SYSTEMS[gpu]}", "{precision}", "{image}", ({e["isl"]}, {e["osl"]}), '
+                        f"{tuple(s['conc-list'])}, {p}, {d},\n"
+                        f'                "{files[0]}", {ctx["max_batch_size"]}, {ctx["max_num_tokens"]}, "{kv}"),'
+                    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
