@@ -46,9 +46,9 @@ def layout(pool: dict) -> tuple[int, int, int, int]:
     return (pool["num-worker"], pool["tp"], 1, pool["ep"])
 
 
-def measured_keys() -> set[tuple]:
+def measured_keys(backend: str = "trtllm") -> set[tuple]:
     """(system, precision, image, (isl, osl), concurrency, prefill layout, decode layout) of every complete
-    TensorRT-LLM disaggregated row of the installed silicon set."""
+    disaggregated row of `backend` in the installed silicon set."""
     from cloudmatrix.validate.silicon_csv import load_silicon_set
 
     def lay(p):
@@ -57,7 +57,7 @@ def measured_keys() -> set[tuple]:
     out = set()
     for m in load_silicon_set().measurements:
         r = m.row
-        if r.backend == "trtllm" and r.mode == "disagg" and r.complete:
+        if r.backend == backend and r.mode == "disagg" and r.complete:
             out.add(
                 (r.system, r.precision, r.backend_version, (r.isl, r.osl), r.concurrency, lay(r.prefill), lay(r.decode))
             )

@@ -5,7 +5,7 @@ from silicon_rows import disagg, write
 
 from cloudmatrix.validate import silicon_translate as T
 from cloudmatrix.validate.silicon_csv import deduplicate, read_rows
-from cloudmatrix.validate.silicon_recipes import pd_recipe
+from cloudmatrix.validate.silicon_recipes import PD_RECIPES, pd_recipe
 
 
 def point(tmp_path, row):
@@ -54,3 +54,21 @@ def test_the_h200_recipe_leaves_kv_at_auto(tmp_path):
     m = point(tmp_path, row)
     assert pd_recipe(m.row) is not None
     assert T.translate(m).scenario.precision.kv_cache == "bf16"
+
+
+def test_the_prefill_server_batches_up_to_its_step_budget(tmp_path):
+    # low-latency.yaml's prefill server: TP4 (no DP attention), chunked-prefill-size 8192, max-prefill-tokens unset
+    # (SGLang's 16,384): 8,192 prompt tokens per step over its 4 dies, where the CSV's batch of 1 gave one prompt
+    m = point(tmp_path, gb200_low_latency())
+    recipe = pd_recipe(m.row)
+    assert (recipe.prefill_chunk, recipe.prefill_max_tokens) == (8192, 16384)
+    assert recipe.prefill_step_tokens() == 8192
+    assert T.translate(m).scenario.prefill.tokens_per_die == 8192 // 4
+
+
+def test_under_dp_attention_the_chunk_is_divided_by_the_dp_size():
+    # gb200-fp8 1k1k max-tpt: two DP8 prefill workers, chunked-prefill-size 131,072 -> 16,384 per rank, which the
+    # default max-prefill-tokens (16,384) also allows
+    e = next(r for r in PD_RECIPES if r.recipe == "recipes/gb200-fp8/1k1k/max-tpt.yaml")
+    assert e.prefill[2] == 8 and e.prefill_chunk == 131072
+    assert e.prefill_step_tokens() == 16384

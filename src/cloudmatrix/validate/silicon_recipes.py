@@ -28,10 +28,12 @@ version), ISL/OSL and layout (workers, attention TP or DP, EP of each pool) matc
 list (PD_RECIPES). From the recipe the twin takes what it can express: each server's `scheduler-recv-interval` (default
 1) and `kv-cache-dtype` (fp8_e4m3 -> FP8; unset = "auto" = BF16 for the FP8 checkpoint). Not applied:
 `max-running-requests` and `cuda-graph-max-bs` (the CSV's recorded batch is the decode pool's; it fits under both on
-every matched row but B200 FP8 8k/1k c288, whose decode servers hold 256 running requests in all (8k1k_stp_maxtpt_1.yaml
-one of 256, _0 two of 128) for 288 clients), `chunked-prefill-size` (the CSV's prefill batch, one prompt per rank,
-stands), the Dynamo frontend (the twin's front-end costs stand). Disaggregated TensorRT-LLM rows take their
-context server's step limits from the same two sources (validate/silicon_trtllm_recipes.py). Rows that match no
+every matched row but B200 FP8 8k/1k c288, whose decode servers hold 256 running requests in all
+(8k1k_stp_maxtpt_1.yaml one of 256, _0 two of 128) for 288 clients), the Dynamo frontend (the twin's front-end
+costs stand). The prefill server's step budget is taken: min(max-prefill-tokens, chunked-prefill-size / DP size)
+prompt tokens per rank per step (SGLang's PrefillAdder stops at either), where the CSV's prefill batch of 1 would
+give one prompt per rank. Disaggregated TensorRT-LLM rows take their context server's step limits from the same two
+sources (validate/silicon_trtllm_recipes.py). Rows that match no
 entry (images 0.5.5.post2, which 6026f214 no longer lists, all with DP-attention decode, where SGLang's skipper
 allows only interval 1; B200 FP8 layouts it does not list; TensorRT-LLM rows of configs or images it does not list)
 take aiconfigurator's own convention, FP8 KV for FP8/FP8-block/NVFP4 checkpoints
@@ -105,72 +107,81 @@ class PdRecipe:
     kv_cache: str  # decode server's kv-cache-dtype: fp8_e4m3 -> "fp8", unset ("auto") -> "bf16" (FP8 checkpoint)
     prefill_recv: int  # scheduler-recv-interval of the prefill server (unset: 1)
     decode_recv: int  # and of the decode server
+    prefill_chunk: int  # the prefill server's chunked-prefill-size as set (SGLang divides it by the DP size)
+    prefill_max_tokens: int  # and its max-prefill-tokens (per scheduler, i.e. per attention-DP rank)
+
+    def prefill_step_tokens(self) -> int:
+        """Prompt tokens one prefill rank's step holds: SGLang's chunk budget (chunked_prefill_size // dp_size under
+        DP attention, server_args._handle_data_parallelism) and its max_prefill_tokens, whichever is smaller."""
+        dp = self.prefill[2]
+        return min(self.prefill_max_tokens, self.prefill_chunk // dp if dp > 1 else self.prefill_chunk)
 
 
 # Every non-MTP entry of nvidia-master.yaml @6026f214 that a complete measured row matches (a dp-attn entry's tp is
-# its attention-DP size: tp 8, ep 8, dp-attn true -> (workers, 1, 8, 8)); values read from the resolved recipe.
+# its attention-DP size: tp 8, ep 8, dp-attn true -> (workers, 1, 8, 8)); values read from the resolved recipe, as
+# benchmarks/recipes_sglang_pd.py prints them (unset chunked-prefill-size / max-prefill-tokens: SGLang's 16,384).
 # fmt: off
 PD_RECIPES: tuple[PdRecipe, ...] = (
     PdRecipe("gb200", "fp8", "0.5.8.post1", (1024, 1024), (4, 8), (1, 4, 1, 1), (1, 4, 1, 1),
-             "recipes/gb200-fp8/1k1k/low-latency.yaml", "fp8", 10, 10),  # dsr1-fp8-gb200-dynamo-sglang
+             "recipes/gb200-fp8/1k1k/low-latency.yaml", "fp8", 10, 10, 8192, 16384),
     PdRecipe("gb200", "fp8", "0.5.8.post1", (1024, 1024), (1024, 2048, 4096, 6144), (2, 1, 8, 8), (1, 1, 32, 32),
-             "recipes/gb200-fp8/1k1k/max-tpt.yaml", "fp8", 1, 1),  # dsr1-fp8-gb200-dynamo-sglang
+             "recipes/gb200-fp8/1k1k/max-tpt.yaml", "fp8", 1, 1, 131072, 16384),
     PdRecipe("gb200", "fp8", "0.5.8.post1", (1024, 1024), (4096,), (1, 1, 8, 8), (1, 1, 8, 8),
-             "recipes/gb200-fp8/1k1k/ultra-tpt.yaml", "fp8", 1, 1),  # dsr1-fp8-gb200-dynamo-sglang
+             "recipes/gb200-fp8/1k1k/ultra-tpt.yaml", "fp8", 1, 1, 131072, 16384),
     PdRecipe("gb200", "fp8", "0.5.8.post1", (8192, 1024), (4, 8, 16), (1, 8, 1, 1), (1, 8, 1, 1),
-             "recipes/gb200-fp8/8k1k/low-latency.yaml", "fp8", 10, 10),  # dsr1-fp8-gb200-dynamo-sglang
+             "recipes/gb200-fp8/8k1k/low-latency.yaml", "fp8", 10, 10, 24576, 16384),
     PdRecipe("gb200", "fp8", "0.5.8.post1", (8192, 1024), (512, 1024, 2048, 6144), (5, 1, 8, 8), (1, 1, 32, 32),
-             "recipes/gb200-fp8/8k1k/mid-curve.yaml", "fp8", 1, 1),  # dsr1-fp8-gb200-dynamo-sglang
+             "recipes/gb200-fp8/8k1k/mid-curve.yaml", "fp8", 1, 1, 131072, 16384),
     PdRecipe("gb300", "fp8", "0.5.8.post1", (1024, 1024), (4, 8, 16, 32), (1, 4, 1, 1), (4, 4, 1, 1),
-             "recipes/gb300-fp8/1k1k/stp/low-latency.yaml", "fp8", 10, 1),  # dsr1-fp8-gb300-dynamo-sglang
+             "recipes/gb300-fp8/1k1k/stp/low-latency.yaml", "fp8", 10, 1, 8192, 8192),
     PdRecipe("gb300", "fp8", "0.5.8.post1", (1024, 1024), (1024, 2048, 4096, 6144), (2, 1, 8, 8), (1, 1, 32, 32),
-             "recipes/gb300-fp8/1k1k/stp/mid.yaml", "fp8", 1, 1),  # dsr1-fp8-gb300-dynamo-sglang
+             "recipes/gb300-fp8/1k1k/stp/mid.yaml", "fp8", 1, 1, 131072, 16384),
     PdRecipe("gb300", "fp8", "0.5.8.post1", (1024, 1024), (4096, 7168, 7680), (1, 1, 8, 8), (1, 1, 8, 8),
-             "recipes/gb300-fp8/1k1k/stp/max.yaml", "fp8", 1, 1),  # dsr1-fp8-gb300-dynamo-sglang
+             "recipes/gb300-fp8/1k1k/stp/max.yaml", "fp8", 1, 1, 131072, 16384),
     PdRecipe("gb300", "fp8", "0.5.8.post1", (8192, 1024), (4, 8), (1, 4, 1, 1), (1, 4, 1, 1),
-             "recipes/gb300-fp8/8k1k/stp/low-latency.yaml", "fp8", 10, 1),  # dsr1-fp8-gb300-dynamo-sglang
+             "recipes/gb300-fp8/8k1k/stp/low-latency.yaml", "fp8", 10, 1, 32768, 32768),
     PdRecipe("gb300", "fp8", "0.5.8.post1", (8192, 1024), (128, 256, 512, 1024), (5, 1, 8, 8), (1, 1, 32, 32),
-             "recipes/gb300-fp8/8k1k/stp/mid.yaml", "fp8", 1, 1),  # dsr1-fp8-gb300-dynamo-sglang
+             "recipes/gb300-fp8/8k1k/stp/mid.yaml", "fp8", 1, 1, 131072, 16384),
     PdRecipe("gb200", "fp4", "0.5.8", (1024, 1024), (4, 8, 32), (1, 4, 1, 1), (2, 4, 1, 1),
-             "recipes/gb200-fp4/1k1k/low-latency.yaml", "fp8", 10, 10),  # dsr1-fp4-gb200-dynamo-sglang
+             "recipes/gb200-fp4/1k1k/low-latency.yaml", "fp8", 10, 10, 8192, 16384),
     PdRecipe("gb200", "fp4", "0.5.8", (1024, 1024), (512, 2048, 4096, 8192), (4, 1, 4, 4), (1, 1, 32, 32),
-             "recipes/gb200-fp4/1k1k/mid-curve.yaml", "fp8", 1, 1),  # dsr1-fp4-gb200-dynamo-sglang
+             "recipes/gb200-fp4/1k1k/mid-curve.yaml", "fp8", 1, 1, 65536, 32768),
     PdRecipe("gb200", "fp4", "0.5.8", (8192, 1024), (4, 8), (1, 4, 1, 1), (4, 4, 1, 1),
-             "recipes/gb200-fp4/8k1k/low-latency.yaml", "fp8", 10, 10),  # dsr1-fp4-gb200-dynamo-sglang
+             "recipes/gb200-fp4/8k1k/low-latency.yaml", "fp8", 10, 10, 24576, 16384),
     PdRecipe("gb200", "fp4", "0.5.8", (8192, 1024), (2048,), (10, 4, 1, 1), (1, 1, 32, 32),
-             "recipes/gb200-fp4/8k1k/max-tpt.yaml", "fp8", 1, 1),  # dsr1-fp4-gb200-dynamo-sglang
+             "recipes/gb200-fp4/8k1k/max-tpt.yaml", "fp8", 1, 1, 131072, 524288),
     PdRecipe("gb300", "fp4", "0.5.8.post1", (1024, 1024), (4, 8, 32), (1, 4, 1, 1), (2, 4, 1, 1),
-             "recipes/gb300-fp4/1k1k/low_latency.yaml", "fp8", 10, 10),  # dsr1-fp4-gb300-dynamo-sglang
+             "recipes/gb300-fp4/1k1k/low_latency.yaml", "fp8", 10, 10, 8192, 16384),
     PdRecipe("gb300", "fp4", "0.5.8.post1", (1024, 1024), (512, 2048, 4096, 8192), (4, 1, 4, 4), (1, 1, 32, 32),
-             "recipes/gb300-fp4/1k1k/mid_curve.yaml", "fp8", 1, 1),  # dsr1-fp4-gb300-dynamo-sglang
+             "recipes/gb300-fp4/1k1k/mid_curve.yaml", "fp8", 1, 1, 65536, 32768),
     PdRecipe("gb300", "fp4", "0.5.8.post1", (8192, 1024), (4, 8, 32, 64), (1, 4, 1, 1), (4, 4, 1, 1),
-             "recipes/gb300-fp4/8k1k/low_latency.yaml", "fp8", 10, 10),  # dsr1-fp4-gb300-dynamo-sglang
+             "recipes/gb300-fp4/8k1k/low_latency.yaml", "fp8", 10, 10, 24576, 16384),
     PdRecipe("gb300", "fp4", "0.5.8.post1", (8192, 1024), (2048,), (10, 4, 1, 1), (1, 1, 32, 32),
-             "recipes/gb300-fp4/8k1k/max_tpt.yaml", "fp8", 1, 1),  # dsr1-fp4-gb300-dynamo-sglang
+             "recipes/gb300-fp4/8k1k/max_tpt.yaml", "fp8", 1, 1, 131072, 524288),
     PdRecipe("h200_sxm", "fp8", "0.5.8.post1", (8192, 1024), (64, 128, 256), (1, 8, 1, 1), (1, 1, 8, 8),
-             "recipes/h200/8k1k/bs128-1p1d-dep.yaml", "bf16", 1, 1),  # dsr1-fp8-h200-dynamo-sglang
+             "recipes/h200/8k1k/bs128-1p1d-dep.yaml", "bf16", 1, 1, 163840, 163840),
     PdRecipe("b200_sxm", "fp4", "0.5.8.post1", (1024, 1024), (512,), (1, 1, 4, 4), (1, 1, 8, 8),
-             "recipes/b200-fp4/1k1k.yaml:zip_override_stp_maxtpt[0]", "fp8", 1, 1),  # dsr1-fp4-b200-dynamo-sglang
+             "recipes/b200-fp4/1k1k.yaml:zip_override_stp_maxtpt[0]", "fp8", 1, 1, 32768, 32768),
     PdRecipe("b200_sxm", "fp4", "0.5.8.post1", (1024, 1024), (512,), (1, 1, 4, 4), (2, 1, 8, 8),
-             "recipes/b200-fp4/1k1k.yaml:zip_override_stp_maxtpt[1]", "fp8", 1, 1),  # dsr1-fp4-b200-dynamo-sglang
+             "recipes/b200-fp4/1k1k.yaml:zip_override_stp_maxtpt[1]", "fp8", 1, 1, 32768, 32768),
     PdRecipe("b200_sxm", "fp4", "0.5.8.post1", (8192, 1024), (64, 128), (1, 1, 4, 4), (1, 8, 1, 8),
-             "recipes/b200-fp4/8k1k.yaml:zip_override_stp_lowlat[0]", "fp8", 1, 1),  # dsr1-fp4-b200-dynamo-sglang
+             "recipes/b200-fp4/8k1k.yaml:zip_override_stp_lowlat[0]", "fp8", 1, 1, 32768, 32768),
     PdRecipe("b200_sxm", "fp4", "0.5.8.post1", (8192, 1024), (4, 8, 16, 64), (1, 4, 1, 1), (1, 8, 1, 1),
-             "recipes/b200-fp4/8k1k.yaml:override_stp_tp4", "fp8", 1, 1),  # dsr1-fp4-b200-dynamo-sglang
+             "recipes/b200-fp4/8k1k.yaml:override_stp_tp4", "fp8", 1, 1, 32768, 32768),
     PdRecipe("b200_sxm", "fp4", "0.5.8.post1", (8192, 1024), (1024, 2048), (7, 1, 4, 4), (2, 1, 8, 8),
-             "recipes/b200-fp4/8k1k.yaml:override_stp_maxtpt_7p2d", "fp8", 1, 1),  # dsr1-fp4-b200-dynamo-sglang
+             "recipes/b200-fp4/8k1k.yaml:override_stp_maxtpt_7p2d", "fp8", 1, 1, 65536, 65536),
     PdRecipe("b200_sxm", "fp8", "0.5.8.post1", (1024, 1024), (4,), (1, 8, 1, 8), (1, 8, 1, 8),
-             "recipes/b200-fp8/1k1k.yaml:zip_override_stp_lowlat[0]", "fp8", 1, 1),  # dsr1-fp8-b200-dynamo-sglang
+             "recipes/b200-fp8/1k1k.yaml:zip_override_stp_lowlat[0]", "fp8", 1, 1, 32768, 32768),
     PdRecipe("b200_sxm", "fp8", "0.5.8.post1", (8192, 1024), (128,), (1, 1, 8, 1), (4, 8, 1, 1),
-             "recipes/b200-fp8/8k1k_stp_lowlat_1.yaml", "fp8", 1, 1),  # dsr1-fp8-b200-dynamo-sglang
+             "recipes/b200-fp8/8k1k_stp_lowlat_1.yaml", "fp8", 1, 1, 65536, 8192),
     PdRecipe("b200_sxm", "fp8", "0.5.8.post1", (8192, 1024), (288,), (1, 1, 8, 1), (2, 1, 8, 8),
-             "recipes/b200-fp8/8k1k_stp_maxtpt_0.yaml", "fp8", 1, 1),  # dsr1-fp8-b200-dynamo-sglang
+             "recipes/b200-fp8/8k1k_stp_maxtpt_0.yaml", "fp8", 1, 1, 65536, 8192),
     PdRecipe("b200_sxm", "fp8", "0.5.8.post1", (8192, 1024), (160, 288), (1, 1, 8, 1), (1, 1, 8, 8),
-             "recipes/b200-fp8/8k1k_stp_maxtpt_1.yaml", "fp8", 1, 1),  # dsr1-fp8-b200-dynamo-sglang
+             "recipes/b200-fp8/8k1k_stp_maxtpt_1.yaml", "fp8", 1, 1, 65536, 8192),
     PdRecipe("b200_sxm", "fp8", "0.5.8.post1", (8192, 1024), (512,), (2, 1, 8, 1), (1, 1, 8, 8),
-             "recipes/b200-fp8/8k1k_stp_maxtpt_2.yaml", "fp8", 1, 1),  # dsr1-fp8-b200-dynamo-sglang
+             "recipes/b200-fp8/8k1k_stp_maxtpt_2.yaml", "fp8", 1, 1, 65536, 8192),
     PdRecipe("b200_sxm", "fp8", "0.5.8.post1", (8192, 1024), (1024,), (3, 1, 8, 1), (1, 1, 8, 8),
-             "recipes/b200-fp8/8k1k_stp_maxtpt_3.yaml", "fp8", 1, 1),  # dsr1-fp8-b200-dynamo-sglang
+             "recipes/b200-fp8/8k1k_stp_maxtpt_3.yaml", "fp8", 1, 1, 65536, 8192),
 )
 # fmt: on
 
@@ -226,7 +237,10 @@ def serving_config(row: SiliconRow) -> ServingConfig:
         if pd is None:
             return ServingConfig(_aic_kv(row), None, True, 1, "aiconfigurator's KV convention")
         src = f"{PD_SOURCE} {pd.recipe}"
-        return ServingConfig(pd.kv_cache, None, True, pd.decode_recv, src, prefill_recv_interval=pd.prefill_recv)
+        return ServingConfig(
+            pd.kv_cache, None, True, pd.decode_recv, src, prefill_recv_interval=pd.prefill_recv,
+            prefill_step_tokens=pd.prefill_step_tokens(),
+        )  # fmt: skip
     conc = row.concurrency or 1
     dp = row.agg.attention_dp or 1
     gpus = (row.agg.tp or 1) * dp

@@ -1,0 +1,117 @@
+"""Print validate/silicon_recipes.py's PD_RECIPES table (disaggregated SGLang rows) from its two public sources.
+
+InferenceMAX's `.github/configs/nvidia-master.yaml` lists, per multi-node SGLang config
+(`dsr1-<precision>-<gpu>-dynamo-sglang`), its image and per search-space entry the concurrencies, the prefill/decode
+worker counts, tp/ep/dp-attn and the srt-slurm recipe it ran (`CONFIG_FILE=recipes/...`, a `file.yaml:override_x` /
+`:zip_override_x[i]` selector resolved by srtctl's rule: `base` deep-merged with the override, a zip override's
+list-valued leaves taken at index i, length-1 lists broadcast; srtctl `core/config.py`). For each non-MTP entry that a
+complete measured row of the installed silicon set matches, the script prints the table row with what the twin takes
+from the resolved recipe: the decode server's kv-cache-dtype, both servers' scheduler-recv-interval, and the prefill
+server's step budget (chunked-prefill-size, which SGLang divides by the DP size under DP attention, and
+max-prefill-tokens; unset = SGLang's defaults, see PREFILL_DEFAULTS).
+
+    python benchmarks/recipes_sglang_pd.py MIRROR_OF_INFERENCEMAX COMMIT MIRROR_OF_SRT_SLURM BRANCH
+
+(git directories read with `git show`; the table in the repo was printed from InferenceMAX_Rocm_Team @6026f214 and
+NVIDIA/srt-slurm sa-submission-q2-2026 @deb1dfd9). Needs PyYAML: a maintainer's tool, not a dependency of the twin.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import re
+import sys
+
+from recipes_trtllm_pd import SYSTEMS, layout, show
+
+# SGLang server_args defaults where a recipe leaves the key unset (sglang 0.5.9 srt/server_args.py): max_prefill_tokens
+# 16,384; chunked_prefill_size chosen from GPU memory, 16,384 at >= 160 GB (B200, GB200, GB300; the one H200 recipe
+# sets its own)
+PREFILL_DEFAULTS = {"max-prefill-tokens": 16384, "chunked-prefill-size": 16384}
+
+
+def deep_merge(base: dict, over: dict) -> dict:
+    """srtctl's deep_merge: dicts merge, lists and scalars replace, None deletes."""
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if v is None:
+            out.pop(k, None)
+        elif isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def zip_slice(d: dict, i: int) -> dict:
+    """srtctl's _apply_zip_slice: every list-valued leaf at index i (length-1 lists broadcast)."""
+    return {
+        k: (v[0 if len(v) == 1 else i] if isinstance(v, list) else zip_slice(v, i) if isinstance(v, dict) else v)
+        for k, v in d.items()
+    }
+
+
+def resolve(doc: dict, selector: str | None) -> dict:
+    if selector is None:
+        return doc.get("base", doc)
+    m = re.fullmatch(r"(zip_override_\w+)\[(\d+)\]", selector)
+    if m:
+        return deep_merge(doc["base"], zip_slice(doc[m.group(1)], int(m.group(2))))
+    return deep_merge(doc["base"], doc[selector])
+
+
+def first(cfg: dict, *keys, default=None):
+    for k in keys:
+        if k in cfg:
+            return cfg[k]
+    return default
+
+
+def main() -> int:
+    import yaml
+    from recipes_trtllm_pd import measured_keys as trt_keys  # same matching rule, other backend
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("inferencemax")
+    ap.add_argument("commit")
+    ap.add_argument("srt_slurm")
+    ap.add_argument("branch")
+    a = ap.parse_args()
+    measured = trt_keys(backend="sglang")
+    master = yaml.safe_load(show(a.inferencemax, a.commit, ".github/configs/nvidia-master.yaml"))
+    for name, cfg in master.items():
+        if not (name.startswith("dsr1-") and name.endswith("-dynamo-sglang")):
+            continue
+        _, precision, gpu, *_ = name.split("-")
+        image = cfg["image"].split(":")[-1].removeprefix("v").split("-")[0]
+        for entries in cfg["scenarios"].values():
+            for e in entries:
+                if "isl" not in e:
+                    continue
+                for s in e["search-space"]:
+                    if s.get("spec-decoding", "none") != "none":
+                        continue
+                    p, d = layout(s["prefill"]), layout(s["decode"])
+                    key = (SYSTEMS[gpu], precision, image, (e["isl"], e["osl"]))
+                    if not any((*key, c, p, d) in measured for c in s["conc-list"]):
+                        continue
+                    extra = s["prefill"].get("additional-settings", [])
+                    files = [x.split("=", 1)[1] for x in extra if "CONFIG_FILE" in x]
+                    path, _, selector = files[0].partition(":")
+                    sg = resolve(yaml.safe_load(show(a.srt_slurm, a.branch, path)), selector or None)["backend"]
+                    pre, dec = sg["sglang_config"]["prefill"], sg["sglang_config"]["decode"]
+                    kv = "fp8" if str(dec.get("kv-cache-dtype", "auto")).startswith("fp8") else "bf16"
+                    chunk = first(pre, "chunked-prefill-size", default=PREFILL_DEFAULTS["chunked-prefill-size"])
+                    max_prefill = first(pre, "max-prefill-tokens", default=PREFILL_DEFAULTS["max-prefill-tokens"])
+                    print(
+                        f'    PdRecipe("{SYSTEMS[gpu]}", "{precision}", "{image}", ({e["isl"]}, {e["osl"]}), '
+                        f"{tuple(s['conc-list'])}, {p}, {d},\n"
+                        f'             "{files[0]}", "{kv}", {pre.get("scheduler-recv-interval", 1)}, '
+                        f"{dec.get('scheduler-recv-interval', 1)}, {chunk}, {max_prefill}),"
+                    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
