@@ -109,3 +109,39 @@ def test_a_tp_rank_reports_its_sequences_per_die():
     d.admit()
     assert d.die_count.tolist() == [2, 1]
     assert d.busiest_die()[0] == 2 / 4
+
+
+def test_round_robin_binds_each_request_to_its_rank_at_arrival():
+    # 2 ranks x 2 slots; requests go to ranks 0, 1, 0, 1, ... in arrival order (SGLang's DP controller)
+    d = DecodeInstance(4, KVBlockManager(1000, 16), dies=2, routing="round_robin")
+    for r in range(4):
+        d.enqueue(r, 10, 1 if r == 1 else 5, 0.0)  # request 1 (rank 1) finishes after one token
+    assert d.admit() == 4
+    assert d.die_of[: d.running].tolist() == [0, 1, 0, 1]
+    _, finished, _ = d.complete_step(np.ones(4, dtype=np.int64), 1.0)
+    assert finished.tolist() == [1]  # rank 1 now has a free slot, rank 0 none
+    d.enqueue(10, 10, 5, 1.0)  # the 5th arrival is bound to rank 0: it waits although rank 1 has room
+    assert d.admit() == 0 and d.queued == 1
+    d.enqueue(11, 10, 5, 1.0)  # the 6th goes to rank 1 and overtakes it: the ranks' queues are independent
+    assert d.admit() == 1 and d.queued == 1
+    assert d.die_count.tolist() == [2, 2]
+    # least-loaded routing would have given the 5th request rank 1's free slot at once
+    ll = DecodeInstance(4, KVBlockManager(1000, 16), dies=2)
+    for r in range(4):
+        ll.enqueue(r, 10, 1 if r == 1 else 5, 0.0)
+    ll.admit()
+    ll.complete_step(np.ones(4, dtype=np.int64), 1.0)
+    ll.enqueue(10, 10, 5, 1.0)
+    assert ll.admit() == 1
+
+
+def test_round_robin_keeps_fcfs_within_a_rank_and_the_shared_kv_stops_the_pass():
+    d = DecodeInstance(4, KVBlockManager(10, 16), dies=2, routing="round_robin")  # 160 tokens of KV
+    d.enqueue(0, 100, 20, 0.0)  # rank 0, 8 blocks
+    d.enqueue(1, 50, 10, 0.0)  # rank 1, 4 blocks: does not fit beside request 0
+    d.enqueue(2, 1, 1, 0.0)  # rank 0: must not overtake request 1 on the shared KV pool
+    assert d.admit() == 1 and d.queued == 2
+    assert d.finish([1, 2]).tolist() == [1, 2]  # waiting requests can still be ended
+    assert d.queued == 0
+    with pytest.raises(ValueError, match="routing"):
+        DecodeInstance(4, KVBlockManager(10, 16), dies=2, routing="random")

@@ -10,7 +10,10 @@ until a slot is free and the KV cache can hold its whole context plus every toke
 generate (reserved up front, so nothing is ever preempted or dropped).
 
 Attention is data-parallel: each die owns the sequences in its slots (slots are laid out
-die by die), a new request goes to the die with the fewest sequences, and a step lasts as
+die by die), a new request goes to the die with the fewest sequences (`routing="least_loaded"`)
+or, as SGLang's data-parallel controller sends requests (`routing="round_robin"`), to the next
+rank in turn at arrival, where it waits for a slot of that rank even when another rank has one
+free; a rank's queue is FCFS, the ranks' queues do not block each other. A step lasts as
 long as its busiest die, so `busiest_die()` reports the most sequences on a die and the
 largest KV any die must read. A "die" here is one attention-DP rank: under attention TP the
 simulator builds one per TP group of `tp` dies, which all work on the group's sequences, so
@@ -32,13 +35,20 @@ import numpy as np
 
 from cloudmatrix.serving.kv_blocks import KVBlockManager
 
+ROUTINGS = ("least_loaded", "round_robin")
+
 
 class DecodeInstance:
-    def __init__(self, max_seqs: int, kv: KVBlockManager, dies: int = 1, tp: int = 1):
+    def __init__(self, max_seqs: int, kv: KVBlockManager, dies: int = 1, tp: int = 1, routing: str = "least_loaded"):
         if dies < 1 or max_seqs < dies:
             raise ValueError(f"max_seqs={max_seqs} must be at least dies={dies} (one slot per die)")
         if tp < 1:
             raise ValueError(f"tp={tp} must be at least 1")
+        if routing not in ROUTINGS:
+            raise ValueError(f"routing={routing!r}: use one of {', '.join(ROUTINGS)}")
+        # requests are bound to a rank at arrival only with round-robin over several ranks
+        self._round_robin = routing == "round_robin" and dies > 1
+        self._next_rank = 0
         self.max_seqs = int(max_seqs)
         self.dies = int(dies)
         self.tp = int(tp)  # dies sharing each rank's sequences (attention TP)
@@ -69,7 +79,8 @@ class DecodeInstance:
         self._free_by_die = [list(range(int(starts[d + 1]) - 1, int(starts[d]) - 1, -1)) for d in range(self.dies)]
         self.die_count = np.zeros(self.dies, dtype=np.int64)  # sequences per die
         self._running = 0
-        self.waiting: deque[tuple[int, int, int, float]] = deque()  # (request, context, remaining, last token)
+        # (request, context, remaining, last token, rank bound at arrival or -1)
+        self.waiting: deque[tuple[int, int, int, float, int]] = deque()
         self.context_sum = 0
         self.busy = False  # a step is in flight
 
@@ -81,10 +92,18 @@ class DecodeInstance:
     def queued(self) -> int:
         return len(self.waiting)
 
+    def _ranks(self, k: int) -> list[int]:
+        """The ranks the next `k` arrivals are bound to (round-robin), or -1 each (chosen at admission)."""
+        if not self._round_robin:
+            return [-1] * k
+        first = self._next_rank
+        self._next_rank = (first + k) % self.dies
+        return [(first + i) % self.dies for i in range(k)]
+
     def enqueue(self, request: int, context: int, remaining: int, last_token_time: float) -> None:
         if remaining < 1:
             raise ValueError("a decode request needs at least one token to generate")
-        self.waiting.append((request, context, remaining, last_token_time))
+        self.waiting.append((request, context, remaining, last_token_time, self._ranks(1)[0]))
 
     def enqueue_many(
         self, requests: list[int], contexts: list[int], remaining: list[int], last_token_time: float
@@ -92,7 +111,8 @@ class DecodeInstance:
         """`enqueue` for several requests at once (all with the same last-token time), in order."""
         if remaining and min(remaining) < 1:
             raise ValueError("a decode request needs at least one token to generate")
-        self.waiting.extend(zip(requests, contexts, remaining, [last_token_time] * len(requests), strict=True))
+        k = len(requests)
+        self.waiting.extend(zip(requests, contexts, remaining, [last_token_time] * k, self._ranks(k), strict=True))
 
     def admit(self, now: float | None = None) -> int:
         """Move waiting requests into free slots while their KV reservation fits (FCFS, no overtaking).
@@ -103,23 +123,53 @@ class DecodeInstance:
         waiting, allocate = self.waiting, self.kv.allocate
         n = self._running
         room = self.max_seqs - n
-        taken: list[tuple[int, int, int, float]] = []
-        while waiting and len(taken) < room:
-            head = waiting[0]
-            if not allocate(head[0], head[1] + head[2]):
-                break  # head-of-line waits for blocks; later requests do not jump it
-            taken.append(waiting.popleft())
+        taken: list[tuple[int, int, int, float, int]] = []
+        if self._round_robin:
+            taken = self._take_per_rank(room)
+        else:
+            while waiting and len(taken) < room:
+                head = waiting[0]
+                if not allocate(head[0], head[1] + head[2]):
+                    break  # head-of-line waits for blocks; later requests do not jump it
+                taken.append(waiting.popleft())
         k = len(taken)
         if k:
-            dies = self._least_loaded(k)
+            reqs, contexts, remaining, lasts, bound = zip(*taken, strict=True)
+            dies = list(bound) if self._round_robin else self._least_loaded(k)
             free = self._free_by_die
             slots = [free[d].pop() for d in dies]
-            reqs, contexts, remaining, lasts = zip(*taken, strict=True)
             self._ints[:, n : n + k] = (reqs, remaining, contexts, slots, dies)
             self._floats[:, n : n + k] = (lasts if now is None else (now,) * k, (0.0,) * k, (0.0,) * k)
             self._running = n + k
             self.context_sum += sum(contexts)
         return k
+
+    def _take_per_rank(self, room: int) -> list[tuple[int, int, int, float, int]]:
+        """Round-robin routing: the waiting requests whose rank has a free slot, FCFS within each rank (a rank's
+        head that does not fit holds back that rank's later requests only); the KV pool is shared, so a
+        reservation that fails stops the pass. Counts the taken ones into their ranks."""
+        open_ = (self.capacity - self.die_count).tolist()
+        taken: list[tuple[int, int, int, float, int]] = []
+        kept: deque[tuple[int, int, int, float, int]] = deque()
+        waiting, allocate, count = self.waiting, self.kv.allocate, self.die_count
+        while waiting:
+            w = waiting.popleft()
+            r = w[4]
+            if len(taken) < room and open_[r] > 0:
+                if not allocate(w[0], w[1] + w[2]):
+                    kept.append(w)
+                    break
+                open_[r] -= 1
+                count[r] += 1
+                taken.append(w)
+            else:
+                open_[r] = 0  # a rank that refused one request takes none of its later ones this pass
+                kept.append(w)
+            if len(taken) >= room or not any(open_):
+                break
+        kept.extend(waiting)
+        self.waiting = kept
+        return taken
 
     def _least_loaded(self, k: int) -> list[int]:
         """The dies `k` admissions go to, in order, one at a time to the least-loaded die with a free slot

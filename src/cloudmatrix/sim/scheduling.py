@@ -20,6 +20,9 @@ a pool without a backend takes the default profile's, specs/backend.py DEFAULT_B
   batch_wait_max_tokens_ratio; PyExecutor._waiting_requests): without attention DP, a step that would run
   prompts alongside decoding sequences runs the decode alone while its tokens are below ratio x the step budget,
   for at most `batch_wait_iters` such steps in a row. 0: off (TensorRT-LLM's default).
+- `dp_routing` (decode and colocated pools, not a pool key): "least_loaded" gives a new request to the attention-DP
+  rank with the fewest sequences; "round_robin" binds it to the next rank in turn at arrival, where it waits for that
+  rank's slot (SGLang's DataParallelController, serving/decode_scheduler.py).
 """
 
 from __future__ import annotations

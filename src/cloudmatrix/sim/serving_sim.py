@@ -35,6 +35,7 @@ from cloudmatrix.sim.costs import PoolCosts
 from cloudmatrix.sim.results import SimResult, build_result
 from cloudmatrix.sim.runtime import EventLoop
 from cloudmatrix.sim.scenario import PoolSpec, Scenario
+from cloudmatrix.sim.scheduling import scheduling_for
 
 # a queued request's "last token" time: a placeholder, admission stamps the admission instant instead
 _WAITING = -1.0
@@ -158,6 +159,7 @@ class ServingSimulation:
                 KVBlockManager(int(kv_tokens // bs), bs, expected_requests=self.n),
                 dies=ranks,  # attention-DP ranks; a TP group's dies share its sequences
                 tp=dpool.attn_tp,
+                routing=scheduling_for(dpool).dp_routing,  # the stack's spread over DP ranks
             )
             for _ in range(dpool.instances)
         ]

@@ -94,6 +94,9 @@ class Scheduling(_Strict):
     # API's default, so a profile that never batches leaves them out
     batch_wait_iters: int = Field(default=0, ge=0)
     batch_wait_ratio: float = Field(default=0.0, ge=0, le=1)
+    # how a decode (or colocated) instance spreads new requests over its attention-DP ranks: to the rank with the
+    # fewest sequences, or to the next rank in turn at arrival (serving/decode_scheduler.py)
+    dp_routing: Literal["least_loaded", "round_robin"] = "least_loaded"
 
 
 class HandOff(_Strict):
