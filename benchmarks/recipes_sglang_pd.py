@@ -18,12 +18,11 @@ NVIDIA/srt-slurm sa-submission-q2-2026 @deb1dfd9). Needs PyYAML: a maintainer's 
 
 from __future__ import annotations
 
-import argparse
 import copy
 import re
 import sys
 
-from recipes_trtllm_pd import SYSTEMS, layout, show
+from recipes_trtllm_pd import SYSTEMS, layout, measured_keys, show, sources
 
 # SGLang server_args defaults where a recipe leaves the key unset (sglang 0.5.9 srt/server_args.py): max_prefill_tokens
 # 16,384; chunked_prefill_size chosen from GPU memory, 16,384 at >= 160 GB (B200, GB200, GB300; the one H200 recipe
@@ -70,15 +69,8 @@ def first(cfg: dict, *keys, default=None):
 
 def main() -> int:
     import yaml
-    from recipes_trtllm_pd import measured_keys as trt_keys  # same matching rule, other backend
-
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("inferencemax")
-    ap.add_argument("commit")
-    ap.add_argument("srt_slurm")
-    ap.add_argument("branch")
-    a = ap.parse_args()
-    measured = trt_keys(backend="sglang")
+    a = sources(__doc__)
+    measured = measured_keys(backend="sglang")  # the TensorRT-LLM table's matching rule
     master = yaml.safe_load(show(a.inferencemax, a.commit, ".github/configs/nvidia-master.yaml"))
     for name, cfg in master.items():
         if not (name.startswith("dsr1-") and name.endswith("-dynamo-sglang")):

@@ -64,15 +64,20 @@ def measured_keys(backend: str = "trtllm") -> set[tuple]:
     return out
 
 
+def sources(doc: str | None) -> argparse.Namespace:
+    """The two mirrors and revisions a table is printed from (the command line of both recipe scripts)."""
+    ap = argparse.ArgumentParser(description=(doc or "").split("\n")[0])
+    ap.add_argument("inferencemax", help="git directory of the InferenceMAX mirror")
+    ap.add_argument("commit", help="its commit (6026f214 for the tables in the repo)")
+    ap.add_argument("srt_slurm", help="git directory of the NVIDIA/srt-slurm mirror")
+    ap.add_argument("branch", help="its branch or commit (sa-submission-q2-2026)")
+    return ap.parse_args()
+
+
 def main() -> int:
     import yaml
 
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("inferencemax")
-    ap.add_argument("commit")
-    ap.add_argument("srt_slurm")
-    ap.add_argument("branch")
-    a = ap.parse_args()
+    a = sources(__doc__)
     master = yaml.safe_load(show(a.inferencemax, a.commit, ".github/configs/nvidia-master.yaml"))
     measured = measured_keys()
     for name, cfg in master.items():

@@ -46,7 +46,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from cloudmatrix.validate.silicon_csv import PoolLayout, SiliconRow
+from cloudmatrix.validate.recipe_match import find_entry
+from cloudmatrix.validate.silicon_csv import SiliconRow
 from cloudmatrix.validate.silicon_trtllm_recipes import TRT_PD_SOURCE, trtllm_pd_recipe
 
 RECIPES = "InferenceMAX benchmarks/single_node @6026f214"
@@ -186,23 +187,11 @@ PD_RECIPES: tuple[PdRecipe, ...] = (
 # fmt: on
 
 
-def _layout(p: PoolLayout | None) -> tuple[int | None, ...]:
-    return (None,) * 4 if p is None else (p.workers, p.tp, p.attention_dp, p.moe_ep)
-
-
 def pd_recipe(row: SiliconRow) -> PdRecipe | None:
     """The InferenceMAX entry (and srt-slurm recipe) a disaggregated SGLang row ran, or None if none matches."""
     if row.backend != "sglang" or row.mode != "disagg":
         return None
-    for e in PD_RECIPES:
-        if (
-            (e.system, e.precision, e.image, e.isl_osl) == (row.system, row.precision, row.backend_version,
-                                                          (row.isl, row.osl))
-            and row.concurrency in e.concurrencies
-            and (e.prefill, e.decode) == (_layout(row.prefill), _layout(row.decode))
-        ):  # fmt: skip
-            return e
-    return None
+    return find_entry(PD_RECIPES, row)
 
 
 def _aic_kv(row: SiliconRow) -> str:

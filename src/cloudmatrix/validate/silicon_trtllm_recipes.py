@@ -24,7 +24,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cloudmatrix.validate.silicon_csv import PoolLayout, SiliconRow
+from cloudmatrix.validate.recipe_match import find_entry
+from cloudmatrix.validate.silicon_csv import SiliconRow
 
 TRT_PD_SOURCE = "InferenceMAX nvidia-master.yaml @6026f214 + NVIDIA/srt-slurm sa-submission-q2-2026 (deb1dfd9)"
 
@@ -160,20 +161,8 @@ TRTLLM_PD_RECIPES: tuple[TrtPdRecipe, ...] = (
 # fmt: on
 
 
-def _layout(p: PoolLayout | None) -> tuple[int | None, ...]:
-    return (None,) * 4 if p is None else (p.workers, p.tp, p.attention_dp, p.moe_ep)
-
-
 def trtllm_pd_recipe(row: SiliconRow) -> TrtPdRecipe | None:
     """The InferenceMAX entry (and srt-slurm recipe) a disaggregated TensorRT-LLM row ran, or None."""
     if row.backend != "trtllm" or row.mode != "disagg":
         return None
-    for e in TRTLLM_PD_RECIPES:
-        if (
-            (e.system, e.precision, e.image, e.isl_osl) == (row.system, row.precision, row.backend_version,
-                                                          (row.isl, row.osl))
-            and row.concurrency in e.concurrencies
-            and (e.prefill, e.decode) == (_layout(row.prefill), _layout(row.decode))
-        ):  # fmt: skip
-            return e
-    return None
+    return find_entry(TRTLLM_PD_RECIPES, row)
