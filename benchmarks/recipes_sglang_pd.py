@@ -22,7 +22,7 @@ import copy
 import re
 import sys
 
-from recipes_trtllm_pd import SYSTEMS, layout, measured_keys, show, sources
+from recipes_trtllm_pd import matched_entries, measured_keys, show, sources
 
 # SGLang server_args defaults where a recipe leaves the key unset (sglang 0.5.9 srt/server_args.py): max_prefill_tokens
 # 16,384; chunked_prefill_size chosen from GPU memory, 16,384 at >= 160 GB (B200, GB200, GB300; the one H200 recipe
@@ -60,48 +60,26 @@ def resolve(doc: dict, selector: str | None) -> dict:
     return deep_merge(doc["base"], doc[selector])
 
 
-def first(cfg: dict, *keys, default=None):
-    for k in keys:
-        if k in cfg:
-            return cfg[k]
-    return default
-
-
 def main() -> int:
     import yaml
+
     a = sources(__doc__)
-    measured = measured_keys(backend="sglang")  # the TensorRT-LLM table's matching rule
     master = yaml.safe_load(show(a.inferencemax, a.commit, ".github/configs/nvidia-master.yaml"))
-    for name, cfg in master.items():
-        if not (name.startswith("dsr1-") and name.endswith("-dynamo-sglang")):
-            continue
-        _, precision, gpu, *_ = name.split("-")
-        image = cfg["image"].split(":")[-1].removeprefix("v").split("-")[0]
-        for entries in cfg["scenarios"].values():
-            for e in entries:
-                if "isl" not in e:
-                    continue
-                for s in e["search-space"]:
-                    if s.get("spec-decoding", "none") != "none":
-                        continue
-                    p, d = layout(s["prefill"]), layout(s["decode"])
-                    key = (SYSTEMS[gpu], precision, image, (e["isl"], e["osl"]))
-                    if not any((*key, c, p, d) in measured for c in s["conc-list"]):
-                        continue
-                    extra = s["prefill"].get("additional-settings", [])
-                    files = [x.split("=", 1)[1] for x in extra if "CONFIG_FILE" in x]
-                    path, _, selector = files[0].partition(":")
-                    sg = resolve(yaml.safe_load(show(a.srt_slurm, a.branch, path)), selector or None)["backend"]
-                    pre, dec = sg["sglang_config"]["prefill"], sg["sglang_config"]["decode"]
-                    kv = "fp8" if str(dec.get("kv-cache-dtype", "auto")).startswith("fp8") else "bf16"
-                    chunk = first(pre, "chunked-prefill-size", default=PREFILL_DEFAULTS["chunked-prefill-size"])
-                    max_prefill = first(pre, "max-prefill-tokens", default=PREFILL_DEFAULTS["max-prefill-tokens"])
-                    print(
-                        f'    PdRecipe("{SYSTEMS[gpu]}", "{precision}", "{image}", ({e["isl"]}, {e["osl"]}), '
-                        f"{tuple(s['conc-list'])}, {p}, {d},\n"
-                        f'             "{files[0]}", "{kv}", {pre.get("scheduler-recv-interval", 1)}, '
-                        f"{dec.get('scheduler-recv-interval', 1)}, {chunk}, {max_prefill}),"
-                    )
+    measured = measured_keys(backend="sglang")  # the TensorRT-LLM table's matching rule
+    for _, system, precision, image, (isl, osl), s, p, d, recipe in matched_entries(
+        master, "dynamo-sglang", measured, lambda tag: tag.removeprefix("v").split("-")[0]
+    ):
+        path, _, selector = recipe.partition(":")
+        sg = resolve(yaml.safe_load(show(a.srt_slurm, a.branch, path)), selector or None)["backend"]
+        pre, dec = sg["sglang_config"]["prefill"], sg["sglang_config"]["decode"]
+        kv = "fp8" if str(dec.get("kv-cache-dtype", "auto")).startswith("fp8") else "bf16"
+        chunk = pre.get("chunked-prefill-size", PREFILL_DEFAULTS["chunked-prefill-size"])
+        max_prefill = pre.get("max-prefill-tokens", PREFILL_DEFAULTS["max-prefill-tokens"])
+        print(
+            f'    PdRecipe("{system}", "{precision}", "{image}", ({isl}, {osl}), {tuple(s["conc-list"])}, {p}, {d},\n'
+            f'             "{recipe}", "{kv}", {pre.get("scheduler-recv-interval", 1)}, '
+            f"{dec.get('scheduler-recv-interval', 1)}, {chunk}, {max_prefill}),"
+        )
     return 0
 
 

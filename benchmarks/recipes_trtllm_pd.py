@@ -74,17 +74,15 @@ def sources(doc: str | None) -> argparse.Namespace:
     return ap.parse_args()
 
 
-def main() -> int:
-    import yaml
-
-    a = sources(__doc__)
-    master = yaml.safe_load(show(a.inferencemax, a.commit, ".github/configs/nvidia-master.yaml"))
-    measured = measured_keys()
+def matched_entries(master: dict, framework: str, measured: set[tuple], image_of):
+    """Every non-MTP search-space entry of the `dsr1-*-<framework>` configs in nvidia-master.yaml that a complete
+    measured row matches: (config name, system, precision, image, (isl, osl), entry, prefill layout, decode layout,
+    CONFIG_FILE). `image_of(image)` turns the config's image tag into the CSV's backend version."""
     for name, cfg in master.items():
-        if not (name.startswith("dsr1-") and name.endswith("-dynamo-trt")):
+        if not (name.startswith("dsr1-") and name.endswith(f"-{framework}")):
             continue
         _, precision, gpu, *_ = name.split("-")
-        image = cfg["image"].split(":")[-1]
+        image = image_of(cfg["image"].split(":")[-1])
         for entries in cfg["scenarios"].values():
             for e in entries:
                 if "isl" not in e:
@@ -93,21 +91,30 @@ def main() -> int:
                     if s.get("spec-decoding", "none") != "none":
                         continue  # MTP runs: refused by validate (the CSV records no acceptance)
                     p, d = layout(s["prefill"]), layout(s["decode"])
-                    if not any((SYSTEMS[gpu], precision, image, (e["isl"], e["osl"]), c, p, d) in measured
-                               for c in s["conc-list"]):  # fmt: skip
+                    key = (SYSTEMS[gpu], precision, image, (e["isl"], e["osl"]))
+                    if not any((*key, c, p, d) in measured for c in s["conc-list"]):
                         continue
-                    files = [
-                        x.split("=", 1)[1] for x in s["prefill"].get("additional-settings", []) if "CONFIG_FILE" in x
-                    ]
-                    if not files:
-                        continue
-                    ctx = yaml.safe_load(show(a.srt_slurm, a.branch, files[0]))["backend"]["trtllm_config"]["prefill"]
-                    kv = (ctx.get("kv_cache_config") or {}).get("dtype", "auto")
-                    print(
-                        f'    TrtPdRecipe("{SYSTEMS[gpu]}", "{precision}", "{image}", ({e["isl"]}, {e["osl"]}), '
-                        f"{tuple(s['conc-list'])}, {p}, {d},\n"
-                        f'                "{files[0]}", {ctx["max_batch_size"]}, {ctx["max_num_tokens"]}, "{kv}"),'
-                    )
+                    extra = s["prefill"].get("additional-settings", [])
+                    files = [x.split("=", 1)[1] for x in extra if "CONFIG_FILE" in x]
+                    if files:
+                        yield name, *key, s, p, d, files[0]
+
+
+def main() -> int:
+    import yaml
+
+    a = sources(__doc__)
+    master = yaml.safe_load(show(a.inferencemax, a.commit, ".github/configs/nvidia-master.yaml"))
+    for _, system, precision, image, (isl, osl), s, p, d, recipe in matched_entries(
+        master, "dynamo-trt", measured_keys(), lambda tag: tag
+    ):
+        ctx = yaml.safe_load(show(a.srt_slurm, a.branch, recipe))["backend"]["trtllm_config"]["prefill"]
+        kv = (ctx.get("kv_cache_config") or {}).get("dtype", "auto")
+        print(
+            f'    TrtPdRecipe("{system}", "{precision}", "{image}", ({isl}, {osl}), {tuple(s["conc-list"])}, '
+            f"{p}, {d},\n"
+            f'                "{recipe}", {ctx["max_batch_size"]}, {ctx["max_num_tokens"]}, "{kv}"),'
+        )
     return 0
 
 
