@@ -66,7 +66,7 @@ def main() -> int:
     a = sources(__doc__)
     master = yaml.safe_load(show(a.inferencemax, a.commit, ".github/configs/nvidia-master.yaml"))
     measured = measured_keys(backend="sglang")  # the TensorRT-LLM table's matching rule
-    for _, system, precision, image, (isl, osl), s, p, d, recipe in matched_entries(
+    for _, system, precision, image, (isl, osl), concs, p, d, recipe in matched_entries(
         master, "dynamo-sglang", measured, lambda tag: tag.removeprefix("v").split("-")[0]
     ):
         path, _, selector = recipe.partition(":")
@@ -76,7 +76,7 @@ def main() -> int:
         chunk = pre.get("chunked-prefill-size", PREFILL_DEFAULTS["chunked-prefill-size"])
         max_prefill = pre.get("max-prefill-tokens", PREFILL_DEFAULTS["max-prefill-tokens"])
         print(
-            f'    PdRecipe("{system}", "{precision}", "{image}", ({isl}, {osl}), {tuple(s["conc-list"])}, {p}, {d},\n'
+            f'    PdRecipe("{system}", "{precision}", "{image}", ({isl}, {osl}), {concs}, {p}, {d},\n'
             f'             "{recipe}", "{kv}", {pre.get("scheduler-recv-interval", 1)}, '
             f"{dec.get('scheduler-recv-interval', 1)}, {chunk}, {max_prefill}),"
         )

@@ -18,6 +18,7 @@ sa-submission-q2-2026 (deb1dfd9). Needs PyYAML (not a dependency of the twin: th
 from __future__ import annotations
 
 import argparse
+import re
 import subprocess
 import sys
 
@@ -74,10 +75,13 @@ def sources(doc: str | None) -> argparse.Namespace:
     return ap.parse_args()
 
 
-def matched_entries(master: dict, framework: str, measured: set[tuple], image_of):
+def matched_entries(master: dict, framework: str, measured: set[tuple], image_of, read_recipe=None):
     """Every non-MTP search-space entry of the `dsr1-*-<framework>` configs in nvidia-master.yaml that a complete
-    measured row matches: (config name, system, precision, image, (isl, osl), entry, prefill layout, decode layout,
-    CONFIG_FILE). `image_of(image)` turns the config's image tag into the CSV's backend version."""
+    measured row matches: (config name, system, precision, image, (isl, osl), matched concurrencies, prefill layout,
+    decode layout, CONFIG_FILE). `image_of(image)` turns the config's image tag into the CSV's backend version.
+    `read_recipe(CONFIG_FILE)`, where given, returns the recipe's own (benchmark concurrencies, prefill layout, decode
+    layout): a row may record those instead of the entry's (H200: the entry lists 64 per decode worker, its recipe
+    benchmarks 576 over 9 workers; its context server runs without attention DP)."""
     for name, cfg in master.items():
         if not (name.startswith("dsr1-") and name.endswith(f"-{framework}")):
             continue
@@ -90,14 +94,21 @@ def matched_entries(master: dict, framework: str, measured: set[tuple], image_of
                 for s in e["search-space"]:
                     if s.get("spec-decoding", "none") != "none":
                         continue  # MTP runs: refused by validate (the CSV records no acceptance)
-                    p, d = layout(s["prefill"]), layout(s["decode"])
-                    key = (SYSTEMS[gpu], precision, image, (e["isl"], e["osl"]))
-                    if not any((*key, c, p, d) in measured for c in s["conc-list"]):
-                        continue
                     extra = s["prefill"].get("additional-settings", [])
                     files = [x.split("=", 1)[1] for x in extra if "CONFIG_FILE" in x]
-                    if files:
-                        yield name, *key, s, p, d, files[0]
+                    if not files:
+                        continue
+                    key = (SYSTEMS[gpu], precision, image, (e["isl"], e["osl"]))
+                    concs, layouts = list(s["conc-list"]), [(layout(s["prefill"]), layout(s["decode"]))]
+                    if read_recipe is not None:
+                        r_concs, r_p, r_d = read_recipe(files[0])
+                        concs += [c for c in r_concs if c not in concs]
+                        if (r_p, r_d) not in layouts:
+                            layouts.append((r_p, r_d))
+                    for p, d in layouts:
+                        hit = tuple(c for c in concs if (*key, c, p, d) in measured)
+                        if hit:
+                            yield name, *key, hit, p, d, files[0]
 
 
 def main() -> int:
@@ -105,15 +116,32 @@ def main() -> int:
 
     a = sources(__doc__)
     master = yaml.safe_load(show(a.inferencemax, a.commit, ".github/configs/nvidia-master.yaml"))
-    for _, system, precision, image, (isl, osl), s, p, d, recipe in matched_entries(
-        master, "dynamo-trt", measured_keys(), lambda tag: tag
+    def recipe(path: str) -> dict:
+        return yaml.safe_load(show(a.srt_slurm, a.branch, path))
+
+    def own_keys(path: str):
+        """The recipe's benchmark concurrencies ("512x1024") and its two pools' layouts."""
+        r = recipe(path)
+        res, tc = r["resources"], r["backend"]["trtllm_config"]
+        # "512x1024", 576 or [4]: every integer it names
+        concs = [int(c) for c in re.findall(r"\d+", str(r["benchmark"].get("concurrencies", "")))]
+
+        def pool(cfg: dict, workers: int) -> tuple[int, int, int, int]:
+            tp = cfg["tensor_parallel_size"]
+            adp = cfg.get("enable_attention_dp", False)
+            return (workers, 1 if adp else tp, tp if adp else 1, cfg.get("moe_expert_parallel_size", 1))
+
+        return concs, pool(tc["prefill"], res["prefill_workers"]), pool(tc["decode"], res["decode_workers"])
+
+    for _, system, precision, image, (isl, osl), concs, p, d, path in matched_entries(
+        master, "dynamo-trt", measured_keys(), lambda tag: tag, own_keys
     ):
-        ctx = yaml.safe_load(show(a.srt_slurm, a.branch, recipe))["backend"]["trtllm_config"]["prefill"]
+        ctx = recipe(path)["backend"]["trtllm_config"]["prefill"]
         kv = (ctx.get("kv_cache_config") or {}).get("dtype", "auto")
         print(
-            f'    TrtPdRecipe("{system}", "{precision}", "{image}", ({isl}, {osl}), {tuple(s["conc-list"])}, '
+            f'    TrtPdRecipe("{system}", "{precision}", "{image}", ({isl}, {osl}), {concs}, '
             f"{p}, {d},\n"
-            f'                "{recipe}", {ctx["max_batch_size"]}, {ctx["max_num_tokens"]}, "{kv}"),'
+            f'                "{path}", {ctx["max_batch_size"]}, {ctx["max_num_tokens"]}, "{kv}"),'
         )
     return 0
 

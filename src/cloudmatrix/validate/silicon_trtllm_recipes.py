@@ -5,7 +5,8 @@ mirror github.com/ajith-sirra-amd/InferenceMAX_Rocm_Team at 6026f214 lists in `.
 per multi-node config (`dsr1-<precision>-<gpu>-dynamo-trt`), its image and per search-space entry the concurrencies,
 the prefill/decode worker counts, tp/ep/dp-attn and the srt-slurm recipe it ran (github.com/NVIDIA/srt-slurm, branch
 sa-submission-q2-2026 at deb1dfd9, `recipes/trtllm/...`). A row takes an entry when its system, precision, image,
-ISL/OSL and both layouts match and its concurrency is in the entry's list. From the recipe's context server
+ISL/OSL and both layouts match and its concurrency is in the entry's list (or the recipe's own benchmark
+concurrencies and layouts, which some entries state differently). From the recipe's context server
 (`backend.trtllm_config.prefill`) the twin takes its step limits: `max_batch_size` prompts and `max_num_tokens` tokens
 per attention-DP rank per step (whole prompts: TensorRT-LLM's enable_chunked_prefill is off), so a prompt batch of the
 row's prefill pool holds min(max_num_tokens, max_batch_size x ISL) tokens per rank. aiconfigurator's convention, the
@@ -52,7 +53,9 @@ class TrtPdRecipe:
 
 
 # Every non-MTP entry of nvidia-master.yaml @6026f214 that a complete measured row matches, as
-# benchmarks/recipes_trtllm_pd.py prints it.
+# benchmarks/recipes_trtllm_pd.py prints it: on the entry's concurrencies and layouts, or on its recipe's own (the H200
+# entries list a concurrency per decode worker, 64, where the recipe benchmarks 576 over its 9 workers, as the CSV
+# records; some H200 rows record the recipe's context layout, TP8 without attention DP).
 # fmt: off
 TRTLLM_PD_RECIPES: tuple[TrtPdRecipe, ...] = (
     TrtPdRecipe("b200_sxm", "fp4", "0.8.1.post1", (1024, 1024), (4096,), (1, 1, 4, 4), (1, 1, 8, 8),
@@ -87,8 +90,36 @@ TRTLLM_PD_RECIPES: tuple[TrtPdRecipe, ...] = (
                 "recipes/trtllm/b200-fp8/8k1k/stp/ctx1_gen1_dep8_batch256_eplb0_mtp0_256.yaml", 1, 8320, "fp8"),
     TrtPdRecipe("b200_sxm", "fp8", "0.8.1.post2", (8192, 1024), (640,), (2, 1, 8, 1), (1, 1, 8, 8),
                 "recipes/trtllm/b200-fp8/8k1k/stp/ctx2_gen1_dep8_batch640_eplb0_mtp0_640.yaml", 1, 8320, "fp8"),
+    TrtPdRecipe("h200_sxm", "fp8", "0.8.1.post1", (1024, 1024), (36,), (1, 1, 8, 8), (9, 8, 1, 8),
+                "recipes/trtllm/h200/1k1k/stp/c4_ctx1_gen9_tep8_batch256_eplb0_mtp0.yaml", 8, 8192, "fp8"),
+    TrtPdRecipe("h200_sxm", "fp8", "0.8.1.post1", (1024, 1024), (72,), (1, 1, 8, 8), (9, 8, 1, 8),
+                "recipes/trtllm/h200/1k1k/stp/c8_ctx1_gen9_tep8_batch256_eplb0_mtp0.yaml", 8, 8192, "fp8"),
+    TrtPdRecipe("h200_sxm", "fp8", "0.8.1.post1", (1024, 1024), (144,), (1, 1, 8, 8), (9, 8, 1, 8),
+                "recipes/trtllm/h200/1k1k/stp/c16_ctx1_gen9_tep8_batch256_eplb0_mtp0.yaml", 8, 8192, "fp8"),
+    TrtPdRecipe("h200_sxm", "fp8", "0.8.1.post1", (1024, 1024), (288,), (1, 1, 8, 8), (9, 8, 1, 8),
+                "recipes/trtllm/h200/1k1k/stp/c32_ctx1_gen9_tep8_batch256_eplb0_mtp0.yaml", 8, 8192, "fp8"),
+    TrtPdRecipe("h200_sxm", "fp8", "0.8.1.post1", (1024, 1024), (576,), (1, 1, 8, 8), (9, 8, 1, 8),
+                "recipes/trtllm/h200/1k1k/stp/c64_ctx1_gen9_tep8_batch256_eplb0_mtp0.yaml", 8, 8192, "fp8"),
+    TrtPdRecipe("h200_sxm", "fp8", "0.8.1.post1", (1024, 1024), (1152,), (1, 1, 8, 8), (9, 1, 8, 8),
+                "recipes/trtllm/h200/1k1k/stp/c128_ctx1_gen9_dep8_batch512_eplb0_mtp0.yaml", 8, 8192, "fp8"),
+    TrtPdRecipe("h200_sxm", "fp8", "0.8.1.post1", (1024, 1024), (1536,), (1, 1, 8, 8), (6, 1, 8, 8),
+                "recipes/trtllm/h200/1k1k/stp/c256_ctx1_gen6_dep8_batch512_eplb0_mtp0.yaml", 8, 8192, "fp8"),
+    TrtPdRecipe("h200_sxm", "fp8", "0.8.1.post1", (1024, 1024), (3584,), (2, 1, 8, 8), (7, 1, 8, 8),
+                "recipes/trtllm/h200/1k1k/stp/c512_ctx2_gen7_dep8_batch512_eplb0_mtp0.yaml", 8, 8192, "fp8"),
+    TrtPdRecipe("h200_sxm", "fp8", "0.8.1.post1", (8192, 1024), (28,), (1, 8, 1, 8), (7, 8, 1, 8),
+                "recipes/trtllm/h200/8k1k/stp/c4_ctx1_gen7_tep8_batch32_eplb0_mtp0.yaml", 2, 16640, "fp8"),
+    TrtPdRecipe("h200_sxm", "fp8", "0.8.1.post1", (8192, 1024), (48,), (1, 8, 1, 8), (6, 8, 1, 8),
+                "recipes/trtllm/h200/8k1k/stp/c8_ctx1_gen6_tep8_batch16_eplb0_mtp0.yaml", 2, 16640, "fp8"),
+    TrtPdRecipe("h200_sxm", "fp8", "0.8.1.post1", (8192, 1024), (48,), (1, 8, 1, 8), (3, 8, 1, 8),
+                "recipes/trtllm/h200/8k1k/stp/c16_ctx1_gen3_tep8_batch32_eplb0_mtp0.yaml", 2, 16640, "fp8"),
+    TrtPdRecipe("h200_sxm", "fp8", "0.8.1.post1", (8192, 1024), (160,), (2, 8, 1, 8), (5, 8, 1, 8),
+                "recipes/trtllm/h200/8k1k/stp/c32_ctx2_gen5_tep8_batch128_eplb0_mtp0.yaml", 2, 16640, "fp8"),
+    TrtPdRecipe("h200_sxm", "fp8", "0.8.1.post1", (8192, 1024), (192,), (2, 8, 1, 8), (3, 1, 8, 8),
+                "recipes/trtllm/h200/8k1k/stp/c64_ctx2_gen3_dep8_batch128_eplb0_mtp0.yaml", 2, 16640, "fp8"),
     TrtPdRecipe("h200_sxm", "fp8", "0.8.1.post1", (8192, 1024), (128,), (1, 8, 1, 8), (1, 1, 8, 8),
                 "recipes/trtllm/h200/8k1k/stp/c128_ctx1_gen1_dep8_batch256_eplb0_mtp0.yaml", 2, 16640, "fp8"),
+    TrtPdRecipe("h200_sxm", "fp8", "0.8.1.post1", (8192, 1024), (768,), (5, 8, 1, 8), (3, 1, 8, 8),
+                "recipes/trtllm/h200/8k1k/stp/c256_ctx5_gen3_dep8_batch256_eplb0_mtp0.yaml", 2, 16640, "fp8"),
     TrtPdRecipe("h200_sxm", "fp8", "0.8.1.post1", (8192, 1024), (512,), (3, 8, 1, 8), (1, 1, 8, 8),
                 "recipes/trtllm/h200/8k1k/stp/c512_ctx3_gen1_dep8_batch512_eplb0_mtp0.yaml", 2, 16640, "fp8"),
     TrtPdRecipe("h100_sxm", "fp8", "0.8.1.post3", (1024, 1024), (6,), (1, 1, 16, 16), (3, 16, 1, 16),
