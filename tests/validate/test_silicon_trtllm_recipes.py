@@ -46,3 +46,14 @@ def test_a_row_outside_every_entry_keeps_one_prompt_per_rank(tmp_path):
         m = point(tmp_path, row)
         assert trtllm_pd_recipe(m.row) is None
         assert T.translate(m).scenario.prefill.tokens_per_die == 1024  # the row's prefill batch of 1
+
+
+def test_a_row_recording_the_recipes_own_concurrency_matches_it(tmp_path):
+    # dsr1-fp8-h200-dynamo-trt lists conc 64 for one DP8 context worker and 9 TP8 decode workers; its recipe
+    # (c64_ctx1_gen9_tep8_batch256) benchmarks 576 clients, which is what the CSV records
+    row = disagg("h2", conc=576, p_workers=1, p=(1, 8, 1, 8), d_workers=9, d=(8, 1, 1, 8), d_batch=256)
+    row.update(backend="trtllm", backend_version="0.8.1.post1")
+    m = point(tmp_path, row)
+    recipe = trtllm_pd_recipe(m.row)
+    assert recipe is not None and recipe.recipe.endswith("h200/1k1k/stp/c64_ctx1_gen9_tep8_batch256_eplb0_mtp0.yaml")
+    assert T.translate(m).scenario.prefill.tokens_per_die == 8 * 1024  # 8 prompts per rank, one rank per die
