@@ -70,16 +70,16 @@ def test_layered_placement_is_the_mean_of_its_layers():
 def test_a_placement_from_other_traffic_is_less_balanced():
     own, other = _skewed(64, 1), _skewed(64, 2)
     matched = build_placement(own, 8, 10, "eplb")
-    stale = build_placement(other, 8, 10, "eplb", served=own)
+    stale = build_placement(own, 8, 10, "eplb", computed_from=other)
     assert np.array_equal(stale.slots, ExpertPlacement.build(other, 8, 10, "eplb").slots)
     assert np.allclose(stale.popularity, own)
     assert stale.static_imbalance > matched.static_imbalance + 0.05
     # the expected rank loads still account for all the traffic
     assert stale.rank_load.sum() == pytest.approx(1.0)
     with pytest.raises(CloudMatrixError, match="same model"):
-        build_placement(other, 8, 10, "eplb", served=_skewed(32, 3))
+        build_placement(_skewed(32, 3), 8, 10, "eplb", computed_from=other)
     with pytest.raises(CloudMatrixError, match="MoE layers"):
-        build_placement(np.stack([own, other]), 8, 10, "eplb", served=np.stack([own, other, own]))
+        build_placement(np.stack([own, other, own]), 8, 10, "eplb", computed_from=np.stack([own, other]))
 
 
 def test_scenario_reads_per_layer_files_and_a_stale_placement(tmp_path):

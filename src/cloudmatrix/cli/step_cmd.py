@@ -164,12 +164,8 @@ def derived_expert_load(
         pop = make_popularity(popularity, mdl.routed_experts, s=zipf_s)
     else:
         pop = make_popularity("file", mdl.routed_experts, path=str(Path(popularity)))
-    slots = dep.slots_per_routed_die(mdl)
-    if placement_from is None:
-        pl = build_placement(pop, dep.routed_dies, slots, placement)
-    else:
-        placed = make_popularity("file", mdl.routed_experts, path=str(Path(placement_from)))
-        pl = build_placement(placed, dep.routed_dies, slots, placement, served=pop)
+    placed = None if placement_from is None else make_popularity("file", mdl.routed_experts, path=placement_from)
+    pl = build_placement(pop, dep.routed_dies, dep.slots_per_routed_die(mdl), placement, computed_from=placed)
     return pl.expert_load(mdl.top_k)
 
 

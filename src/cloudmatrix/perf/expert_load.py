@@ -181,6 +181,3 @@ class LayeredExpertLoad:
         if key not in self._cache:
             self._cache[key] = float(np.mean([x.imbalance(tokens) for x in self.layers]))
         return self._cache[key]
-
-    def imbalance_at(self, tokens: int) -> float:
-        return float(np.mean([x.imbalance_at(tokens) for x in self.layers]))

@@ -16,7 +16,7 @@ projects: both imbalances are exactly 1.0).
 A popularity may be one vector for every MoE layer or one per layer (a measured expert
 distribution, e.g. SGLang's `logical_count` dump); a per-layer one gets a placement per layer
 (`LayeredPlacement`), as EPLB places each layer on its own. A placement may be computed from one
-distribution and serve another (`build_placement(..., served=)`): statistics recorded on other
+distribution and serve another (`build_placement(..., computed_from=)`): statistics recorded on other
 traffic than the one served, the way a deployed placement goes stale.
 """
 
@@ -249,10 +249,7 @@ class ExpertPlacement:
             bounds = np.arange(ranks + 1) * n // ranks
             for r in range(ranks):
                 slots[r, : bounds[r + 1] - bounds[r]] = np.arange(bounds[r], bounds[r + 1])
-        rank_load = _slot_share(p, replicas, slots).sum(axis=1)
-        if mode == "perfect":  # idealised: the paper's projected balance, not this layout's
-            rank_load = np.full(ranks, 1.0 / ranks)
-        return cls(p, replicas, slots, rank_load, mode)
+        return cls(p, replicas, slots, _rank_load(p, replicas, slots, mode), mode)
 
     @property
     def static_imbalance(self) -> float:
@@ -312,10 +309,9 @@ class ExpertPlacement:
                 f"served popularity has {p.size} experts but the placement holds {self.n_experts}; "
                 "both distributions must be of the same model."
             )
-        rank_load = _slot_share(p, self.replicas, self.slots).sum(axis=1)
-        if self.mode == "perfect":
-            rank_load = np.full(self.ranks, 1.0 / self.ranks)
-        return ExpertPlacement(p, self.replicas, self.slots, rank_load, self.mode)
+        return ExpertPlacement(
+            p, self.replicas, self.slots, _rank_load(p, self.replicas, self.slots, self.mode), self.mode
+        )
 
     def _expert_to_rank(self) -> np.ndarray:
         """(experts, ranks) matrix: the share of an expert's tokens each rank serves."""
@@ -382,16 +378,6 @@ class LayeredPlacement:
             tokens
         )
 
-    def summary(self) -> dict[str, object]:
-        out = self.layers[0].summary()
-        out.update(
-            layers=len(self.layers),
-            static_imbalance=self.static_imbalance,
-            static_imbalance_max=max(x.static_imbalance for x in self.layers),
-            max_replicas=max(int(x.replicas.max()) for x in self.layers),
-        )
-        return out
-
 
 def build_placement(
     popularity: np.ndarray,
@@ -399,29 +385,28 @@ def build_placement(
     slots_per_rank: int,
     mode: PlacementMode = "eplb",
     *,
-    served: np.ndarray | None = None,
+    computed_from: np.ndarray | None = None,
 ) -> ExpertPlacement | LayeredPlacement:
-    """The placement of `popularity` (one vector, or one row per MoE layer) on `ranks` x `slots_per_rank`
-    slots. `served`: the popularity of the traffic it serves when that is not the one it was computed from
-    (same shape; a single vector on either side applies to every layer of the other)."""
-    place = np.asarray(popularity, dtype=np.float64)
-    serve = place if served is None else np.asarray(served, dtype=np.float64)
+    """The placement serving traffic of `popularity` (one vector, or one row per MoE layer) on `ranks` x
+    `slots_per_rank` slots, computed from `computed_from` where given (statistics of other traffic: a stale
+    placement), else from the traffic's own. A single vector on either side applies to every layer of the other."""
+    serve = np.asarray(popularity, dtype=np.float64)
+    place = serve if computed_from is None else np.asarray(computed_from, dtype=np.float64)
     if place.ndim == 1 and serve.ndim == 1:
         pl = ExpertPlacement.build(place, ranks, slots_per_rank, mode)
-        return pl if served is None else pl.serving(serve)
+        return pl if computed_from is None else pl.serving(serve)
     if place.ndim == 2 and serve.ndim == 2 and place.shape[0] != serve.shape[0]:
         raise CloudMatrixError(
             f"the placement's statistics have {place.shape[0]} MoE layers and the served traffic's "
             f"{serve.shape[0]}; give per-layer files of the same model."
         )
-    n = max(place.shape[0] if place.ndim == 2 else 1, serve.shape[0] if serve.ndim == 2 else 1)
-    layers = []
-    for i in range(n):
-        p_i = place[i] if place.ndim == 2 else place
-        s_i = serve[i] if serve.ndim == 2 else serve
-        pl = ExpertPlacement.build(p_i, ranks, slots_per_rank, mode)
-        layers.append(pl if served is None else pl.serving(s_i))
-    return LayeredPlacement(layers)
+    if place.ndim == 1:  # one placement for every layer: build it once
+        one = ExpertPlacement.build(place, ranks, slots_per_rank, mode)
+        return LayeredPlacement([one.serving(s) for s in serve])
+    layers = [ExpertPlacement.build(p, ranks, slots_per_rank, mode) for p in place]
+    if computed_from is None:
+        return LayeredPlacement(layers)
+    return LayeredPlacement([pl.serving(serve if serve.ndim == 1 else serve[i]) for i, pl in enumerate(layers)])
 
 
 def _assign_replicas(p: np.ndarray, n_slots: int, ranks: int) -> np.ndarray:
@@ -464,6 +449,14 @@ def _pack_lpt(p: np.ndarray, replicas: np.ndarray, ranks: int, slots_per_rank: i
         has[e, r] = True
         rank_load[r] += load[k]
     return slots
+
+
+def _rank_load(p: np.ndarray, replicas: np.ndarray, slots: np.ndarray, mode: str) -> np.ndarray:
+    """Expected share of the assignments each rank serves; "perfect" reports the idealised even split (the
+    paper's projected balance, not this layout's)."""
+    if mode == "perfect":
+        return np.full(slots.shape[0], 1.0 / slots.shape[0])
+    return _slot_share(p, replicas, slots).sum(axis=1)
 
 
 def _slot_share(p: np.ndarray, replicas: np.ndarray, slots: np.ndarray) -> np.ndarray:

@@ -60,16 +60,13 @@ class PoolCosts:
                 path=None if experts.path is None else str(Path(base_dir) / experts.path),  # absolute paths stay
                 seed=experts.seed,
             )
-            placed_from = None
+            placed_from = None  # the statistics a stale placement was computed from
             if experts.placement_path is not None:
                 placed_from = popularity(
                     "file", model.routed_experts, path=str(Path(base_dir) / experts.placement_path)
                 )
             slots = dep.slots_per_routed_die(model)
-            if placed_from is None:
-                self.placement = build_placement(pop, dep.routed_dies, slots, experts.placement)
-            else:
-                self.placement = build_placement(placed_from, dep.routed_dies, slots, experts.placement, served=pop)
+            self.placement = build_placement(pop, dep.routed_dies, slots, experts.placement, computed_from=placed_from)
             # the cost model takes the imbalance and experts hit at each microbatch's tokens from the placement
             self.dep = dep.with_(expert_load=self.placement.expert_load(model.top_k))
         self._decode: dict[tuple[int, int], float] = {}
