@@ -149,24 +149,23 @@ class DecodeInstance:
         head that does not fit holds back that rank's later requests only); the KV pool is shared, so a
         reservation that fails stops the pass. Counts the taken ones into their ranks."""
         open_ = (self.capacity - self.die_count).tolist()
+        n_open = sum(1 for x in open_ if x > 0)  # ranks that may still take one: the pass ends at 0
         taken: list[tuple[int, int, int, float, int]] = []
         kept: deque[tuple[int, int, int, float, int]] = deque()
         waiting, allocate, count = self.waiting, self.kv.allocate, self.die_count
-        while waiting:
+        while waiting and n_open and len(taken) < room:
             w = waiting.popleft()
             r = w[4]
-            if len(taken) < room and open_[r] > 0:
+            if open_[r] > 0:
                 if not allocate(w[0], w[1] + w[2]):
                     kept.append(w)
                     break
                 open_[r] -= 1
                 count[r] += 1
                 taken.append(w)
+                n_open -= open_[r] == 0
             else:
-                open_[r] = 0  # a rank that refused one request takes none of its later ones this pass
-                kept.append(w)
-            if len(taken) >= room or not any(open_):
-                break
+                kept.append(w)  # its rank is full (or refused an earlier request): it waits
         kept.extend(waiting)
         self.waiting = kept
         return taken
