@@ -101,3 +101,5 @@ def test_scenario_reads_per_layer_files_and_a_stale_placement(tmp_path):
     assert stale > matched + 0.1
     with pytest.raises(CloudMatrixError, match="needs path"):
         load_scenario("paper-prefill", {"experts.popularity": "file"})
+    with pytest.raises(CloudMatrixError, match='set popularity = "file" or remove path'):
+        load_scenario("paper-prefill", {"experts.path": str(tmp_path / "served.json")})

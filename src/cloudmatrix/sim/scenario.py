@@ -84,7 +84,10 @@ class ExpertsSpec(_Section):
         if self.popularity == "file" and self.path is None:
             raise ValueError('popularity = "file" needs path = "<CSV or JSON of expert weights>"')
         if self.popularity != "file" and self.path is not None:
-            raise ValueError(f'path is read only with popularity = "file" (popularity is {self.popularity!r})')
+            raise ValueError(
+                f'path is read only with popularity = "file" (popularity is {self.popularity!r}): '
+                'set popularity = "file" or remove path'
+            )
         return self
 
 
