@@ -41,11 +41,14 @@ def test_the_token_cap_binds_for_long_prompts():
     assert e.step_tokens(16384) == e.ctx_max_tokens  # the cap, when max_batch_size prompts would exceed it
 
 
-def test_a_row_outside_every_entry_keeps_one_prompt_per_rank(tmp_path):
+def test_a_row_outside_every_entry_runs_tensorrt_llms_default_context_step(tmp_path):
     for row in (b200_fp4_max_throughput(conc=2000), b200_fp4_max_throughput(version="0.8.1.post9")):
         m = point(tmp_path, row)
         assert trtllm_pd_recipe(m.row) is None
-        assert T.translate(m).scenario.prefill.tokens_per_die == 1024  # the row's prefill batch of 1
+        tr = T.translate(m)
+        # max_num_tokens' default, 8,192 prompt tokens per rank (4 ranks on 4 dies), not the row's prefill batch of 1
+        assert tr.scenario.prefill.tokens_per_die == 8192
+        assert "default context step" in tr.deployment
 
 
 def test_a_row_recording_the_recipes_own_concurrency_matches_it(tmp_path):

@@ -38,7 +38,8 @@ entry (images 0.5.5.post2, which 6026f214 no longer lists, all with DP-attention
 allows only interval 1; B200 FP8 layouts it does not list; TensorRT-LLM rows of configs or images it does not list)
 take aiconfigurator's own convention, FP8 KV for FP8/FP8-block/NVFP4 checkpoints
 (aiconfigurator_core/sdk/models/helpers.py, the `fmha_quant_mode` / `kvcache_quant_mode` override), and the twin's
-pool defaults otherwise.
+pool defaults otherwise; a TensorRT-LLM context server without a known recipe runs TensorRT-LLM's own default step
+(max_num_tokens 8,192 per rank, whole prompts) rather than the CSV's prefill batch of one prompt.
 """
 
 from __future__ import annotations
@@ -222,6 +223,12 @@ def serving_config(row: SiliconRow) -> ServingConfig:
         if trt is not None:
             src = f"{TRT_PD_SOURCE} {trt.recipe}"
             return ServingConfig(trt.kv_cache, None, True, 1, src, prefill_step_tokens=trt.step_tokens(row.isl))
+        if row.backend == "trtllm":
+            # no recipe known: the context server's TensorRT-LLM defaults (max_num_tokens 8,192, max_batch_size
+            # 2,048, no chunking: whole prompts up to 8,192 tokens per rank per step), not the row's prefill batch
+            # of 1, which cannot carry the measured request rates (docs/accuracy.md, "Session 7")
+            src = "aiconfigurator's KV convention, TensorRT-LLM's default context step"
+            return ServingConfig(_aic_kv(row), None, True, 1, src, prefill_step_tokens=DEFAULT_STEP_TOKENS)
         pd = pd_recipe(row)
         if pd is None:
             return ServingConfig(_aic_kv(row), None, True, 1, "aiconfigurator's KV convention")
