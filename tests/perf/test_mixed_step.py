@@ -38,8 +38,11 @@ def test_one_forward_costs_less_than_the_two_steps_and_more_than_either(case, sh
     p, plen, d, ctx = shape
     pre = prefill_step(model, system, dep, p, plen, check_memory=False).step_time
     dec = decode_step(model, system, dep, d, ctx, check_memory=False).step_time
-    mixed = mixed_step(model, system, dep, p, plen, d, ctx, check_memory=False).step_time
-    assert max(pre, dec) < mixed < pre + dec
+    mixed = mixed_step(model, system, dep, p, plen, d, ctx, check_memory=False)
+    # a host-bound eager forward (the host issues the ops slower than the device runs them) costs its ops' host time,
+    # which one forward pays once whatever it carries: then the mixed step equals the prefill step
+    floor = pre if mixed.host_time >= mixed.step_time else max(pre, dec) * (1 + 1e-9)
+    assert max(pre, dec) <= floor <= mixed.step_time < pre + dec
 
 
 @pytest.mark.parametrize("case", CASES)
