@@ -24,8 +24,8 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-# InferenceMAX d053ae24 (2026-01-21): the client's first release with warm-up requests
-WARMUP_SINCE = "2026-01-21"
+from cloudmatrix.validate.silicon_translate import CLIENT_WARMUP_SINCE as WARMUP_SINCE  # InferenceMAX d053ae24
+
 LOW_LOAD = 16  # clients: the "low load" rows whose excess is printed
 
 
@@ -33,11 +33,7 @@ def measured_dates() -> dict[str, str | None]:
     """Row id -> the date its point was measured (None when the CSV does not say)."""
     from cloudmatrix.validate.silicon_csv import load_silicon_set
 
-    out = {}
-    for m in load_silicon_set().measurements:
-        d = re.search(r"measured=(\d{4}-\d\d-\d\d)", m.row.source)
-        out[m.id] = d.group(1) if d else None
-    return out
+    return {m.id: m.row.measured_on for m in load_silicon_set().measurements}
 
 
 def side(date: str | None) -> str:

@@ -5,7 +5,7 @@ from silicon_rows import agg, disagg, write
 
 from cloudmatrix.sim.scenario import PoolSpec
 from cloudmatrix.validate import silicon_translate as T
-from cloudmatrix.validate.silicon import predict
+from cloudmatrix.validate.silicon import base_row, predict
 from cloudmatrix.validate.silicon_csv import deduplicate, read_rows
 
 
@@ -232,3 +232,15 @@ def test_the_report_says_which_layouts_were_read_back_or_are_gpu_totals(tmp_path
     with pytest.raises(T.Refused) as e:
         T.translate(point(tmp_path, total))
     assert e.value.reason == T.INCOMPLETE and "GPU total" in e.value.detail
+
+
+def test_a_row_measured_before_the_clients_warm_ups_says_so(tmp_path):
+    # InferenceMAX's client gained warm-up requests on CLIENT_WARMUP_SINCE; the CSV dates each measurement
+    cold = point(tmp_path, agg("cold", source="db-dump/2026-04-27; config_id=7; measured=2026-01-14T00:00:00.000Z"))
+    warm = point(tmp_path, agg("warm", source=f"db-dump/2026-04-27; measured={T.CLIENT_WARMUP_SINCE}T00:00:00.000Z"))
+    undated = point(tmp_path, agg("undated"))
+    pd = point(tmp_path, disagg("pd", source="db-dump/2026-04-27; measured=2025-12-01T00:00:00.000Z"))
+    assert (cold.row.measured_on, warm.row.measured_on, undated.row.measured_on) == ("2026-01-14", "2026-01-21", None)
+    assert [T.measured_cold(m.row) for m in (cold, warm, undated, pd)] == [True, False, False, False]
+    assert "before the client's warm-up requests" in base_row(cold).conditions
+    assert "warm-up" not in base_row(warm).conditions

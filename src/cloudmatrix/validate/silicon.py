@@ -13,7 +13,15 @@ import numpy as np
 from cloudmatrix.errors import CloudMatrixError
 from cloudmatrix.validate.rows import ValidationRow
 from cloudmatrix.validate.silicon_csv import Measurement
-from cloudmatrix.validate.silicon_translate import SIM_FAILED, TWIN_SYSTEMS, Refused, Translation, classify, translate
+from cloudmatrix.validate.silicon_translate import (
+    SIM_FAILED,
+    TWIN_SYSTEMS,
+    Refused,
+    Translation,
+    classify,
+    measured_cold,
+    translate,
+)
 
 
 def slice_of(m: Measurement) -> str:
@@ -33,6 +41,12 @@ def base_row(m: Measurement) -> ValidationRow:
             f"{r.model} {r.precision} {r.isl}/{r.osl} c{r.concurrency} {r.describe_layout()}"
             + (f"; median of {m.repeats} measurements" if m.repeats > 1 else "")
             + ("; layout read back from the run id (the CSV's copy counts its GPUs twice)" if r.layout_from_id else "")
+            + (
+                f"; measured {r.measured_on}, before the client's warm-up requests: its means include the server's"
+                " first-use costs, which the twin does not model"
+                if measured_cold(r)
+                else ""
+            )
         ),
         measured={"ttft": m.ttft_s, "tpot": m.tpot_s},
         source=f"aiconfigurator-core silicon_sample.csv ids {', '.join(m.ids)}",

@@ -112,6 +112,12 @@ class SiliconRow:
     gpu_total: bool = False  # its TP is a deployment's GPU total, its layout unknown (unmask_gpu_totals)
 
     @property
+    def measured_on(self) -> str | None:
+        """The measurement's date (YYYY-MM-DD) as silicon_data_source records it (`measured=...`); None if absent."""
+        m = re.search(r"measured=(\d{4}-\d\d-\d\d)", self.source)
+        return m.group(1) if m else None
+
+    @property
     def pools(self) -> tuple[PoolLayout, ...]:
         return tuple(p for p in (self.agg, self.prefill, self.decode) if p is not None)
 

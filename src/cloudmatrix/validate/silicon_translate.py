@@ -56,6 +56,17 @@ TWIN_PRECISIONS = {"fp8": "fp8", "fp4": "fp4", "bf16": "bf16", "int8": "int8"}
 # where run, finish before it): the first `concurrency` prompts arrive together.
 CLIENT_PROMPTS_PER_SLOT = 10
 CLIENT_RANGE_RATIO = 0.8
+# The client's warm-up requests (`--num-warmups 2 x CONC`) arrived on 2026-01-21 (InferenceMAX d053ae24, "upstream
+# kimbochen/bench_serving, adding warmup", benchmarks/benchmark_lib.sh). An aggregated row measured before then timed
+# its first requests on a server that had served nothing: its means carry the stack's first-use costs (compiles,
+# autotuning, allocations), which the twin does not model (docs/accuracy.md, "Session 7").
+CLIENT_WARMUP_SINCE = "2026-01-21"
+
+
+def measured_cold(row: SiliconRow) -> bool:
+    """An InferenceMAX (aggregated) row measured before its client warmed the server up."""
+    return row.mode == "agg" and row.measured_on is not None and row.measured_on < CLIENT_WARMUP_SINCE
+
 
 # Refusal reasons (the report counts them; docs/accuracy.md explains each).
 MODEL = "model not DeepSeek-V3/R1"
