@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.rows} holds no predicted silicon rows; is it a `cloudmatrix validate --csv` file?",
               file=sys.stderr)  # fmt: skip
         return 2
-    # low-load excess needs the ids: re-read them per group
+    # the low-load excess needs each row's concurrency, which only its id carries
     low: dict[tuple[str, str], list[float]] = defaultdict(list)
     with args.rows.open() as f:
         for r in csv.DictReader(f):
