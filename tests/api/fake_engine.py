@@ -9,6 +9,7 @@ Tests of the real engine on the default model live in test_real_engine.py.
 from __future__ import annotations
 
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -80,7 +81,8 @@ class _Req:
 class FakeEngine:
     BLOCK = 4
 
-    def __init__(self, max_model_len: int = 64, fail_at_step: int | None = None, stall_from_step: int | None = None):
+    def __init__(self, max_model_len: int = 64, fail_at_step: int | None = None, stall_from_step: int | None = None,
+                 step_s: float = 0.0):  # fmt: skip
         self.tokenizer = tiny_tokenizer()
         self.max_model_len = max_model_len
         self.vocab = self.tokenizer.get_vocab_size()
@@ -91,6 +93,9 @@ class FakeEngine:
         self.gate.set()
         self.fail_at_step = fail_at_step
         self.stall_from_step = stall_from_step  # from this step on, every step waits for `gate`
+        # seconds each step takes: a real engine's step is milliseconds; a double that steps as fast as Python
+        # allows floods the server's event loop with outputs (one callback each), which can hide a hang-up
+        self.step_s = step_s
         self.steps = 0
         self.tokens_in = self.tokens_out = 0
         self.health_status: str | None = None
@@ -117,6 +122,8 @@ class FakeEngine:
 
     def step(self) -> list[Out]:
         self.gate.wait(30)
+        if self.step_s:
+            time.sleep(self.step_s)
         self.steps += 1
         if self.stall_from_step is not None and self.steps >= self.stall_from_step:
             self.gate.clear()

@@ -160,9 +160,9 @@ def test_full_queue_is_429_with_retry_after_and_accepted_requests_complete():
 
 
 def test_client_disconnect_aborts_the_request():
-    # a request far longer than the test (the double makes 4,000 tokens in well under the time the
-    # server takes to notice a hang-up on a quiet machine, and the request would finish, not abort)
-    engine = FakeEngine(max_model_len=10_000_000)
+    # a request far longer than the test, produced at a real engine's pace (1 ms a step): at full Python speed the
+    # double floods the event loop with outputs and the hang-up is noticed late on a loaded machine
+    engine = FakeEngine(max_model_len=10_000_000, step_s=0.001)
     with serve(engine) as url:
         body = {"model": MODEL, "prompt": "the quick", "max_tokens": 9_000_000, "stream": True}
         with httpx.stream("POST", f"{url}/v1/completions", json=body, timeout=30) as r:
@@ -177,7 +177,7 @@ def test_client_disconnect_aborts_the_request():
 
 
 def test_non_streaming_client_disconnect_aborts_too():
-    engine = FakeEngine(max_model_len=100_000)
+    engine = FakeEngine(max_model_len=100_000, step_s=0.001)
     with serve(engine, poll_s=0.05) as url:
         body = {"model": MODEL, "prompt": "the quick", "max_tokens": 90_000}
         with pytest.raises(httpx.ReadTimeout):
