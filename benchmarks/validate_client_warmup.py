@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import re
 import statistics
 import sys
 from collections import defaultdict
@@ -29,11 +28,11 @@ from cloudmatrix.validate.silicon_translate import CLIENT_WARMUP_SINCE as WARMUP
 LOW_LOAD = 16  # clients: the "low load" rows whose excess is printed
 
 
-def measured_dates() -> dict[str, str | None]:
-    """Row id -> the date its point was measured (None when the CSV does not say)."""
+def measured_rows() -> dict:
+    """Row id -> the measured set's row (its date, `measured_on`, and its client concurrency)."""
     from cloudmatrix.validate.silicon_csv import load_silicon_set
 
-    return {m.id: m.row.measured_on for m in load_silicon_set().measurements}
+    return {m.id: m.row for m in load_silicon_set().measurements}
 
 
 def side(date: str | None) -> str:
@@ -41,21 +40,22 @@ def side(date: str | None) -> str:
     return "undated" if date is None else ("after" if date >= WARMUP_SINCE else "before")
 
 
+def predicted(rows_csv: Path) -> list[dict]:
+    """The CSV's predicted validation rows of the silicon suite (refused and calibration rows left out)."""
+    with rows_csv.open() as f:
+        return [
+            r for r in csv.DictReader(f)
+            if r["suite"] == "silicon" and r["tag"] == "validation" and r["error"] not in ("", "None")
+        ]  # fmt: skip
+
+
 def split(rows_csv: Path, dates: dict[str, str | None]) -> dict[tuple[str, str, str], list[tuple[float, float, float]]]:
     """(slice, before/after, metric) -> [(error, measured, predicted)] for the predicted validation rows."""
     out: dict[tuple[str, str, str], list[tuple[float, float, float]]] = defaultdict(list)
-    with rows_csv.open() as f:
-        for r in csv.DictReader(f):
-            if r["suite"] != "silicon" or r["tag"] != "validation" or r["error"] in ("", "None"):
-                continue
-            row = (float(r["error"]), float(r["measured"]), float(r["predicted"]))
-            out[(r["slice"], side(dates.get(r["id"])), r["metric"])].append(row)
+    for r in predicted(rows_csv):
+        row = (float(r["error"]), float(r["measured"]), float(r["predicted"]))
+        out[(r["slice"], side(dates.get(r["id"])), r["metric"])].append(row)
     return out
-
-
-def concurrency(row_id: str) -> int | None:
-    m = re.search(r"_c(\d+)_", row_id)
-    return int(m.group(1)) if m else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,21 +66,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.rows} is not a file; write one with `cloudmatrix validate --suite silicon --csv PATH`",
               file=sys.stderr)  # fmt: skip
         return 2
-    dates = measured_dates()
+    rows = measured_rows()
+    dates = {rid: row.measured_on for rid, row in rows.items()}
     groups = split(args.rows, dates)
     if not groups:
         print(f"error: {args.rows} holds no predicted silicon rows; is it a `cloudmatrix validate --csv` file?",
               file=sys.stderr)  # fmt: skip
         return 2
-    # the low-load excess needs each row's concurrency, which only its id carries
-    low: dict[tuple[str, str], list[float]] = defaultdict(list)
-    with args.rows.open() as f:
-        for r in csv.DictReader(f):
-            c = concurrency(r["id"])
-            if r["suite"] != "silicon" or r["metric"] != "ttft" or r["error"] in ("", "None") or c is None:
-                continue
-            if c <= LOW_LOAD:
-                low[(r["slice"], side(dates.get(r["id"])))].append((float(r["measured"]) - float(r["predicted"])) * 1e3)
+    low: dict[tuple[str, str], list[float]] = defaultdict(list)  # TTFT excess at low load, ms
+    for r in predicted(args.rows):
+        row = rows.get(r["id"])
+        if r["metric"] == "ttft" and row is not None and row.concurrency is not None and row.concurrency <= LOW_LOAD:
+            low[(r["slice"], side(row.measured_on))].append((float(r["measured"]) - float(r["predicted"])) * 1e3)
     total = {k: sum(len(v) for (s, w, m), v in groups.items() if m == k) for k in ("ttft", "tpot")}
     print(f"measured before / after the client's warm-ups ({WARMUP_SINCE}); TTFT points = share of the suite's "
           f"TTFT MAPE ({total['ttft']} rows)")  # fmt: skip
