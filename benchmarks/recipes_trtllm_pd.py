@@ -18,6 +18,7 @@ sa-submission-q2-2026 (deb1dfd9). Needs PyYAML (not a dependency of the twin: th
 from __future__ import annotations
 
 import argparse
+import functools
 import re
 import subprocess
 import sys
@@ -116,6 +117,8 @@ def main() -> int:
 
     a = sources(__doc__)
     master = yaml.safe_load(show(a.inferencemax, a.commit, ".github/configs/nvidia-master.yaml"))
+
+    @functools.cache  # matching reads a recipe's own keys, printing its context server: one `git show` each
     def recipe(path: str) -> dict:
         return yaml.safe_load(show(a.srt_slurm, a.branch, path))
 
