@@ -101,3 +101,44 @@ def test_tensorrt_llm_rows_pick_prefill_instances_in_turn():
     # SGLang's router balances load instead (no turn-taking object)
     data["prefill"]["backend"] = data["decode"]["backend"] = "sglang"
     assert build_simulation(Scenario.model_validate(data))._prefill_rr is None
+
+
+def test_one_router_is_the_global_rotation_and_several_are_not():
+    ds = decoders([0, 0, 0])
+    one = DecodeRouter("round_robin", 3, routers=1, rng=np.random.default_rng(0))
+    assert [one.pick(ds) for _ in range(9)] == [0, 1, 2] * 3
+    picks = [DecodeRouter("round_robin", 3, routers=7, rng=np.random.default_rng(s)) for s in (0, 0, 1)]
+    runs = [[r.pick(ds) for _ in range(300)] for r in picks]
+    assert runs[0] == runs[1]  # the same generator, the same picks
+    for run in (runs[0], runs[2]):
+        assert run != [k % 3 for k in range(300)]
+        assert sum(a == b for a, b in zip(run, run[1:], strict=False)) > 30  # the same instance twice in a row
+        counts = np.bincount(run, minlength=3)
+        assert counts.min() > 60  # every instance still gets its share over time
+
+
+def test_several_routers_need_a_generator():
+    with pytest.raises(CloudMatrixError, match="random generator"):
+        DecodeRouter("round_robin", 3, routers=2)
+
+
+def test_clients_equal_to_slots_wait_when_several_routers_pick_in_turn():
+    """Seven one-slot decode workers, seven clients: one rotation gives each finished client's successor the
+    worker that is next in turn, which is nearly always free; seven independent rotations often pick a busy one, and
+    the request waits for that worker's running request (decode_slot_wait, a fraction of a request's length)."""
+    from cloudmatrix.sim.results import ttft_components
+
+    base = h200_disagg(
+        "trtllm", name="routers", nodes=8,
+        decode={"instances": 7, "batch_per_die": 1, "batch_per_rank": 1, "attn_tp": 8},
+        workload={"concurrency": 7, "num_requests": 70, "output_len": {"kind": "uniform", "lo": 200, "hi": 256}},
+    )  # fmt: skip
+    waits = {}
+    for routers in (1, 7):
+        data = base.model_dump(exclude_unset=True)
+        data["frontend"] = {"routers": routers}
+        sim = build_simulation(Scenario.model_validate(data))
+        sim.run()
+        hold = float(np.mean(sim.finish - sim.admitted))
+        waits[routers] = float(ttft_components(sim)["decode_slot_wait"].mean()) / hold
+    assert waits[1] < 0.1 and waits[7] > 0.3

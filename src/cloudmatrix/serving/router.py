@@ -11,11 +11,23 @@ Decode routing policies (`DecodeRouter`):
 In a closed loop whose clients equal the decode slots, round robin sends a finished client's next
 request to the next instance in turn, not to the one that just freed a slot, so an instance can
 receive more than its slots and queue while another idles.
+
+Several routers (`routers` > 1): srt-slurm's multi-node jobs start up to ten Dynamo frontends, each
+with its own round-robin pointer, behind one nginx (src/srtctl/cli/mixins/frontend_stage.py
+`_compute_frontend_topology`: nginx on the head node, a frontend on each other worker node up to
+`num_additional_frontends` + 1 = 10; NVIDIA/srt-slurm deb1dfd9). nginx round-robins over the
+frontends per worker process (templates/nginx.conf.j2: `worker_processes auto`, an upstream without
+a shared `zone`, so every worker keeps its own counter), and which worker takes a connection is the
+kernel's choice; the twin draws each request's frontend at random and advances that frontend's
+pointer. The decode instances then no longer see one global rotation: two requests in a row can
+land on the same instance however many slots the others have free.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+
+import numpy as np
 
 from cloudmatrix.errors import CloudMatrixError
 from cloudmatrix.serving.decode_scheduler import DecodeInstance
@@ -34,20 +46,27 @@ def pick_decode_instance(decoders: Sequence[DecodeInstance]) -> int:
 
 class DecodeRouter:
     """Picks the decode instance of each request under one of `DECODE_ROUTING` (round robin needs no
-    loads, so it also picks prefill instances in turn: `pick(())`)."""
+    loads, so it also picks prefill instances in turn: `pick(())`). Round robin over `routers`
+    independent pointers draws the router of each pick from `rng` (the module docstring says why)."""
 
-    def __init__(self, policy: str, instances: int):
+    def __init__(self, policy: str, instances: int, routers: int = 1, rng: np.random.Generator | None = None):
         if policy not in DECODE_ROUTING:
             raise CloudMatrixError(f"unknown decode routing {policy!r}; use one of {', '.join(DECODE_ROUTING)}")
         if instances < 1:
             raise CloudMatrixError(f"a decode pool needs at least one instance, got {instances}")
+        if routers < 1:
+            raise CloudMatrixError(f"routers must be at least 1, got {routers}")
+        if routers > 1 and rng is None:
+            raise CloudMatrixError("several routers need a random generator to spread requests over them")
         self.policy, self.instances = policy, instances
-        self._next = 0  # round robin: the instance the next request goes to
+        self._next = [0] * routers  # round robin: the instance each router sends its next request to
+        self._rng = rng
 
     def pick(self, decoders: Sequence[DecodeInstance]) -> int:
         if self.policy == "round_robin":
-            i = self._next
-            self._next = (i + 1) % self.instances
+            r = 0 if len(self._next) == 1 else int(self._rng.integers(len(self._next)))  # type: ignore[union-attr]
+            i = self._next[r]
+            self._next[r] = (i + 1) % self.instances
             return i
         return pick_decode_instance(decoders)
 

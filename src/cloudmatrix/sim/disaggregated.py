@@ -45,12 +45,15 @@ class DisaggregatedSimulation(ServingSimulation):
         d = scenario.decode
         assert d is not None
         self.handoff = load_backend(d.backend).handoff
-        self.router = DecodeRouter(self.handoff.routing, d.instances)
+        # the front end's routers pick with their own generator, so the workload's draws stay as they are
+        routers, route_rng = scenario.frontend.routers, np.random.default_rng([scenario.seed, 1])
+        self.router = DecodeRouter(self.handoff.routing, d.instances, routers, route_rng)
         if self.handoff.pull_after_admission:
             self._pull_s = np.zeros(self.n)  # each request's KV transfer time, run once it is admitted
             self._pending: list[list[int]] = [[] for _ in self.decoders]  # admitted, first step not yet run
         # a round-robin front end takes prefill instances in turn too (trtllm.toml [handoff] routing: Dynamo)
-        self._prefill_rr = DecodeRouter("round_robin", p.instances) if self.handoff.routing == "round_robin" else None
+        rr = self.handoff.routing == "round_robin"
+        self._prefill_rr = DecodeRouter("round_robin", p.instances, routers, route_rng) if rr else None
         if self.handoff.prefill_after_decode_intake:
             # the decode instance is chosen at arrival; its scheduler takes new requests in at a poll, and only then
             # may the prefill start the prompt (sglang.toml [handoff] prefill_after_decode_intake)

@@ -111,6 +111,10 @@ class FrontEndSpec(_Section):
     tokenize_s_per_token: float = Field(default=3.1e-6, ge=0, le=1e-3)
     request_s: float = Field(default=1.1e-3, ge=0, le=10)  # HTTP + JSON handling and scheduling hand-off
     detokenize_s: float = Field(default=0.7e-6, ge=0, le=1)  # per streamed token
+    # independent routers (each its own round-robin pointer) that a load balancer spreads requests over: srt-slurm
+    # starts up to 10 Dynamo frontends behind nginx on a multi-node job unless a recipe sets
+    # enable_multiple_frontends false (serving/router.py says what the twin does with them)
+    routers: int = Field(default=1, ge=1, le=64)
 
     def ingress(self, input_len: int) -> float:
         """From the client's send to the prompt's arrival in a prefill queue."""
