@@ -5,7 +5,7 @@ from silicon_rows import disagg, write
 
 from cloudmatrix.validate import silicon_translate as T
 from cloudmatrix.validate.silicon_csv import deduplicate, read_rows
-from cloudmatrix.validate.silicon_trtllm_recipes import TRTLLM_PD_RECIPES, trtllm_pd_recipe
+from cloudmatrix.validate.silicon_trtllm_recipes import TRT_PD_SOURCE_OLDER, TRTLLM_PD_RECIPES, trtllm_pd_recipe
 
 
 def point(tmp_path, row):
@@ -60,3 +60,106 @@ def test_a_row_recording_the_recipes_own_concurrency_matches_it(tmp_path):
     recipe = trtllm_pd_recipe(m.row)
     assert recipe is not None and recipe.recipe.endswith("h200/1k1k/stp/c64_ctx1_gen9_tep8_batch256_eplb0_mtp0.yaml")
     assert T.translate(m).scenario.prefill.tokens_per_die == 8 * 1024  # 8 prompts per rank, one rank per die
+
+
+def gb300_fp8_c24(conc=24, d_batch=6):
+    """dsr1_gb300_trtllm_fp8_disagg_1024x1024_c24_cfg392's layout: one 4-rank attention-DP context worker (EP4) and
+    four TP8 generation workers; the CSV records batch 6 (24 clients / 4 workers)."""
+    row = disagg("g3", conc=conc, p_workers=1, p=(1, 4, 1, 4), d_workers=4, d=(8, 1, 1, 8), d_batch=d_batch)
+    row.update(system="gb300", backend="trtllm", backend_version="0.8.1.post2")
+    return row
+
+
+def test_a_matched_row_runs_its_generation_servers_max_batch_not_the_rows(tmp_path):
+    m = point(tmp_path, gb300_fp8_c24())
+    recipe = trtllm_pd_recipe(m.row)
+    assert recipe is not None and recipe.recipe.endswith("gb300-fp8/1k1k/stp/ctx1_gen4_tep8_batch4_eplb0_mtp0_24.yaml")
+    assert recipe.gen_max_batch == 4  # the recipe's decode server: max_batch_size 4
+    dec = T.translate(m).scenario.decode
+    # 4 sequences per TP8 worker (16 slots for 24 clients), where the row's batch would give 6 (24 slots)
+    assert (dec.batch_per_rank, dec.batch_per_die) == (4, 1)
+
+
+def test_a_recipe_cap_above_the_rows_batch_leaves_the_rows_batch(tmp_path):
+    # c4_ctx1_gen9_tep8_batch256: max_batch_size 256 per TP8 generation worker; the row records 4 (36 clients / 9)
+    row = disagg("h3", conc=36, p_workers=1, p=(1, 8, 1, 8), d_workers=9, d=(8, 1, 1, 8), d_batch=4)
+    row.update(backend="trtllm", backend_version="0.8.1.post1")
+    m = point(tmp_path, row)
+    assert trtllm_pd_recipe(m.row).gen_max_batch == 256
+    tr = T.translate(m)
+    assert (tr.scenario.decode.batch_per_rank, tr.scenario.decode.batch_per_die) == (4, 1)
+    assert "the row's batch" in tr.deployment
+
+
+def test_without_a_recipe_a_generation_worker_runs_the_rows_batch(tmp_path):
+    m = point(tmp_path, b200_fp4_max_throughput(conc=2000))
+    assert trtllm_pd_recipe(m.row) is None
+    tr = T.translate(m)
+    assert tr.scenario.decode.batch_per_rank == 128 and "the row's batch" in tr.deployment
+
+
+def test_clients_beyond_the_recipes_slots_wait_for_a_running_request(tmp_path):
+    """24 clients in a closed loop on 16 slots: 8 always wait, so (Little's law) the mean wait for a slot is 8/16 of
+    the time a request holds one; on the row's 24 slots only round-robin routing collisions wait."""
+    import numpy as np
+
+    from cloudmatrix.sim.results import ttft_components
+    from cloudmatrix.sim.simulation import build_simulation
+
+    sc = T.translate(point(tmp_path, gb300_fp8_c24())).scenario
+    row_slots = sc.model_copy(update={"decode": sc.decode.model_copy(update={"batch_per_rank": 6, "batch_per_die": 1})})
+    waits = {}
+    for name, scenario in (("recipe", sc), ("row", row_slots)):
+        sim = build_simulation(scenario)
+        sim.run()
+        hold = float(np.mean(sim.finish - sim.admitted))
+        waits[name] = (float(ttft_components(sim)["decode_slot_wait"].mean()), hold)
+    wait, hold = waits["recipe"]
+    assert 0.4 * hold < wait < 0.6 * hold  # 8 / 16 of a slot's holding time
+    assert waits["row"][0] < 0.1 * wait
+
+
+def test_a_1k8k_row_takes_the_entry_of_the_older_grid_that_listed_it(tmp_path):
+    # dsr1_gb200_trtllm_fp8_disagg_1024x8192_c36_cfg378: InferenceMAX's grid of 2026-02-06 ran it with
+    # ctx1_gen4_tep8_batch8 (32 slots for 36 clients); the later grid has no 1k/8k entries
+    row = disagg("g2", conc=36, p_workers=1, p=(1, 8, 1, 8), d_workers=4, d=(8, 1, 1, 8), d_batch=9, osl=8192)
+    row.update(system="gb200", backend="trtllm", backend_version="0.8.1.post2")
+    m = point(tmp_path, row)
+    recipe = trtllm_pd_recipe(m.row)
+    assert recipe is not None and recipe.recipe.endswith("gb200-fp8/1k8k/stp/ctx1_gen4_tep8_batch8_eplb0_mtp0_36.yaml")
+    assert recipe.source == TRT_PD_SOURCE_OLDER
+    tr = T.translate(m)
+    assert tr.scenario.decode.batch_per_rank == 8 and "@0aae52d4" in tr.deployment
+
+
+def test_a_multi_node_job_spreads_requests_over_its_dynamo_frontends(tmp_path):
+    # ctx1_gen3_tep8_batch1_eplb0_mtp0_3: 2 prefill + 6 decode nodes, multiple frontends left on (srt-slurm's
+    # default): nginx on the head node, a frontend on each of the 7 others
+    row = disagg("g4", conc=3, p_workers=1, p=(1, 8, 1, 8), d_workers=3, d=(8, 1, 1, 8), d_batch=1)
+    row.update(system="gb200", backend="trtllm", backend_version="0.8.1.post2")
+    m = point(tmp_path, row)
+    assert trtllm_pd_recipe(m.row).frontends == 7
+    tr = T.translate(m)
+    assert tr.scenario.frontend.routers == 7 and "7 Dynamo frontends" in tr.deployment
+    # ctx1_gen4_tep8_batch4_eplb0_mtp0_24 sets enable_multiple_frontends: false: one router, one rotation
+    assert T.translate(point(tmp_path, gb300_fp8_c24())).scenario.frontend.routers == 1
+
+
+def test_the_frontend_count_follows_srt_slurms_topology_rule():
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).parents[2] / "benchmarks" / "recipes_trtllm_pd.py"
+    spec = importlib.util.spec_from_file_location("recipes_trtllm_pd", script)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+
+    def job(p, d, **fe):
+        return {"resources": {"prefill_nodes": p, "decode_nodes": d}, "frontend": fe}
+
+    assert mod.frontends(job(1, 0)) == 1  # one node: one frontend, no nginx
+    assert mod.frontends(job(1, 1)) == 1  # nginx on the head, a frontend on the other node
+    assert mod.frontends(job(2, 6)) == 7
+    assert mod.frontends(job(4, 12)) == 10  # at most num_additional_frontends (9) + 1
+    assert mod.frontends(job(4, 12, num_additional_frontends=2)) == 3
+    assert mod.frontends(job(2, 6, enable_multiple_frontends=False)) == 1

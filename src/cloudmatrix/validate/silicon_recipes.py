@@ -49,7 +49,7 @@ from dataclasses import dataclass
 
 from cloudmatrix.validate.recipe_match import find_entry
 from cloudmatrix.validate.silicon_csv import SiliconRow
-from cloudmatrix.validate.silicon_trtllm_recipes import TRT_PD_SOURCE, trtllm_pd_recipe
+from cloudmatrix.validate.silicon_trtllm_recipes import trtllm_pd_recipe
 
 RECIPES = "InferenceMAX benchmarks/single_node @6026f214"
 # SGLang's documented default when a script sets no --max-prefill-tokens (server_args.max_prefill_tokens)
@@ -75,6 +75,11 @@ class ServingConfig:
     # TensorRT-LLM PD: prompt tokens one context-server rank holds per step (its recipe's max_num_tokens, or
     # max_batch_size whole prompts); None: the row's prefill batch (aiconfigurator's convention)
     prefill_step_tokens: int | None = None
+    # TensorRT-LLM PD: the generation server's max_batch_size per attention-DP rank in its recipe (the twin takes it
+    # where it is below the row's batch, silicon_translate._trtllm_slots); None: no recipe known
+    decode_max_batch: int | None = None
+    # TensorRT-LLM PD: Dynamo frontends (independent round-robin routers) the recipe's job starts behind nginx
+    frontends: int = 1
 
     def describe(self) -> str:
         step = "" if self.step_tokens is None else f", {self.step_tokens:,} tokens/step/rank"
@@ -84,6 +89,8 @@ class ServingConfig:
             recv += f", prefill server recv interval {self.prefill_recv_interval} (polls every prefill step)"
         if self.prefill_step_tokens is not None:
             recv += f", context steps of up to {self.prefill_step_tokens:,} prompt tokens per rank"
+        if self.frontends > 1:
+            recv += f", {self.frontends} Dynamo frontends routing in turn each"
         bal = f", attention-DP balance up to {self.balance_timeout} steps" if self.balance_timeout else ""
         wait = ""
         if self.batch_wait_iters:
@@ -221,8 +228,11 @@ def serving_config(row: SiliconRow) -> ServingConfig:
     if row.mode != "agg" or row.agg is None:
         trt = trtllm_pd_recipe(row)
         if trt is not None:
-            src = f"{TRT_PD_SOURCE} {trt.recipe}"
-            return ServingConfig(trt.kv_cache, None, True, 1, src, prefill_step_tokens=trt.step_tokens(row.isl))
+            src = f"{trt.source} {trt.recipe}"
+            return ServingConfig(
+                trt.kv_cache, None, True, 1, src, prefill_step_tokens=trt.step_tokens(row.isl),
+                decode_max_batch=trt.gen_max_batch, frontends=trt.frontends,
+            )  # fmt: skip
         if row.backend == "trtllm":
             # no recipe known: the context server's TensorRT-LLM defaults (max_num_tokens 8,192, max_batch_size
             # 2,048, no chunking: whole prompts up to 8,192 tokens per rank per step), not the row's prefill batch

@@ -151,11 +151,31 @@ def catalog_systems() -> frozenset[str]:
 
 
 # ------------------------------------------------------------------ translation
-def _pool(layout: PoolLayout, role: str, isl: int, cfg: ServingConfig) -> tuple[dict[str, Any], str]:
-    """A twin [pool] section for one worker shape, and its description."""
+def _trtllm_slots(row: SiliconRow, cfg: ServingConfig) -> tuple[int, str] | None:
+    """Sequences one TensorRT-LLM generation rank runs at once, exactly (not batch_per_die x TP), and whose figure.
+
+    The row's batch, as aiconfigurator's generator sets max_batch_size (generator/rule_plugin/trtllm.rule), unless
+    the launch recipe's generation server sets a lower max_batch_size (silicon_trtllm_recipes.py): then that cap
+    binds and the clients beyond the slots wait for a running request. A recipe cap above the row's batch is not
+    taken: the server's KV cache (free_gpu_memory_fraction, admission reserving each request's whole length) may bind
+    first, which the twin cannot size without the stack's memory accounting (six 8k/1k rows' caps do not fit the
+    twin's memory at all), and on the rows where it fits it makes TTFT worse (docs/accuracy.md, "Session 9")."""
+    if row.backend != "trtllm":
+        return None
+    batch = row.decode.batch or 1  # type: ignore[union-attr]
+    if cfg.decode_max_batch is not None and cfg.decode_max_batch < batch:
+        return cfg.decode_max_batch, "the recipe's max_batch_size"
+    return batch, "the row's batch"
+
+
+def _pool(
+    layout: PoolLayout, role: str, isl: int, cfg: ServingConfig, slots: tuple[int, str] | None = None
+) -> tuple[dict[str, Any], str]:
+    """A twin [pool] section for one worker shape, and its description; `slots`: a decode worker's exact
+    sequences per attention-DP rank, and their source."""
     tp, dp = layout.tp or 1, layout.attention_dp or 1
     dies = tp * dp
-    batch = layout.batch or 1
+    batch = slots[0] if slots is not None else layout.batch or 1
     seqs = batch * dp  # sequences of one worker
     pool: dict[str, Any] = {
         "instances": layout.workers or 1,
@@ -194,6 +214,9 @@ def _pool(layout: PoolLayout, role: str, isl: int, cfg: ServingConfig) -> tuple[
         + (f", batch {pool['batch_per_die']}/die" if "batch_per_die" in pool else "")
         + (f", {pool['tokens_per_die']} tokens/die per step" if "tokens_per_die" in pool else "")
     )
+    if slots is not None:
+        pool["batch_per_rank"] = slots[0]
+        words += f", max batch {slots[0]}/rank ({slots[1]})"
     return pool, words
 
 
@@ -262,13 +285,10 @@ def translate(m: Measurement) -> Translation:
     else:
         data["mode"] = "disaggregated"
         data["prefill"], pw = _pool(row.prefill, "prefill", row.isl, cfg)  # type: ignore[arg-type]
-        data["decode"], dw = _pool(row.decode, "decode", row.isl, cfg)  # type: ignore[arg-type]
-        if row.backend == "trtllm":
-            # aiconfigurator's generator sets the decode engine's max_batch_size to the row's batch per rank
-            # (aiconfigurator generator/rule_plugin/trtllm.rule): exactly that many slots, not batch_per_die x TP
-            data["decode"]["batch_per_rank"] = row.decode.batch or 1  # type: ignore[union-attr]
-            dw += f", max batch {data['decode']['batch_per_rank']}/rank"
+        data["decode"], dw = _pool(row.decode, "decode", row.isl, cfg, _trtllm_slots(row, cfg))  # type: ignore[arg-type]
         words = f"prefill {pw} + decode {dw}"
+        if cfg.frontends > 1:  # the recipe's job spreads requests over several routers (serving/router.py)
+            data["frontend"] = {"routers": cfg.frontends}
     if row.backend in BACKENDS:  # cost the pools with the row's serving stack's kernel curves
         for k in ("colocated", "prefill", "decode"):
             if k in data:
