@@ -80,15 +80,32 @@ def test_a_matched_row_runs_its_generation_servers_max_batch_not_the_rows(tmp_pa
     assert (dec.batch_per_rank, dec.batch_per_die) == (4, 1)
 
 
-def test_a_recipe_cap_above_the_rows_batch_leaves_the_rows_batch(tmp_path):
+def test_a_recipes_larger_cap_counts_only_up_to_the_concurrency(tmp_path):
     # c4_ctx1_gen9_tep8_batch256: max_batch_size 256 per TP8 generation worker; the row records 4 (36 clients / 9)
     row = disagg("h3", conc=36, p_workers=1, p=(1, 8, 1, 8), d_workers=9, d=(8, 1, 1, 8), d_batch=4)
     row.update(backend="trtllm", backend_version="0.8.1.post1")
     m = point(tmp_path, row)
     assert trtllm_pd_recipe(m.row).gen_max_batch == 256
     tr = T.translate(m)
-    assert (tr.scenario.decode.batch_per_rank, tr.scenario.decode.batch_per_die) == (4, 1)
-    assert "the row's batch" in tr.deployment
+    # no worker can hold more than all 36 clients; their KV fits
+    assert (tr.scenario.decode.batch_per_rank, tr.scenario.decode.batch_per_die) == (36, 5)
+    assert "the recipe's max_batch_size" in tr.deployment
+
+
+def test_a_cap_above_what_the_kv_cache_holds_runs_what_it_holds(tmp_path):
+    # c512_ctx3_gen1_dep8_batch512: 512 sequences per attention-DP rank of 8,192-token prompts do not fit an H200's
+    # KV cache; the generation server admits only what does (TensorRT-LLM reserves each request's whole KV)
+    from cloudmatrix.sim.serving_sim import decode_sequences_per_die
+
+    row = disagg("h5", conc=512, p_workers=3, p=(8, 1, 1, 8), d_workers=1, d=(1, 8, 1, 8), d_batch=64, isl=8192)
+    row.update(backend="trtllm", backend_version="0.8.1.post1")
+    m = point(tmp_path, row)
+    assert trtllm_pd_recipe(m.row).gen_max_batch == 512
+    tr = T.translate(m)
+    dec = tr.scenario.decode
+    assert 64 < dec.batch_per_rank < 512  # above the row's 64 per rank, below the recipe's 512
+    assert dec.batch_per_rank == dec.batch_per_die == decode_sequences_per_die(tr.scenario)
+    assert "its KV cache's limit" in tr.deployment
 
 
 def test_without_a_recipe_a_generation_worker_runs_the_rows_batch(tmp_path):

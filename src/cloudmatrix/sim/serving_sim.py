@@ -45,6 +45,26 @@ _LITTLE_ENDIAN = sys.byteorder == "little"
 DRAIN_LIMIT = 4.0
 
 
+def _mean_context(wl) -> float:
+    """A decoding sequence's mean context over its life: its prompt and half its output."""
+    return float((wl.input_len + wl.output_len / 2).mean())
+
+
+def decode_sequences_per_die(scenario: Scenario) -> int:
+    """Sequences of the workload's mean context whose KV one die of the scenario's decode pool holds, once weights,
+    buffers and its batch's activations are placed: the bound the simulation checks batch_per_die against (a stack
+    that admits by KV capacity, like TensorRT-LLM's, runs no more however high its max batch size)."""
+    system, model = scenario.check()
+    wl = scenario.workload.build(scenario.base_dir)
+    name = "decode" if scenario.mode == "disaggregated" else "colocated"
+    pool = scenario.pools()[name]
+    cost = PoolCosts(model, system, scenario.deployment(pool, model), scenario.experts, scenario.base_dir)
+    in_flight = pool.batch_per_die * (1 + scenario.mtp.depth)  # type: ignore[operator]  # as _tokens_in_flight_per_die
+    if name == "colocated":
+        in_flight += pool.tokens_per_die  # type: ignore[operator]
+    return int(cost.kv_tokens_per_instance(in_flight) / _mean_context(wl) / pool.dies)
+
+
 class ServingSimulation:
     decode_pool = "decode"  # the pool whose instances decode (a mode overrides it)
 
@@ -128,7 +148,7 @@ class ServingSimulation:
                 f"a {name} instance holds {kv_tokens:,.0f} KV tokens but the longest request needs "
                 f"{max_len:,}; use more dies per instance, an INT8 KV cache, or shorter requests"
             )
-        mean_len = float((self.wl.input_len + self.wl.output_len / 2).mean())
+        mean_len = _mean_context(self.wl)
         if dpool.batch_per_die * dpool.dies * mean_len > kv_tokens:  # type: ignore[operator]
             fits = int(kv_tokens / mean_len / dpool.dies)
             raise CloudMatrixError(

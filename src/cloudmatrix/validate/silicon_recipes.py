@@ -75,8 +75,8 @@ class ServingConfig:
     # TensorRT-LLM PD: prompt tokens one context-server rank holds per step (its recipe's max_num_tokens, or
     # max_batch_size whole prompts); None: the row's prefill batch (aiconfigurator's convention)
     prefill_step_tokens: int | None = None
-    # TensorRT-LLM PD: the generation server's max_batch_size per attention-DP rank in its recipe (the twin takes it
-    # where it is below the row's batch, silicon_translate._trtllm_slots); None: no recipe known
+    # TensorRT-LLM PD: the generation server's max_batch_size per attention-DP rank in its recipe
+    # (silicon_translate._trtllm_slots); None: no recipe known
     decode_max_batch: int | None = None
     # TensorRT-LLM PD: Dynamo frontends (independent round-robin routers) the recipe's job starts behind nginx
     frontends: int = 1

@@ -151,21 +151,41 @@ def catalog_systems() -> frozenset[str]:
 
 
 # ------------------------------------------------------------------ translation
-def _trtllm_slots(row: SiliconRow, cfg: ServingConfig) -> tuple[int, str] | None:
-    """Sequences one TensorRT-LLM generation rank runs at once, exactly (not batch_per_die x TP), and whose figure.
-
-    The row's batch, as aiconfigurator's generator sets max_batch_size (generator/rule_plugin/trtllm.rule), unless
-    the launch recipe's generation server sets a lower max_batch_size (silicon_trtllm_recipes.py): then that cap
-    binds and the clients beyond the slots wait for a running request. A recipe cap above the row's batch is not
-    taken: the server's KV cache (free_gpu_memory_fraction, admission reserving each request's whole length) may bind
-    first, which the twin cannot size without the stack's memory accounting (six 8k/1k rows' caps do not fit the
-    twin's memory at all), and on the rows where it fits it makes TTFT worse (docs/accuracy.md, "Session 9")."""
+def _trtllm_slots(row: SiliconRow, cfg: ServingConfig, conc: int) -> tuple[int, str] | None:
+    """Sequences one TensorRT-LLM generation rank runs at once, exactly (not batch_per_die x TP), and whose figure:
+    the launch recipe's max_batch_size where known (silicon_trtllm_recipes.py), else the row's batch, as
+    aiconfigurator's generator sets it (generator/rule_plugin/trtllm.rule). No rank ever holds more than every
+    client, so a recipe's cap counts only up to the concurrency; `translate` lowers it further to what the KV cache
+    holds (_fit_kv_cache)."""
     if row.backend != "trtllm":
         return None
-    batch = row.decode.batch or 1  # type: ignore[union-attr]
-    if cfg.decode_max_batch is not None and cfg.decode_max_batch < batch:
-        return cfg.decode_max_batch, "the recipe's max_batch_size"
-    return batch, "the row's batch"
+    if cfg.decode_max_batch is not None:
+        return min(cfg.decode_max_batch, conc), "the recipe's max_batch_size"
+    return row.decode.batch or 1, "the row's batch"  # type: ignore[union-attr]
+
+
+def _fit_kv_cache(data: dict[str, Any], words: str) -> str:
+    """A generation server admits a request only when its whole KV fits (TensorRT-LLM's capacity scheduler), so a
+    max_batch_size above what the cache holds never runs: lower the pool's sequences per rank to what one die's KV
+    holds (sim.serving_sim.decode_sequences_per_die) times the attention-TP group, and say so."""
+    from cloudmatrix.sim.scenario import Scenario
+    from cloudmatrix.sim.serving_sim import decode_sequences_per_die
+
+    dec = data["decode"]
+    try:
+        fits = decode_sequences_per_die(Scenario.model_validate(data))
+    except (ValidationError, CloudMatrixError):
+        return words  # the scenario's own check reports it below
+    if fits < 1 or dec["batch_per_die"] <= fits:
+        return words
+    was, was_die = dec["batch_per_rank"], dec["batch_per_die"]
+    dec["batch_per_die"] = fits
+    dec["batch_per_rank"] = min(was, fits * dec["attn_tp"])
+    head, sep, tail = words.partition(" + decode ")
+    tail = tail.replace(f"batch {was_die}/die", f"batch {fits}/die").replace(
+        f"max batch {was}/rank (", f"max batch {dec['batch_per_rank']}/rank (its KV cache's limit; "
+    )
+    return head + sep + tail
 
 
 def _pool(
@@ -285,7 +305,8 @@ def translate(m: Measurement) -> Translation:
     else:
         data["mode"] = "disaggregated"
         data["prefill"], pw = _pool(row.prefill, "prefill", row.isl, cfg)  # type: ignore[arg-type]
-        data["decode"], dw = _pool(row.decode, "decode", row.isl, cfg, _trtllm_slots(row, cfg))  # type: ignore[arg-type]
+        slots = _trtllm_slots(row, cfg, conc)
+        data["decode"], dw = _pool(row.decode, "decode", row.isl, cfg, slots)  # type: ignore[arg-type]
         words = f"prefill {pw} + decode {dw}"
         if cfg.frontends > 1:  # the recipe's job spreads requests over several routers (serving/router.py)
             data["frontend"] = {"routers": cfg.frontends}
@@ -296,6 +317,8 @@ def translate(m: Measurement) -> Translation:
     total = sum(p["instances"] * p["dies"] for k, p in data.items() if k in ("colocated", "prefill", "decode"))
     if twin.startswith("hgx-"):
         data["nodes"] = max(1, math.ceil(total / 8))  # HGX clusters grow by 8-GPU nodes
+    if row.mode != "agg" and row.backend == "trtllm":
+        words = _fit_kv_cache(data, words)
     try:
         sc = Scenario.model_validate(data)
         sc.check()

@@ -17,8 +17,9 @@ Not taken (the twin has no key for them, docs/accuracy.md "Session 6"): the cont
 (TRTLLM for FP4, DEEPGEMM for FP8 on Blackwell: the twin costs the table's CUTLASS curve above 1,024 tokens) and
 `disable_overlap_scheduler: true`; the decode server's `stream_interval` (20-100: neither TTFT nor TPOT as the
 client measures them, trtllm.toml). From the generation server (`backend.trtllm_config.decode`) the twin takes its
-`max_batch_size`, the sequences each attention-DP rank runs at once, where it is below the row's batch (the CSV
-records concurrency / decode workers; silicon_translate._trtllm_slots says why a higher cap is not taken): gb300
+`max_batch_size`, the sequences each attention-DP rank runs at once (up to the concurrency and to what the KV cache
+holds, silicon_translate._fit_kv_cache). It is often not the row's batch, which the CSV records as concurrency /
+decode workers: gb300
 fp8 1k/1k c24 ran `ctx1_gen4_tep8_batch4_eplb0_mtp0_24.yaml`, four generation workers of max_batch_size 4, so 16
 slots for 24 clients where the CSV says batch 6; h100 fp8 c6 ran three workers of max_batch_size 1 (3 slots, 6
 clients; the CSV says 2). The clients beyond the slots wait for a running request to finish, which the measured TTFT
