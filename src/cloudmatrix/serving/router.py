@@ -20,7 +20,9 @@ frontends per worker process (templates/nginx.conf.j2: `worker_processes auto`, 
 a shared `zone`, so every worker keeps its own counter), and which worker takes a connection is the
 kernel's choice; the twin draws each request's frontend at random and advances that frontend's
 pointer. The decode instances then no longer see one global rotation: two requests in a row can
-land on the same instance however many slots the others have free.
+land on the same instance however many slots the others have free. A policy that watches load
+(least-loaded, and the colocated instance choice) sees the same loads from every router, so the
+number of routers does not change its picks.
 """
 
 from __future__ import annotations

@@ -113,7 +113,8 @@ class FrontEndSpec(_Section):
     detokenize_s: float = Field(default=0.7e-6, ge=0, le=1)  # per streamed token
     # independent routers (each its own round-robin pointer) that a load balancer spreads requests over: srt-slurm
     # starts up to 10 Dynamo frontends behind nginx on a multi-node job unless a recipe sets
-    # enable_multiple_frontends false (serving/router.py says what the twin does with them)
+    # enable_multiple_frontends false (serving/router.py says what the twin does with them; a load-watching policy
+    # picks the same whatever their number)
     routers: int = Field(default=1, ge=1, le=64)
 
     def ingress(self, input_len: int) -> float:
