@@ -317,7 +317,10 @@ def translate(m: Measurement) -> Translation:
     total = sum(p["instances"] * p["dies"] for k, p in data.items() if k in ("colocated", "prefill", "decode"))
     if twin.startswith("hgx-"):
         data["nodes"] = max(1, math.ceil(total / 8))  # HGX clusters grow by 8-GPU nodes
-    if row.mode != "agg" and row.backend == "trtllm":
+    recipe_cap = cfg.decode_max_batch if row.mode != "agg" and row.decode is not None else None
+    if recipe_cap is not None and recipe_cap > (row.decode.batch or 1):  # type: ignore[union-attr]
+        # a recipe cap above the load the row ran: the KV cache may bind first. At or below it, a cap the twin
+        # says does not fit is the twin's memory model at fault, and the row is refused as such below
         words = _fit_kv_cache(data, words)
     try:
         sc = Scenario.model_validate(data)
