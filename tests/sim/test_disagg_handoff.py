@@ -128,11 +128,14 @@ def test_tensorrt_llm_disaggregated_rows_decode_at_their_batch_per_rank():
     pytest.importorskip("aiconfigurator_core", reason="the measured rows ship with the validate extra")
     from cloudmatrix.validate.silicon_csv import load_silicon_set
     from cloudmatrix.validate.silicon_translate import translate
+    from cloudmatrix.validate.silicon_trtllm_recipes import trtllm_pd_recipe
 
+    # rows without a known launch recipe keep the row's batch (aiconfigurator's convention); those with one run the
+    # recipe's generation max_batch_size (tests/validate/test_silicon_trtllm_recipes.py)
     rows = [
         m for m in load_silicon_set().measurements
         if m.row.mode == "disagg" and m.row.backend == "trtllm" and m.row.decode.batch and m.row.decode.tp == 8
-        and m.row.decode.batch % 8 and m.row.system == "gb200"
+        and m.row.decode.batch % 8 and m.row.system == "gb200" and trtllm_pd_recipe(m.row) is None
     ]  # fmt: skip
     assert rows
     m = rows[0]
