@@ -181,16 +181,21 @@ def table_rows(inferencemax: str, commit: str, srt_slurm: str, branch: str, meas
         )
 
 
+def grid(rows: set[tuple]) -> set[tuple]:
+    """(system, precision, (isl, osl)) of matched rows: what a grid lists, whatever the concurrency and layout."""
+    return {(system, precision, isl_osl) for system, precision, _, isl_osl, *_ in rows}
+
+
 def main() -> int:
     a = sources(__doc__, older=True)
     measured = measured_keys()
-    newer: set[tuple] = set()  # (system, precision, (isl, osl)) the newer revisions have entries for
+    newer: set[tuple] = set()  # what the newer revisions' grid lists
     for rows, text in table_rows(a.inferencemax, a.commit, a.srt_slurm, a.branch, measured):
-        newer |= {(r[0], r[1], r[3]) for r in rows}
+        newer |= grid(rows)
         print(text + "),")
     if a.older:
         for rows, text in table_rows(a.inferencemax, a.older[0], a.srt_slurm, a.older[1], measured):
-            if not {(r[0], r[1], r[3]) for r in rows} & newer:  # only what the newer grid no longer lists
+            if not grid(rows) & newer:  # only what the newer grid no longer lists
                 print(text + ", source=TRT_PD_SOURCE_OLDER),")
     return 0
 

@@ -57,9 +57,12 @@ class DecodeRouter:
         if instances < 1:
             raise CloudMatrixError(f"a decode pool needs at least one instance, got {instances}")
         if routers < 1:
-            raise CloudMatrixError(f"routers must be at least 1, got {routers}")
+            raise CloudMatrixError(f"routers must be at least 1, got {routers}; use 1 for a single router")
         if routers > 1 and rng is None:
-            raise CloudMatrixError("several routers need a random generator to spread requests over them")
+            raise CloudMatrixError(
+                f"{routers} routers need a random generator to spread requests over them; pass rng "
+                "(a numpy Generator, e.g. np.random.default_rng(seed))"
+            )
         self.policy, self.instances = policy, instances
         self._next = [0] * routers  # round robin: the instance each router sends its next request to
         self._rng = rng

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from cloudmatrix.serving.prefill_scheduler import PrefillBatch, PrefillQueue
 from cloudmatrix.serving.router import pick_colocated_instance
-from cloudmatrix.sim.scenario import PoolSpec, Scenario
+from cloudmatrix.sim.scenario import Scenario
 from cloudmatrix.sim.scheduling import RecvSkipper, scheduling_for
 from cloudmatrix.sim.serving_sim import ServingSimulation
 
@@ -32,9 +32,6 @@ class ColocatedSimulation(ServingSimulation):
         self._ranks = pool.dies // pool.attn_tp  # attention-DP ranks of an instance
         self.held_steps = [0] * pool.instances  # steps prompts have been held for attention-DP balance
         self.batch_waits = [0] * pool.instances  # steps prompts have been held by delayed batching
-
-    def _tokens_in_flight_per_die(self, pool: PoolSpec) -> float:
-        return super()._tokens_in_flight_per_die(pool) + pool.tokens_per_die  # type: ignore[operator]
 
     def _route(self, r: int, length: int, cached: int, t: float) -> None:
         i = pick_colocated_instance(self.queues)

@@ -115,7 +115,7 @@ class FrontEndSpec(_Section):
     # starts up to 10 Dynamo frontends behind nginx on a multi-node job unless a recipe sets
     # enable_multiple_frontends false (serving/router.py says what the twin does with them; a load-watching policy
     # picks the same whatever their number)
-    routers: int = Field(default=1, ge=1, le=64)
+    routers: int = Field(default=1, ge=1)
 
     def ingress(self, input_len: int) -> float:
         """From the client's send to the prompt's arrival in a prefill queue."""

@@ -50,19 +50,29 @@ def _mean_context(wl) -> float:
     return float((wl.input_len + wl.output_len / 2).mean())
 
 
+def tokens_in_flight_per_die(pool: PoolSpec, mtp_depth: int, colocated: bool) -> float:
+    """Tokens a decode die computes at once (their activations compete with the KV cache); a colocated die also
+    holds its step's prompt chunk."""
+    tokens = pool.batch_per_die * (1 + mtp_depth)  # type: ignore[operator]
+    return tokens + pool.tokens_per_die if colocated else tokens  # type: ignore[operator]
+
+
+def _sequences_that_fit(kv_tokens: float, wl, dies: int) -> int:
+    """Sequences of the workload's mean context whose KV one die holds, of an instance's `kv_tokens`."""
+    return int(kv_tokens / _mean_context(wl) / dies)
+
+
 def decode_sequences_per_die(scenario: Scenario) -> int:
     """Sequences of the workload's mean context whose KV one die of the scenario's decode pool holds, once weights,
     buffers and its batch's activations are placed: the bound the simulation checks batch_per_die against (a stack
     that admits by KV capacity, like TensorRT-LLM's, runs no more however high its max batch size)."""
     system, model = scenario.check()
     wl = scenario.workload.build(scenario.base_dir)
-    name = "decode" if scenario.mode == "disaggregated" else "colocated"
-    pool = scenario.pools()[name]
+    colocated = scenario.mode != "disaggregated"
+    pool = scenario.pools()["colocated" if colocated else "decode"]
     cost = PoolCosts(model, system, scenario.deployment(pool, model), scenario.experts, scenario.base_dir)
-    in_flight = pool.batch_per_die * (1 + scenario.mtp.depth)  # type: ignore[operator]  # as _tokens_in_flight_per_die
-    if name == "colocated":
-        in_flight += pool.tokens_per_die  # type: ignore[operator]
-    return int(cost.kv_tokens_per_instance(in_flight) / _mean_context(wl) / pool.dies)
+    kv_tokens = cost.kv_tokens_per_instance(tokens_in_flight_per_die(pool, scenario.mtp.depth, colocated))
+    return _sequences_that_fit(kv_tokens, wl, pool.dies)
 
 
 class ServingSimulation:
@@ -122,8 +132,7 @@ class ServingSimulation:
 
     # ------------------------------------------------------------ set-up
     def _tokens_in_flight_per_die(self, pool: PoolSpec) -> float:
-        """Tokens a decode die computes at once (its activations compete with the KV cache)."""
-        return pool.batch_per_die * (1 + self.sc.mtp.depth)  # type: ignore[operator]
+        return tokens_in_flight_per_die(pool, self.sc.mtp.depth, self.decode_pool == "colocated")
 
     def _check_whole_prompts_fit(self, section: str, pool: PoolSpec, chunked: bool) -> int:
         """An instance's prompt tokens per step (tokens_per_die x dies); a stack that runs prompts whole
@@ -150,7 +159,7 @@ class ServingSimulation:
             )
         mean_len = _mean_context(self.wl)
         if dpool.batch_per_die * dpool.dies * mean_len > kv_tokens:  # type: ignore[operator]
-            fits = int(kv_tokens / mean_len / dpool.dies)
+            fits = _sequences_that_fit(kv_tokens, self.wl, dpool.dies)
             raise CloudMatrixError(
                 f"[{name}] batch_per_die = {dpool.batch_per_die} does not fit: at this workload's mean "
                 f"context of {mean_len:,.0f} tokens a die holds KV for about {fits} sequences; lower batch_per_die "

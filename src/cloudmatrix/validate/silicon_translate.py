@@ -164,10 +164,10 @@ def _trtllm_slots(row: SiliconRow, cfg: ServingConfig, conc: int) -> tuple[int, 
     return row.decode.batch or 1, "the row's batch"  # type: ignore[union-attr]
 
 
-def _fit_kv_cache(data: dict[str, Any], words: str) -> str:
+def _fit_kv_cache(data: dict[str, Any]) -> bool:
     """A generation server admits a request only when its whole KV fits (TensorRT-LLM's capacity scheduler), so a
-    max_batch_size above what the cache holds never runs: lower the pool's sequences per rank to what one die's KV
-    holds (sim.serving_sim.decode_sequences_per_die) times the attention-TP group, and say so."""
+    max_batch_size above what the cache holds never runs: lower the decode pool's sequences per rank to what one
+    die's KV holds (sim.serving_sim.decode_sequences_per_die) times the attention-TP group. True when lowered."""
     from cloudmatrix.sim.scenario import Scenario
     from cloudmatrix.sim.serving_sim import decode_sequences_per_die
 
@@ -175,17 +175,12 @@ def _fit_kv_cache(data: dict[str, Any], words: str) -> str:
     try:
         fits = decode_sequences_per_die(Scenario.model_validate(data))
     except (ValidationError, CloudMatrixError):
-        return words  # the scenario's own check reports it below
+        return False  # the scenario's own check reports it in translate
     if fits < 1 or dec["batch_per_die"] <= fits:
-        return words
-    was, was_die = dec["batch_per_rank"], dec["batch_per_die"]
+        return False
     dec["batch_per_die"] = fits
-    dec["batch_per_rank"] = min(was, fits * dec["attn_tp"])
-    head, sep, tail = words.partition(" + decode ")
-    tail = tail.replace(f"batch {was_die}/die", f"batch {fits}/die").replace(
-        f"max batch {was}/rank (", f"max batch {dec['batch_per_rank']}/rank (its KV cache's limit; "
-    )
-    return head + sep + tail
+    dec["batch_per_rank"] = min(dec["batch_per_rank"], fits * dec["attn_tp"])
+    return True
 
 
 def _pool(
@@ -227,17 +222,22 @@ def _pool(
         if cfg.batch_wait_iters:
             pool["batch_wait_iters"] = cfg.batch_wait_iters
             pool["batch_wait_ratio"] = cfg.batch_wait_ratio
-    words = (
-        f"{pool['instances']} x {dies} dies (attn TP{tp} x DP{dp}, EP{pool['ep']}"
+    if slots is not None:
+        pool["batch_per_rank"] = slots[0]
+    return pool, _describe(pool, layout, slots[1] if slots is not None else None)
+
+
+def _describe(pool: dict[str, Any], layout: PoolLayout, slots_source: str | None = None) -> str:
+    """A pool section in words; `slots_source`: where a decode worker's exact sequences per rank come from."""
+    tp, dp = pool["attn_tp"], layout.attention_dp or 1
+    return (
+        f"{pool['instances']} x {pool['dies']} dies (attn TP{tp} x DP{dp}, EP{pool['ep']}"
         + (f", MoE TP{layout.moe_tp}" if (layout.moe_tp or 1) > 1 else "")
         + ")"
         + (f", batch {pool['batch_per_die']}/die" if "batch_per_die" in pool else "")
         + (f", {pool['tokens_per_die']} tokens/die per step" if "tokens_per_die" in pool else "")
+        + (f", max batch {pool['batch_per_rank']}/rank ({slots_source})" if slots_source is not None else "")
     )
-    if slots is not None:
-        pool["batch_per_rank"] = slots[0]
-        words += f", max batch {slots[0]}/rank ({slots[1]})"
-    return pool, words
 
 
 def client_lengths(length: int) -> dict[str, Any]:
@@ -307,7 +307,6 @@ def translate(m: Measurement) -> Translation:
         data["prefill"], pw = _pool(row.prefill, "prefill", row.isl, cfg)  # type: ignore[arg-type]
         slots = _trtllm_slots(row, cfg, conc)
         data["decode"], dw = _pool(row.decode, "decode", row.isl, cfg, slots)  # type: ignore[arg-type]
-        words = f"prefill {pw} + decode {dw}"
         if cfg.frontends > 1:  # the recipe's job spreads requests over several routers (serving/router.py)
             data["frontend"] = {"routers": cfg.frontends}
     if row.backend in BACKENDS:  # cost the pools with the row's serving stack's kernel curves
@@ -317,11 +316,13 @@ def translate(m: Measurement) -> Translation:
     total = sum(p["instances"] * p["dies"] for k, p in data.items() if k in ("colocated", "prefill", "decode"))
     if twin.startswith("hgx-"):
         data["nodes"] = max(1, math.ceil(total / 8))  # HGX clusters grow by 8-GPU nodes
-    recipe_cap = cfg.decode_max_batch if row.mode != "agg" and row.decode is not None else None
-    if recipe_cap is not None and recipe_cap > (row.decode.batch or 1):  # type: ignore[union-attr]
+    if row.mode != "agg":
+        recipe_cap = cfg.decode_max_batch
         # a recipe cap above the load the row ran: the KV cache may bind first. At or below it, a cap the twin
         # says does not fit is the twin's memory model at fault, and the row is refused as such below
-        words = _fit_kv_cache(data, words)
+        if recipe_cap is not None and recipe_cap > (row.decode.batch or 1) and _fit_kv_cache(data):  # type: ignore[union-attr]
+            dw = _describe(data["decode"], row.decode, f"its KV cache's limit; {slots[1]}")  # type: ignore[index,arg-type]
+        words = f"prefill {pw} + decode {dw}"
     try:
         sc = Scenario.model_validate(data)
         sc.check()
