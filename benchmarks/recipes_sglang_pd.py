@@ -8,7 +8,8 @@ list-valued leaves taken at index i, length-1 lists broadcast; srtctl `core/conf
 complete measured row of the installed silicon set matches, the script prints the table row with what the twin takes
 from the resolved recipe: the decode server's kv-cache-dtype, both servers' scheduler-recv-interval, and the prefill
 server's step budget (chunked-prefill-size, which SGLang divides by the DP size under DP attention, and
-max-prefill-tokens; unset = SGLang's defaults, see PREFILL_DEFAULTS).
+max-prefill-tokens; unset = SGLang's defaults, see PREFILL_DEFAULTS), and the decode server's max-running-requests
+(None where unset: the KV cache bounds it).
 
     python benchmarks/recipes_sglang_pd.py MIRROR_OF_INFERENCEMAX COMMIT MIRROR_OF_SRT_SLURM BRANCH
 
@@ -78,7 +79,7 @@ def main() -> int:
         print(
             f'    PdRecipe("{system}", "{precision}", "{image}", ({isl}, {osl}), {concs}, {p}, {d},\n'
             f'             "{recipe}", "{kv}", {pre.get("scheduler-recv-interval", 1)}, '
-            f"{dec.get('scheduler-recv-interval', 1)}, {chunk}, {max_prefill}),"
+            f"{dec.get('scheduler-recv-interval', 1)}, {chunk}, {max_prefill}, {dec.get('max-running-requests')}),"
         )
     return 0
 

@@ -72,3 +72,35 @@ def test_under_dp_attention_the_chunk_is_divided_by_the_dp_size():
     e = next(r for r in PD_RECIPES if r.recipe == "recipes/gb200-fp8/1k1k/max-tpt.yaml")
     assert e.prefill[2] == 8 and e.prefill_chunk == 131072
     assert e.prefill_step_tokens() == 16384
+
+
+def b200_fp8_maxtpt(conc, d_batch):
+    """dsr1_b200_sglang_fp8_disagg_8192x1024_c288_cfg641's layout: a DP8 prefill worker, a DP8 / EP8 decode worker."""
+    row = disagg("mt", conc=conc, p_workers=1, p=(1, 8, 8, 1), d_workers=1, d=(1, 8, 1, 8), d_batch=d_batch, isl=8192)
+    row.update(system="b200_sxm", backend_version="0.5.8.post1")
+    return row
+
+
+def test_a_decode_server_runs_no_more_than_its_max_running_requests_per_dp_rank(tmp_path):
+    # recipes/b200-fp8/8k1k_stp_maxtpt_1.yaml: decode max-running-requests 256 over 8 DP ranks = 32 each, below the
+    # CSV's batch of 36 (288 clients / 8 ranks): 32 clients wait for a running request to finish
+    m = point(tmp_path, b200_fp8_maxtpt(288, 36))
+    recipe = pd_recipe(m.row)
+    assert recipe.recipe == "recipes/b200-fp8/8k1k_stp_maxtpt_1.yaml" and recipe.decode_max_running == 256
+    assert recipe.decode_slots_per_rank() == 32
+    tr = T.translate(m)
+    assert tr.scenario.decode.batch_per_rank == 32
+    assert "max-running-requests" in tr.deployment
+
+
+def test_a_cap_above_the_rows_batch_leaves_the_rows_batch(tmp_path):
+    # the same recipe at 160 clients: 20 per rank, under the cap of 32
+    tr = T.translate(point(tmp_path, b200_fp8_maxtpt(160, 20)))
+    assert tr.scenario.decode.batch_per_die == 20 and tr.scenario.decode.batch_per_rank is None  # one die per rank
+    assert "max-running-requests" not in tr.deployment
+
+
+def test_a_recipe_without_the_key_caps_nothing():
+    # gb200-fp4 8k1k low-latency leaves max-running-requests unset: SGLang sizes it from the KV cache
+    e = next(r for r in PD_RECIPES if r.recipe == "recipes/gb200-fp4/8k1k/low-latency.yaml")
+    assert e.decode_max_running is None and e.decode_slots_per_rank() is None

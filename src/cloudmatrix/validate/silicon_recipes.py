@@ -75,8 +75,8 @@ class ServingConfig:
     # TensorRT-LLM PD: prompt tokens one context-server rank holds per step (its recipe's max_num_tokens, or
     # max_batch_size whole prompts); None: the row's prefill batch (aiconfigurator's convention)
     prefill_step_tokens: int | None = None
-    # TensorRT-LLM PD: the generation server's max_batch_size per attention-DP rank in its recipe
-    # (silicon_translate._trtllm_slots); None: no recipe known
+    # PD: the decode server's request cap per attention-DP rank in its recipe (TensorRT-LLM: the generation server's
+    # max_batch_size; SGLang: max-running-requests over the DP ranks), silicon_translate._decode_slots; None: not set
     decode_max_batch: int | None = None
     # TensorRT-LLM PD: Dynamo frontends (independent round-robin routers) the recipe's job starts behind nginx
     frontends: int = 1
@@ -118,12 +118,22 @@ class PdRecipe:
     decode_recv: int  # and of the decode server
     prefill_chunk: int  # the prefill server's chunked-prefill-size as set (SGLang divides it by the DP size)
     prefill_max_tokens: int  # and its max-prefill-tokens (per scheduler, i.e. per attention-DP rank)
+    decode_max_running: int | None  # the decode server's max-running-requests as set (None: unset, the KV bounds it)
 
     def prefill_step_tokens(self) -> int:
         """Prompt tokens one prefill rank's step holds: SGLang's chunk budget (chunked_prefill_size // dp_size under
         DP attention, server_args._handle_data_parallelism) and its max_prefill_tokens, whichever is smaller."""
         dp = self.prefill[2]
         return min(self.prefill_max_tokens, self.prefill_chunk // dp if dp > 1 else self.prefill_chunk)
+
+    def decode_slots_per_rank(self) -> int | None:
+        """Requests one decode rank runs at most: max-running-requests, which SGLang divides by the DP size under DP
+        attention (model_executor/model_runner.py: `server_args.max_running_requests // self.dp_size`, the
+        attention-DP size); None where the recipe leaves it unset."""
+        if self.decode_max_running is None:
+            return None
+        dp = self.decode[2]
+        return self.decode_max_running // dp if dp > 1 else self.decode_max_running
 
 
 # Every non-MTP entry of nvidia-master.yaml @6026f214 that a complete measured row matches (a dp-attn entry's tp is
@@ -132,65 +142,65 @@ class PdRecipe:
 # fmt: off
 PD_RECIPES: tuple[PdRecipe, ...] = (
     PdRecipe("gb200", "fp8", "0.5.8.post1", (1024, 1024), (4, 8), (1, 4, 1, 1), (1, 4, 1, 1),
-             "recipes/gb200-fp8/1k1k/low-latency.yaml", "fp8", 10, 10, 8192, 16384),
+             "recipes/gb200-fp8/1k1k/low-latency.yaml", "fp8", 10, 10, 8192, 16384, 128),
     PdRecipe("gb200", "fp8", "0.5.8.post1", (1024, 1024), (1024, 2048, 4096, 6144), (2, 1, 8, 8), (1, 1, 32, 32),
-             "recipes/gb200-fp8/1k1k/max-tpt.yaml", "fp8", 1, 1, 131072, 16384),
+             "recipes/gb200-fp8/1k1k/max-tpt.yaml", "fp8", 1, 1, 131072, 16384, 45000),
     PdRecipe("gb200", "fp8", "0.5.8.post1", (1024, 1024), (4096,), (1, 1, 8, 8), (1, 1, 8, 8),
-             "recipes/gb200-fp8/1k1k/ultra-tpt.yaml", "fp8", 1, 1, 131072, 16384),
+             "recipes/gb200-fp8/1k1k/ultra-tpt.yaml", "fp8", 1, 1, 131072, 16384, 5120),
     PdRecipe("gb200", "fp8", "0.5.8.post1", (8192, 1024), (4, 8, 16), (1, 8, 1, 1), (1, 8, 1, 1),
-             "recipes/gb200-fp8/8k1k/low-latency.yaml", "fp8", 10, 10, 24576, 16384),
+             "recipes/gb200-fp8/8k1k/low-latency.yaml", "fp8", 10, 10, 24576, 16384, 512),
     PdRecipe("gb200", "fp8", "0.5.8.post1", (8192, 1024), (512, 1024, 2048, 6144), (5, 1, 8, 8), (1, 1, 32, 32),
-             "recipes/gb200-fp8/8k1k/mid-curve.yaml", "fp8", 1, 1, 131072, 16384),
+             "recipes/gb200-fp8/8k1k/mid-curve.yaml", "fp8", 1, 1, 131072, 16384, 8192),
     PdRecipe("gb300", "fp8", "0.5.8.post1", (1024, 1024), (4, 8, 16, 32), (1, 4, 1, 1), (4, 4, 1, 1),
-             "recipes/gb300-fp8/1k1k/stp/low-latency.yaml", "fp8", 10, 1, 8192, 8192),
+             "recipes/gb300-fp8/1k1k/stp/low-latency.yaml", "fp8", 10, 1, 8192, 8192, 128),
     PdRecipe("gb300", "fp8", "0.5.8.post1", (1024, 1024), (1024, 2048, 4096, 6144), (2, 1, 8, 8), (1, 1, 32, 32),
-             "recipes/gb300-fp8/1k1k/stp/mid.yaml", "fp8", 1, 1, 131072, 16384),
+             "recipes/gb300-fp8/1k1k/stp/mid.yaml", "fp8", 1, 1, 131072, 16384, 45000),
     PdRecipe("gb300", "fp8", "0.5.8.post1", (1024, 1024), (4096, 7168, 7680), (1, 1, 8, 8), (1, 1, 8, 8),
-             "recipes/gb300-fp8/1k1k/stp/max.yaml", "fp8", 1, 1, 131072, 16384),
+             "recipes/gb300-fp8/1k1k/stp/max.yaml", "fp8", 1, 1, 131072, 16384, 45000),
     PdRecipe("gb300", "fp8", "0.5.8.post1", (8192, 1024), (4, 8), (1, 4, 1, 1), (1, 4, 1, 1),
-             "recipes/gb300-fp8/8k1k/stp/low-latency.yaml", "fp8", 10, 1, 32768, 32768),
+             "recipes/gb300-fp8/8k1k/stp/low-latency.yaml", "fp8", 10, 1, 32768, 32768, 128),
     PdRecipe("gb300", "fp8", "0.5.8.post1", (8192, 1024), (128, 256, 512, 1024), (5, 1, 8, 8), (1, 1, 32, 32),
-             "recipes/gb300-fp8/8k1k/stp/mid.yaml", "fp8", 1, 1, 131072, 16384),
+             "recipes/gb300-fp8/8k1k/stp/mid.yaml", "fp8", 1, 1, 131072, 16384, 45000),
     PdRecipe("gb200", "fp4", "0.5.8", (1024, 1024), (4, 8, 32), (1, 4, 1, 1), (2, 4, 1, 1),
-             "recipes/gb200-fp4/1k1k/low-latency.yaml", "fp8", 10, 10, 8192, 16384),
+             "recipes/gb200-fp4/1k1k/low-latency.yaml", "fp8", 10, 10, 8192, 16384, None),
     PdRecipe("gb200", "fp4", "0.5.8", (1024, 1024), (512, 2048, 4096, 8192), (4, 1, 4, 4), (1, 1, 32, 32),
-             "recipes/gb200-fp4/1k1k/mid-curve.yaml", "fp8", 1, 1, 65536, 32768),
+             "recipes/gb200-fp4/1k1k/mid-curve.yaml", "fp8", 1, 1, 65536, 32768, 67584),
     PdRecipe("gb200", "fp4", "0.5.8", (8192, 1024), (4, 8), (1, 4, 1, 1), (4, 4, 1, 1),
-             "recipes/gb200-fp4/8k1k/low-latency.yaml", "fp8", 10, 10, 24576, 16384),
+             "recipes/gb200-fp4/8k1k/low-latency.yaml", "fp8", 10, 10, 24576, 16384, None),
     PdRecipe("gb200", "fp4", "0.5.8", (8192, 1024), (2048,), (10, 4, 1, 1), (1, 1, 32, 32),
-             "recipes/gb200-fp4/8k1k/max-tpt.yaml", "fp8", 1, 1, 131072, 524288),
+             "recipes/gb200-fp4/8k1k/max-tpt.yaml", "fp8", 1, 1, 131072, 524288, 16384),
     PdRecipe("gb300", "fp4", "0.5.8.post1", (1024, 1024), (4, 8, 32), (1, 4, 1, 1), (2, 4, 1, 1),
-             "recipes/gb300-fp4/1k1k/low_latency.yaml", "fp8", 10, 10, 8192, 16384),
+             "recipes/gb300-fp4/1k1k/low_latency.yaml", "fp8", 10, 10, 8192, 16384, None),
     PdRecipe("gb300", "fp4", "0.5.8.post1", (1024, 1024), (512, 2048, 4096, 8192), (4, 1, 4, 4), (1, 1, 32, 32),
-             "recipes/gb300-fp4/1k1k/mid_curve.yaml", "fp8", 1, 1, 65536, 32768),
+             "recipes/gb300-fp4/1k1k/mid_curve.yaml", "fp8", 1, 1, 65536, 32768, 67584),
     PdRecipe("gb300", "fp4", "0.5.8.post1", (8192, 1024), (4, 8, 32, 64), (1, 4, 1, 1), (4, 4, 1, 1),
-             "recipes/gb300-fp4/8k1k/low_latency.yaml", "fp8", 10, 10, 24576, 16384),
+             "recipes/gb300-fp4/8k1k/low_latency.yaml", "fp8", 10, 10, 24576, 16384, None),
     PdRecipe("gb300", "fp4", "0.5.8.post1", (8192, 1024), (2048,), (10, 4, 1, 1), (1, 1, 32, 32),
-             "recipes/gb300-fp4/8k1k/max_tpt.yaml", "fp8", 1, 1, 131072, 524288),
+             "recipes/gb300-fp4/8k1k/max_tpt.yaml", "fp8", 1, 1, 131072, 524288, 16384),
     PdRecipe("h200_sxm", "fp8", "0.5.8.post1", (8192, 1024), (64, 128, 256), (1, 8, 1, 1), (1, 1, 8, 8),
-             "recipes/h200/8k1k/bs128-1p1d-dep.yaml", "bf16", 1, 1, 163840, 163840),
+             "recipes/h200/8k1k/bs128-1p1d-dep.yaml", "bf16", 1, 1, 163840, 163840, 256),
     PdRecipe("b200_sxm", "fp4", "0.5.8.post1", (1024, 1024), (512,), (1, 1, 4, 4), (1, 1, 8, 8),
-             "recipes/b200-fp4/1k1k.yaml:zip_override_stp_maxtpt[0]", "fp8", 1, 1, 32768, 32768),
+             "recipes/b200-fp4/1k1k.yaml:zip_override_stp_maxtpt[0]", "fp8", 1, 1, 32768, 32768, 1024),
     PdRecipe("b200_sxm", "fp4", "0.5.8.post1", (1024, 1024), (512,), (1, 1, 4, 4), (2, 1, 8, 8),
-             "recipes/b200-fp4/1k1k.yaml:zip_override_stp_maxtpt[1]", "fp8", 1, 1, 32768, 32768),
+             "recipes/b200-fp4/1k1k.yaml:zip_override_stp_maxtpt[1]", "fp8", 1, 1, 32768, 32768, 512),
     PdRecipe("b200_sxm", "fp4", "0.5.8.post1", (8192, 1024), (64, 128), (1, 1, 4, 4), (1, 8, 1, 8),
-             "recipes/b200-fp4/8k1k.yaml:zip_override_stp_lowlat[0]", "fp8", 1, 1, 32768, 32768),
+             "recipes/b200-fp4/8k1k.yaml:zip_override_stp_lowlat[0]", "fp8", 1, 1, 32768, 32768, 512),
     PdRecipe("b200_sxm", "fp4", "0.5.8.post1", (8192, 1024), (4, 8, 16, 64), (1, 4, 1, 1), (1, 8, 1, 1),
-             "recipes/b200-fp4/8k1k.yaml:override_stp_tp4", "fp8", 1, 1, 32768, 32768),
+             "recipes/b200-fp4/8k1k.yaml:override_stp_tp4", "fp8", 1, 1, 32768, 32768, 512),
     PdRecipe("b200_sxm", "fp4", "0.5.8.post1", (8192, 1024), (1024, 2048), (7, 1, 4, 4), (2, 1, 8, 8),
-             "recipes/b200-fp4/8k1k.yaml:override_stp_maxtpt_7p2d", "fp8", 1, 1, 65536, 65536),
+             "recipes/b200-fp4/8k1k.yaml:override_stp_maxtpt_7p2d", "fp8", 1, 1, 65536, 65536, 2048),
     PdRecipe("b200_sxm", "fp8", "0.5.8.post1", (1024, 1024), (4,), (1, 8, 1, 8), (1, 8, 1, 8),
-             "recipes/b200-fp8/1k1k.yaml:zip_override_stp_lowlat[0]", "fp8", 1, 1, 32768, 32768),
+             "recipes/b200-fp8/1k1k.yaml:zip_override_stp_lowlat[0]", "fp8", 1, 1, 32768, 32768, 512),
     PdRecipe("b200_sxm", "fp8", "0.5.8.post1", (8192, 1024), (128,), (1, 1, 8, 1), (4, 8, 1, 1),
-             "recipes/b200-fp8/8k1k_stp_lowlat_1.yaml", "fp8", 1, 1, 65536, 8192),
+             "recipes/b200-fp8/8k1k_stp_lowlat_1.yaml", "fp8", 1, 1, 65536, 8192, 32),
     PdRecipe("b200_sxm", "fp8", "0.5.8.post1", (8192, 1024), (288,), (1, 1, 8, 1), (2, 1, 8, 8),
-             "recipes/b200-fp8/8k1k_stp_maxtpt_0.yaml", "fp8", 1, 1, 65536, 8192),
+             "recipes/b200-fp8/8k1k_stp_maxtpt_0.yaml", "fp8", 1, 1, 65536, 8192, 128),
     PdRecipe("b200_sxm", "fp8", "0.5.8.post1", (8192, 1024), (160, 288), (1, 1, 8, 1), (1, 1, 8, 8),
-             "recipes/b200-fp8/8k1k_stp_maxtpt_1.yaml", "fp8", 1, 1, 65536, 8192),
+             "recipes/b200-fp8/8k1k_stp_maxtpt_1.yaml", "fp8", 1, 1, 65536, 8192, 256),
     PdRecipe("b200_sxm", "fp8", "0.5.8.post1", (8192, 1024), (512,), (2, 1, 8, 1), (1, 1, 8, 8),
-             "recipes/b200-fp8/8k1k_stp_maxtpt_2.yaml", "fp8", 1, 1, 65536, 8192),
+             "recipes/b200-fp8/8k1k_stp_maxtpt_2.yaml", "fp8", 1, 1, 65536, 8192, 512),
     PdRecipe("b200_sxm", "fp8", "0.5.8.post1", (8192, 1024), (1024,), (3, 1, 8, 1), (1, 1, 8, 8),
-             "recipes/b200-fp8/8k1k_stp_maxtpt_3.yaml", "fp8", 1, 1, 65536, 8192),
+             "recipes/b200-fp8/8k1k_stp_maxtpt_3.yaml", "fp8", 1, 1, 65536, 8192, 1024),
 )
 # fmt: on
 
@@ -245,7 +255,7 @@ def serving_config(row: SiliconRow) -> ServingConfig:
         src = f"{PD_SOURCE} {pd.recipe}"
         return ServingConfig(
             pd.kv_cache, None, True, pd.decode_recv, src, prefill_recv_interval=pd.prefill_recv,
-            prefill_step_tokens=pd.prefill_step_tokens(),
+            prefill_step_tokens=pd.prefill_step_tokens(), decode_max_batch=pd.decode_slots_per_rank(),
         )  # fmt: skip
     conc = row.concurrency or 1
     dp = row.agg.attention_dp or 1

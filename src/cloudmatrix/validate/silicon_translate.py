@@ -151,17 +151,22 @@ def catalog_systems() -> frozenset[str]:
 
 
 # ------------------------------------------------------------------ translation
-def _trtllm_slots(row: SiliconRow, cfg: ServingConfig, conc: int) -> tuple[int, str] | None:
-    """Sequences one TensorRT-LLM generation rank runs at once, exactly (not batch_per_die x TP), and whose figure:
-    the launch recipe's max_batch_size where known (silicon_trtllm_recipes.py), else the row's batch, as
-    aiconfigurator's generator sets it (generator/rule_plugin/trtllm.rule). No rank ever holds more than every
-    client, so a recipe's cap counts only up to the concurrency; `translate` lowers it further to what the KV cache
-    holds (_fit_kv_cache)."""
-    if row.backend != "trtllm":
-        return None
-    if cfg.decode_max_batch is not None:
-        return min(cfg.decode_max_batch, conc), "the recipe's max_batch_size"
-    return row.decode.batch or 1, "the row's batch"  # type: ignore[union-attr]
+def _decode_slots(row: SiliconRow, cfg: ServingConfig, conc: int) -> tuple[int, str] | None:
+    """Sequences one decode rank runs at once, exactly (not batch_per_die x TP), and whose figure; None: the row's
+    batch. TensorRT-LLM: the launch recipe's max_batch_size where known (silicon_trtllm_recipes.py), else the row's
+    batch, as aiconfigurator's generator sets it (generator/rule_plugin/trtllm.rule). No rank ever holds more than
+    every client, so a recipe's cap counts only up to the concurrency; `translate` lowers it further to what the KV
+    cache holds (_fit_kv_cache). SGLang: the recipe's max-running-requests per DP rank, only where it is below the
+    row's batch (silicon_recipes.PdRecipe.decode_slots_per_rank); elsewhere its slots are generous and the row's
+    batch stands (docs/accuracy.md, "Session 10")."""
+    batch = row.decode.batch or 1  # type: ignore[union-attr]
+    if row.backend == "trtllm":
+        if cfg.decode_max_batch is not None:
+            return min(cfg.decode_max_batch, conc), "the recipe's max_batch_size"
+        return batch, "the row's batch"
+    if row.backend == "sglang" and cfg.decode_max_batch is not None and cfg.decode_max_batch < batch:
+        return cfg.decode_max_batch, "the recipe's max-running-requests over its DP ranks"
+    return None
 
 
 def _fit_kv_cache(data: dict[str, Any]) -> bool:
@@ -305,7 +310,7 @@ def translate(m: Measurement) -> Translation:
     else:
         data["mode"] = "disaggregated"
         data["prefill"], pw = _pool(row.prefill, "prefill", row.isl, cfg)  # type: ignore[arg-type]
-        slots = _trtllm_slots(row, cfg, conc)
+        slots = _decode_slots(row, cfg, conc)
         data["decode"], dw = _pool(row.decode, "decode", row.isl, cfg, slots)  # type: ignore[arg-type]
         if cfg.frontends > 1:  # the recipe's job spreads requests over several routers (serving/router.py)
             data["frontend"] = {"routers": cfg.frontends}
@@ -320,7 +325,8 @@ def translate(m: Measurement) -> Translation:
         recipe_cap = cfg.decode_max_batch
         # a recipe cap above the load the row ran: the KV cache may bind first. At or below it, a cap the twin
         # says does not fit is the twin's memory model at fault, and the row is refused as such below
-        if recipe_cap is not None and recipe_cap > (row.decode.batch or 1) and _fit_kv_cache(data):  # type: ignore[union-attr]
+        trt = row.backend == "trtllm"
+        if trt and recipe_cap is not None and recipe_cap > (row.decode.batch or 1) and _fit_kv_cache(data):  # type: ignore[union-attr]
             dw = _describe(data["decode"], row.decode, f"its KV cache's limit; {slots[1]}")  # type: ignore[index,arg-type]
         words = f"prefill {pw} + decode {dw}"
     try:
