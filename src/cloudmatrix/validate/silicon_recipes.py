@@ -130,10 +130,7 @@ class PdRecipe:
         """Requests one decode rank runs at most: max-running-requests, which SGLang divides by the DP size under DP
         attention (model_executor/model_runner.py: `server_args.max_running_requests // self.dp_size`, the
         attention-DP size); None where the recipe leaves it unset."""
-        if self.decode_max_running is None:
-            return None
-        dp = self.decode[2]
-        return self.decode_max_running // dp if dp > 1 else self.decode_max_running
+        return None if self.decode_max_running is None else self.decode_max_running // self.decode[2]
 
 
 # Every non-MTP entry of nvidia-master.yaml @6026f214 that a complete measured row matches (a dp-attn entry's tp is

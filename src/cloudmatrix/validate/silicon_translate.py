@@ -325,8 +325,9 @@ def translate(m: Measurement) -> Translation:
         recipe_cap = cfg.decode_max_batch
         # a recipe cap above the load the row ran: the KV cache may bind first. At or below it, a cap the twin
         # says does not fit is the twin's memory model at fault, and the row is refused as such below
-        trt = row.backend == "trtllm"
-        if trt and recipe_cap is not None and recipe_cap > (row.decode.batch or 1) and _fit_kv_cache(data):  # type: ignore[union-attr]
+        # (an SGLang cap counts only below the row's batch, so slots is None whenever its cap is above it)
+        above = recipe_cap is not None and recipe_cap > (row.decode.batch or 1)  # type: ignore[union-attr]
+        if slots is not None and above and _fit_kv_cache(data):
             dw = _describe(data["decode"], row.decode, f"its KV cache's limit; {slots[1]}")  # type: ignore[index,arg-type]
         words = f"prefill {pw} + decode {dw}"
     try:
